@@ -1,0 +1,147 @@
+"""The workspace: a folder of computed artefacts keyed by dataset fingerprint and parameters.
+
+Layout: ``<root>/<fingerprint>/<stage>/<params-key>.<ext>`` plus a ``.meta.json`` beside each
+artefact holding its SHA-256, size and parameters. The artefact is written first, then its
+meta file, each to a temporary file that is renamed into place, so a reader sees either a
+complete entry or none. An entry whose bytes do not match its meta, or that cannot be parsed,
+is treated as absent: it is removed and recomputed, never trusted.
+
+The root is ``./workspace`` unless the ``CARTOGRAPHER_WORKSPACE`` environment variable names
+another folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "WORKSPACE_ENV",
+    "Workspace",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "params_key",
+    "default_root",
+]
+
+WORKSPACE_ENV = "CARTOGRAPHER_WORKSPACE"
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def default_root() -> Path:
+    """``$CARTOGRAPHER_WORKSPACE`` or ``./workspace``."""
+    return Path(os.environ.get(WORKSPACE_ENV) or "workspace").expanduser()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def params_key(params: dict[str, Any]) -> str:
+    """A short stable hash of JSON-able parameters (key order does not matter)."""
+    blob = json.dumps(params, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# Serialisers by format: (extension, to bytes, from bytes).
+def _npy_dump(value: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(value), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _parquet_dump(value: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    value.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+_FORMATS: dict[str, tuple[str, Callable[[Any], bytes], Callable[[bytes], Any]]] = {
+    "npy": ("npy", _npy_dump, lambda b: np.load(io.BytesIO(b), allow_pickle=False)),
+    "parquet": ("parquet", _parquet_dump, lambda b: pd.read_parquet(io.BytesIO(b))),
+    "json": ("json", lambda v: json.dumps(v, indent=1, default=str).encode(), lambda b: json.loads(b)),
+}
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Artefact cache rooted at ``root``."""
+
+    root: Path
+
+    @classmethod
+    def default(cls) -> "Workspace":
+        return cls(default_root())
+
+    def entry_path(self, fingerprint: str, stage: str, params: dict[str, Any], fmt: str) -> Path:
+        extension = _FORMATS[fmt][0]
+        return Path(self.root) / fingerprint / stage / f"{params_key(params)}.{extension}"
+
+    def save(self, fingerprint: str, stage: str, params: dict[str, Any], value: Any, *, fmt: str) -> Path:
+        """Store ``value`` (ndarray for "npy", DataFrame for "parquet", JSON-able for "json")."""
+        path = self.entry_path(fingerprint, stage, params, fmt)
+        data = _FORMATS[fmt][1](value)
+        atomic_write_bytes(path, data)
+        meta = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+                "stage": stage, "params": params, "format": fmt}
+        atomic_write_text(_meta_path(path), json.dumps(meta, indent=1, default=str))
+        return path
+
+    def load(self, fingerprint: str, stage: str, params: dict[str, Any], *, fmt: str) -> Any | None:
+        """The stored value, or None when the entry is absent, partial or corrupt."""
+        path = self.entry_path(fingerprint, stage, params, fmt)
+        meta_path = _meta_path(path)
+        if not path.exists() or not meta_path.exists():
+            return None
+        try:
+            meta = json.loads(meta_path.read_text())
+            data = path.read_bytes()
+            if len(data) != meta["size"] or hashlib.sha256(data).hexdigest() != meta["sha256"]:
+                raise ValueError("checksum mismatch")
+            return _FORMATS[fmt][2](data)
+        except Exception as exc:  # any failure to read back means: do not trust, recompute
+            log.warning("Discarding corrupt cache entry %s (%s)", path, exc)
+            path.unlink(missing_ok=True)
+            meta_path.unlink(missing_ok=True)
+            return None
+
+    def cached(
+        self, fingerprint: str, stage: str, params: dict[str, Any], compute: Callable[[], T], *, fmt: str
+    ) -> T:
+        """Load the entry if it is intact, otherwise ``compute()`` it, store it and return it."""
+        value = self.load(fingerprint, stage, params, fmt=fmt)
+        if value is None:
+            value = compute()
+            self.save(fingerprint, stage, params, value, fmt=fmt)
+        return value
+
+
+def _meta_path(path: Path) -> Path:
+    return path.with_name(path.name + ".meta.json")

@@ -1,0 +1,21 @@
+"""Data Cartographer: entry page, navigation and the dataset sidebar.
+
+Start it with ``make run`` (http://127.0.0.1:8501).
+"""
+
+from pathlib import Path
+
+import streamlit as st
+
+from ui.sidebar import dataset_sidebar
+
+# A local icon: a Material or emoji favicon would make the browser fetch it from the internet.
+st.set_page_config(page_title="Data Cartographer", layout="wide",
+                   page_icon=str(Path(__file__).parent / "ui" / "assets" / "icon.png"))
+
+navigation = st.navigation([
+    st.Page("pages/overview.py", title="Overview", icon=":material/table_chart:",
+            url_path="overview", default=True),
+])
+dataset_sidebar()
+navigation.run()

@@ -1,0 +1,66 @@
+"""The only place that caches engine calls for the app (bounded caches; no widget reads)."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Callable
+
+import streamlit as st
+
+from analytics import datasets, overview, previews
+
+
+_DATASET_CACHE_SIZE = 6
+_datasets: OrderedDict[tuple, datasets.Dataset] = OrderedDict()
+_datasets_lock = threading.Lock()
+
+
+def load_dataset(path: str, roles: tuple[tuple[str, str | None], ...], drop_missing_labels: bool,
+                 encoding: str, stamp: tuple,
+                 progress: Callable[[float, str], None] | None = None) -> datasets.Dataset:
+    """Cached :func:`analytics.datasets.load_dataset`; ``stamp`` invalidates it on file change.
+
+    A small LRU shared by all sessions, rather than ``st.cache_resource``: loading an image
+    folder reports progress to a Streamlit element, and a cached function may not draw into an
+    element created outside it. The Dataset is immutable, so sharing it is safe.
+    """
+    key = (path, roles, drop_missing_labels, encoding, stamp)
+    with _datasets_lock:
+        if key in _datasets:
+            _datasets.move_to_end(key)
+            return _datasets[key]
+    dataset = datasets.load_dataset(path, roles=datasets.ColumnRoles(**dict(roles)),
+                                    drop_missing_labels=drop_missing_labels, encoding=encoding,
+                                    progress=progress)
+    with _datasets_lock:
+        _datasets[key] = dataset
+        while len(_datasets) > _DATASET_CACHE_SIZE:
+            _datasets.popitem(last=False)
+    return dataset
+
+
+def clear_all() -> None:
+    """Empty every cache of the app (tests use it between app runs)."""
+    with _datasets_lock:
+        _datasets.clear()
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def peek_columns(path: str, encoding: str, stamp: tuple) -> list[str]:
+    try:
+        return datasets.peek_columns(path, encoding=encoding)
+    except datasets.DatasetError:
+        return []
+
+
+@st.cache_resource(max_entries=6, show_spinner=False)
+def summarize(fingerprint: str, _dataset: datasets.Dataset) -> overview.DatasetSummary:
+    return overview.summarize(_dataset)
+
+
+@st.cache_data(max_entries=4096, show_spinner=False)
+def thumbnail(path: str, size: int = 64) -> str | None:
+    return previews.image_thumbnail_uri(path, size=size)

@@ -1,0 +1,93 @@
+"""The sidebar: choose a bundled sample or open a path, set column roles, load the dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from analytics.datasets import AUTO, NO_COLUMN, ColumnRoles, DatasetError, MissingLabelsError, source_stamp
+from analytics.samples import SAMPLES
+from ui import cached, state
+
+_OPEN_PATH = "Open a file or folder…"
+_AUTO_LABEL, _NONE_LABEL = "(detect)", "(none)"
+_ROLES = ("label", "id", "text", "image", "split")
+_ENCODINGS = ("utf-8", "latin-1", "cp1252", "utf-16")
+
+
+def dataset_sidebar() -> None:
+    """Draw the dataset picker and put the loaded dataset (or the error) in session state."""
+    sidebar = st.sidebar
+    sidebar.title("Data Cartographer")
+    titles = [s.title for s in SAMPLES] + [_OPEN_PATH]
+    choice = sidebar.selectbox("Dataset", titles, key=state.DATASET_CHOICE,
+                               help="Bundled samples open instantly; or open your own data.")
+    encoding = "utf-8"
+    if choice == _OPEN_PATH:
+        path = sidebar.text_input("Path to a file or image folder", key=state.DATASET_PATH,
+                                  placeholder="/data/reviews.csv",
+                                  help="CSV, TSV, Parquet, JSON Lines, or a folder with one "
+                                       "sub-folder of images per class.").strip()
+        encoding = sidebar.selectbox("Text encoding", _ENCODINGS, key=state.ENCODING)
+        default_roles = ColumnRoles()
+        if not path:
+            _set_result(None, None)
+            return
+    else:
+        sample = SAMPLES[titles.index(choice)]
+        path, default_roles = str(sample.path), sample.roles
+        sidebar.caption(sample.description)
+
+    stamp = source_stamp(path)
+    roles = _role_pickers(path, encoding, stamp, default_roles)
+    drop_missing = path in st.session_state.setdefault(state.DROP_MISSING, set())
+    progress = sidebar.empty()
+    try:
+        dataset = cached.load_dataset(
+            path, tuple(roles.as_dict().items()), drop_missing, encoding, stamp,
+            progress=lambda fraction, message: progress.progress(min(fraction, 1.0), text=message),
+        )
+    except MissingLabelsError as exc:
+        progress.empty()
+        _set_result(None, str(exc))
+        sidebar.error(str(exc))
+        if sidebar.button(f"Drop the {exc.count} rows without a label", key="drop_missing_button"):
+            st.session_state[state.DROP_MISSING].add(path)
+            st.rerun()
+        return
+    except DatasetError as exc:
+        progress.empty()
+        _set_result(None, str(exc))
+        sidebar.error(str(exc))
+        return
+    progress.empty()
+    _set_result(dataset, None)
+    sidebar.success(f"{dataset.name}: {dataset.n_examples:,} examples, {len(dataset.classes)} classes")
+
+
+def _role_pickers(path: str, encoding: str, stamp: tuple, defaults: ColumnRoles) -> ColumnRoles:
+    columns = cached.peek_columns(path, encoding, stamp) if not Path(path).is_dir() else []
+    if not columns:
+        return defaults
+    chosen = {}
+    with st.sidebar.expander("Column roles", expanded=False):
+        st.caption("Which column holds what. '(detect)' guesses from names and content.")
+        for role in _ROLES:
+            default = getattr(defaults, role)
+            options = [_AUTO_LABEL, _NONE_LABEL] + columns
+            index = options.index(default) if default in options else 0
+            picked = st.selectbox(role, options, index=index, key=f"role_{role}_{path}")
+            chosen[role] = AUTO if picked == _AUTO_LABEL else NO_COLUMN if picked == _NONE_LABEL else picked
+    return ColumnRoles(**chosen)
+
+
+def _set_result(dataset, error: str | None) -> None:
+    if dataset is None:
+        st.session_state.pop(state.DATASET, None)
+    else:
+        st.session_state[state.DATASET] = dataset
+    if error is None:
+        st.session_state.pop(state.DATASET_ERROR, None)
+    else:
+        st.session_state[state.DATASET_ERROR] = error

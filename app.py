@@ -7,6 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from ui.navigation import PAGES
 from ui.sidebar import dataset_sidebar
 
 # A local icon: a Material or emoji favicon would make the browser fetch it from the internet.
@@ -14,8 +15,8 @@ st.set_page_config(page_title="Data Cartographer", layout="wide",
                    page_icon=str(Path(__file__).parent / "ui" / "assets" / "icon.png"))
 
 navigation = st.navigation([
-    st.Page("pages/overview.py", title="Overview", icon=":material/table_chart:",
-            url_path="overview", default=True),
+    st.Page(page.file, title=page.title, icon=page.icon, url_path=page.url_path, default=i == 0)
+    for i, page in enumerate(PAGES)
 ])
 dataset_sidebar()
 navigation.run()

@@ -57,7 +57,7 @@ if dataset.kind == "image":
     per_class = dataset.table.groupby("label", sort=False).head(12)
     for label in dataset.classes[:30]:
         name, gallery = st.columns([1, 9], vertical_alignment="center")
-        name.markdown(f"**{label}**")
+        name.text(label)  # plain text: a label is data, never markup
         gallery.image(per_class.loc[per_class["label"] == label, "image"].tolist(), width=48)
     if len(dataset.classes) > 30:
         st.caption(f"Showing 30 of {len(dataset.classes)} classes.")

@@ -1,0 +1,67 @@
+"""The first user journey in a real browser: open the app, pick each sample, see its overview."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from playwright.sync_api import expect
+
+from analytics.samples import SAMPLES
+from tests.browser.conftest import pick, wait_idle
+from ui.navigation import PAGES
+
+ROWS = {"debian-packages": "1,549", "digits": "1,797", "breast-cancer": "569"}
+
+
+def test_app_opens_on_a_sample_overview(page):
+    expect(page.get_by_role("heading", name="debian_packages.csv")).to_be_visible()
+    expect(page.get_by_text("Class balance")).to_be_visible()
+    expect(page.locator(".js-plotly-plot")).to_have_count(1, timeout=30_000)
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: s.key)
+def test_pick_each_sample_and_see_its_overview(page, sample):
+    pick(page, "Dataset", sample.title)
+    wait_idle(page)
+    expect(page.get_by_role("heading", name=sample.path.name)).to_be_visible()
+    expect(page.get_by_test_id("stMetricValue").first).to_have_text(ROWS[sample.key])
+    expect(page.get_by_text("A sample of examples")).to_be_visible()
+    if sample.key == "digits":
+        # the per-class thumbnails are real images served by the app
+        images = page.locator("[data-testid=stImage] img")
+        expect(images.first).to_be_visible()
+        assert images.count() >= 10 * 12
+        assert images.first.evaluate("img => img.naturalWidth") > 0
+
+
+@pytest.mark.parametrize("spec", PAGES, ids=lambda p: p.url_path)
+def test_each_page_opens_by_its_own_url(browser, app_url, spec):
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{app_url}/{spec.url_path}")
+    expect(page.locator("h1").first).to_be_visible(timeout=30_000)
+    assert page.url.rstrip("/").endswith(spec.url_path) or spec is PAGES[0]
+    expect(page.get_by_text("Traceback")).to_have_count(0)
+    context.close()
+
+
+def test_bad_path_shows_an_error_and_the_app_keeps_running(page, tmp_path):
+    pick(page, "Dataset", "Open a file or folder…")
+    box = page.get_by_label("Path to a file or image folder", exact=True)
+    box.fill(str(tmp_path / "missing.csv"))
+    box.press("Enter")
+    sidebar = page.get_by_test_id("stSidebar")
+    expect(sidebar.get_by_text("no such file or folder")).to_be_visible()
+    # Missing labels: the error counts them and a button drops them.
+    path = tmp_path / "gaps.csv"
+    pd.DataFrame({"text": [f"words {i} here" for i in range(5)],
+                  "label": ["a", None, "b", "a", "b"]}).to_csv(path, index=False)
+    box.fill(str(path))
+    box.press("Enter")
+    expect(sidebar.get_by_text("1 rows with no label (rows 2)")).to_be_visible()
+    page.get_by_role("button", name="Drop the 1 rows without a label").click()
+    expect(page.get_by_role("heading", name="gaps.csv")).to_be_visible()
+    expect(page.get_by_test_id("stMetricValue").first).to_have_text("4")
+    # and a bundled sample still opens afterwards
+    pick(page, "Dataset", SAMPLES[1].title)
+    expect(page.get_by_role("heading", name="digits")).to_be_visible()

@@ -1,0 +1,123 @@
+"""App tests (Streamlit AppTest): every page opens on every sample; bad input keeps it running.
+
+AppTest in Streamlit 1.67 loses the entry script's sidebar on every run after the first in an
+``st.navigation`` app (reproduced with a five-line app), so each test here starts a fresh app
+with its session state set, as the sidebar widgets would set it, and runs it once. Clicking
+through the real widgets is covered by the browser tests in ``tests/browser``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from analytics.samples import SAMPLES
+from tests.conftest import ROOT
+from ui import cached, state
+from ui.navigation import PAGES
+
+APP = str(ROOT / "app.py")
+OPEN_PATH = "Open a file or folder…"
+
+
+@pytest.fixture(autouse=True)
+def clean_caches():
+    cached.clear_all()
+    yield
+    cached.clear_all()
+
+
+def run_app(*, page: str | None = None, **session) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    for key, value in session.items():
+        at.session_state[key] = value
+    at.run()
+    if page:  # pages are known only after a first run has called st.navigation
+        at.switch_page(page).run()
+    return at
+
+
+def test_first_run_opens_a_sample_on_the_overview():
+    at = run_app()
+    assert not at.exception
+    assert at.title[0].value == "debian_packages.csv"
+    assert [m.value for m in at.metric][:2] == ["1,549", "8"]
+    assert any("1,549 examples" in s.value for s in at.sidebar.success)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.url_path)
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: s.key)
+def test_every_page_opens_on_every_sample(sample, page):
+    at = run_app(page=page.file, **{state.DATASET_CHOICE: sample.title})
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert at.title, f"{page.title} shows no title for {sample.key}"
+    assert at.session_state[state.DATASET].source == sample.path
+
+
+def test_overview_of_the_image_sample_shows_balance_tables_and_thumbnails():
+    at = run_app(**{state.DATASET_CHOICE: "Handwritten digits (images)"})
+    assert at.title[0].value == "digits"
+    assert len(at.get("plotly_chart")) == 1
+    assert len(at.dataframe) >= 2
+    assert len(at.get("image")) == 10  # one thumbnail strip per class
+    table = at.dataframe[-1].value
+    assert table["preview"].str.startswith("data:image/png;base64,").all()
+
+
+def test_a_path_that_does_not_exist_keeps_the_app_running(tmp_path):
+    at = run_app(**{state.DATASET_CHOICE: OPEN_PATH, state.DATASET_PATH: str(tmp_path / "missing.csv")})
+    assert not at.exception
+    assert any("missing.csv: no such file or folder" in e.value for e in at.sidebar.error)
+    assert any("Pick a bundled sample" in i.value for i in at.info)
+
+
+def test_a_malformed_file_names_the_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"text": "a b", "label": "x"}\n{oops\n')
+    at = run_app(**{state.DATASET_CHOICE: OPEN_PATH, state.DATASET_PATH: str(path)})
+    assert not at.exception
+    assert any("bad.jsonl: line 2 is not valid JSON" in e.value for e in at.sidebar.error)
+
+
+def test_missing_labels_are_reported_with_an_offer_to_drop_them(tmp_path):
+    path = tmp_path / "gaps.csv"
+    pd.DataFrame({"text": [f"some words {i}" for i in range(6)],
+                  "label": ["a", None, "b", "a", None, "b"]}).to_csv(path, index=False)
+    at = run_app(**{state.DATASET_CHOICE: OPEN_PATH, state.DATASET_PATH: str(path)})
+    assert any("2 rows with no label (rows 2, 5)" in e.value for e in at.sidebar.error)
+    assert at.sidebar.button(key="drop_missing_button").label == "Drop the 2 rows without a label"
+    # What the button records: this source may drop its unlabeled rows.
+    at = run_app(**{state.DATASET_CHOICE: OPEN_PATH, state.DATASET_PATH: str(path),
+                    state.DROP_MISSING: {str(path)}})
+    assert not at.exception
+    assert at.title[0].value == "gaps.csv"
+    assert at.metric[0].value == "4"
+    assert any("Dropped 2 rows" in i.value for i in at.info)
+
+
+def test_choosing_the_label_column_by_hand(tmp_path):
+    path = tmp_path / "nolabel.csv"
+    pd.DataFrame({"review": [f"text number {i} here" for i in range(6)],
+                  "verdict": ["good", "bad"] * 3}).to_csv(path, index=False)
+    base = {state.DATASET_CHOICE: OPEN_PATH, state.DATASET_PATH: str(path)}
+    at = run_app(**base)
+    assert any("no label column found" in e.value and "'verdict'" in e.value for e in at.sidebar.error)
+    assert "verdict" in at.sidebar.selectbox(key=f"role_label_{path}").options
+    at = run_app(**base, **{f"role_label_{path}": "verdict"})
+    assert not at.sidebar.error
+    assert at.title[0].value == "nolabel.csv"
+    assert at.metric[1].value == "2"
+
+
+def test_hostile_text_is_escaped_before_it_reaches_plotly(tmp_path):
+    path = tmp_path / "hostile.csv"
+    pd.DataFrame({"text": ["<img src=x onerror=alert(1)> hello there", "**bold** [link](http://x)"] * 2,
+                  "label": ["<b>a</b>", "b", "<b>a</b>", "b"]}).to_csv(path, index=False)
+    at = run_app(**{state.DATASET_CHOICE: OPEN_PATH, state.DATASET_PATH: str(path)})
+    assert not at.exception
+    spec = json.dumps(json.loads(at.get("plotly_chart")[0].proto.spec))
+    assert "<b>a</b>" not in spec and "&lt;b&gt;a&lt;/b&gt;" in spec

@@ -1,0 +1,39 @@
+"""The cartographer command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+
+from analytics.cli import main
+from analytics.samples import sample_by_key
+
+
+def test_validate_a_sample(capsys):
+    assert main(["validate", str(sample_by_key("digits").path)]) == 0
+    out = capsys.readouterr().out
+    assert "image dataset, 1797 examples, 10 classes" in out
+
+
+def test_validate_with_an_explicit_label(capsys):
+    assert main(["validate", str(sample_by_key("breast-cancer").path), "--label", "diagnosis"]) == 0
+    assert "malignant" in capsys.readouterr().out
+
+
+def test_bad_input_exits_2_with_the_message(tmp_path, capsys):
+    path = tmp_path / "m.csv"
+    pd.DataFrame({"text": ["a b", "c d", "e f"], "label": ["x", None, "y"]}).to_csv(path, index=False)
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "m.csv: column 'label' has 1 rows with no label (rows 2)" in err
+    assert "--drop-missing-labels" in err
+    assert main(["validate", str(path), "--drop-missing-labels"]) == 0
+
+
+def test_console_script_is_installed():
+    result = subprocess.run([sys.executable, "-m", "analytics.cli", "samples"], capture_output=True, text=True)
+    assert result.returncode == 0 and "debian-packages" in result.stdout
+    bin_dir = __import__("pathlib").Path(sys.executable).parent
+    assert (bin_dir / "cartographer").exists()

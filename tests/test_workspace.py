@@ -1,0 +1,105 @@
+"""The artefact cache: keys, atomic writes, corrupt entries recomputed rather than trusted."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analytics.workspace import WORKSPACE_ENV, Workspace, atomic_write_bytes, default_root, params_key
+
+
+def test_default_root_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv(WORKSPACE_ENV, raising=False)
+    assert str(default_root()) == "workspace"
+    monkeypatch.setenv(WORKSPACE_ENV, str(tmp_path / "ws"))
+    assert default_root() == tmp_path / "ws"
+
+
+def test_params_key_ignores_order_and_separates_values():
+    assert params_key({"a": 1, "b": [1, 2]}) == params_key({"b": [1, 2], "a": 1})
+    assert params_key({"a": 1}) != params_key({"a": 2})
+
+
+@pytest.mark.parametrize("fmt,value", [
+    ("npy", np.arange(12, dtype=np.float32).reshape(3, 4)),
+    ("parquet", pd.DataFrame({"id": ["a", "b"], "x": [0.5, 1.5]})),
+    ("json", {"stage": "umap", "seconds": 1.25, "items": [1, 2]}),
+])
+def test_round_trip_every_format(tmp_path, fmt, value):
+    workspace = Workspace(tmp_path)
+    path = workspace.save("fp1", "stage", {"k": 1}, value, fmt=fmt)
+    assert path.parent == tmp_path / "fp1" / "stage"
+    loaded = workspace.load("fp1", "stage", {"k": 1}, fmt=fmt)
+    if fmt == "npy":
+        np.testing.assert_array_equal(loaded, value)
+    elif fmt == "parquet":
+        pd.testing.assert_frame_equal(loaded, value)
+    else:
+        assert loaded == value
+    assert workspace.load("fp1", "stage", {"k": 2}, fmt=fmt) is None
+    assert workspace.load("fp2", "stage", {"k": 1}, fmt=fmt) is None
+
+
+def test_cached_computes_once(tmp_path):
+    workspace = Workspace(tmp_path)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return np.ones(3)
+
+    workspace.cached("fp", "s", {}, compute, fmt="npy")
+    workspace.cached("fp", "s", {}, compute, fmt="npy")
+    assert len(calls) == 1
+
+
+def test_truncated_entry_is_detected_and_recomputed(tmp_path):
+    workspace = Workspace(tmp_path)
+    path = workspace.save("fp", "s", {}, np.arange(1000.0), fmt="npy")
+    path.write_bytes(path.read_bytes()[:100])  # a partial write by a crashed process
+    assert workspace.load("fp", "s", {}, fmt="npy") is None
+    assert not path.exists()
+    value = workspace.cached("fp", "s", {}, lambda: np.zeros(2), fmt="npy")
+    np.testing.assert_array_equal(value, np.zeros(2))
+
+
+def test_flipped_byte_is_detected(tmp_path):
+    workspace = Workspace(tmp_path)
+    path = workspace.save("fp", "s", {}, pd.DataFrame({"x": range(50)}), fmt="parquet")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert workspace.load("fp", "s", {}, fmt="parquet") is None
+
+
+def test_entry_without_meta_is_a_miss(tmp_path):
+    """The payload is written before its meta: a crash in between leaves no trusted entry."""
+    workspace = Workspace(tmp_path)
+    path = workspace.save("fp", "s", {}, {"a": 1}, fmt="json")
+    path.with_name(path.name + ".meta.json").unlink()
+    assert workspace.load("fp", "s", {}, fmt="json") is None
+
+
+def test_garbage_meta_is_a_miss(tmp_path):
+    workspace = Workspace(tmp_path)
+    path = workspace.save("fp", "s", {}, {"a": 1}, fmt="json")
+    path.with_name(path.name + ".meta.json").write_text("{not json")
+    assert workspace.load("fp", "s", {}, fmt="json") is None
+
+
+def test_atomic_write_leaves_old_file_when_writing_fails(tmp_path, monkeypatch):
+    target = tmp_path / "out.json"
+    atomic_write_bytes(target, b'{"v": 1}')
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError):
+        atomic_write_bytes(target, b'{"v": 2}')
+    assert json.loads(target.read_text()) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temp file left behind

@@ -1,5 +1,6 @@
 """The ``cartographer`` command line.
 
+    cartographer analyze DATASET [--embeddings FILE | --checkpoint PATH] --out DIR
     cartographer validate DATASET [--label COL] [--id COL] [--text COL] [--image COL] [--split COL]
     cartographer samples
 """
@@ -8,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from analytics.datasets import ColumnRoles, DatasetError, MissingLabelsError, load_dataset
+from analytics.embeddings import EmbeddingError
 from analytics.overview import summarize
+from analytics.pipeline import RunError
 from analytics.samples import SAMPLES
 
 __all__ = ["main"]
@@ -48,6 +52,40 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analyze(args: argparse.Namespace) -> int:
+    from analytics.embeddings import EmbeddingSpec
+    from analytics.pipeline import AnalysisConfig, run_analysis
+
+    dataset = _load(args)
+    if args.embeddings and args.checkpoint:
+        raise DatasetError("Give either --embeddings or --checkpoint, not both.")
+    spec = None
+    if args.embeddings:
+        spec = EmbeddingSpec(source="file", path=args.embeddings)
+    elif args.checkpoint:
+        spec = EmbeddingSpec(source="checkpoint", path=args.checkpoint, architecture=args.architecture,
+                             trust=args.trust_checkpoint, batch_size=args.batch_size)
+    elif args.embedding_source:
+        spec = EmbeddingSpec(source=args.embedding_source, column=args.vector_column,
+                             batch_size=args.batch_size)
+    config = AnalysisConfig(embedding=spec, projection=args.projection, k=args.k, seed=args.seed,
+                            device=args.device)
+    print(f"{dataset.source}: {dataset.kind} dataset, {dataset.n_examples:,} examples, "
+          f"{len(dataset.classes)} classes", file=sys.stderr)
+    last = {"stage": None, "time": 0.0}
+
+    def progress(stage: str, fraction: float, message: str) -> None:
+        now = time.monotonic()
+        if stage != last["stage"] or fraction >= 1.0 or now - last["time"] > 5:
+            print(f"[{stage:>10}] {fraction:4.0%} {message}", file=sys.stderr, flush=True)
+            last.update(stage=stage, time=now)
+
+    run = run_analysis(dataset, config, out_dir=args.out, progress=progress)
+    timings = ", ".join(f"{k} {v:.1f}s" for k, v in run.manifest["timings_s"].items())
+    print(f"wrote {run.path}/examples.parquet and manifest.json ({timings})")
+    return 0
+
+
 def _samples(_: argparse.Namespace) -> int:
     for sample in SAMPLES:
         print(f"{sample.key:<16} {sample.path}\n  {sample.description}")
@@ -57,6 +95,29 @@ def _samples(_: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cartographer", description="Data Cartographer, headless.")
     commands = parser.add_subparsers(dest="command", required=True)
+    analyze = commands.add_parser("analyze", help="run the whole analysis headless and write a run folder")
+    _add_dataset_arguments(analyze)
+    analyze.add_argument("--out", required=True, metavar="DIR", help="folder for examples.parquet and manifest.json")
+    source = analyze.add_argument_group("embeddings (chosen from the data when omitted)")
+    source.add_argument("--embeddings", metavar="FILE",
+                        help=".npy (rows in dataset order) or .parquet (with an id column) of vectors")
+    source.add_argument("--checkpoint", metavar="PATH",
+                        help="a Hugging Face model folder, a TorchScript file, or a state dict (with --architecture)")
+    source.add_argument("--architecture", metavar="MODULE:CLASS",
+                        help="the model class for a state-dict checkpoint, e.g. mypkg.models:Net")
+    source.add_argument("--trust-checkpoint", action="store_true",
+                        help="allow full unpickling of the checkpoint: it can run arbitrary code, "
+                             "so use only for files from a source you trust")
+    source.add_argument("--embedding-source", choices=("minilm", "pixels", "tabular", "column"),
+                        help="force a built-in source")
+    source.add_argument("--vector-column", metavar="COLUMN", help="the dataset column holding vectors")
+    source.add_argument("--batch-size", type=int, default=64)
+    analyze.add_argument("--projection", choices=("umap", "pca"), default="umap")
+    analyze.add_argument("--k", type=int, default=15, help="neighbours per example in the shared kNN graph")
+    analyze.add_argument("--seed", type=int, default=None,
+                         help="seed UMAP for a bit-reproducible map (single-threaded, ~1.9x slower)")
+    analyze.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when present)")
+    analyze.set_defaults(run=_analyze)
     validate = commands.add_parser("validate", help="load a dataset, check it and summarise it")
     _add_dataset_arguments(validate)
     validate.set_defaults(run=_validate)
@@ -72,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     except MissingLabelsError as exc:
         print(f"error: {exc}\n(use --drop-missing-labels to drop them)", file=sys.stderr)
         return 2
-    except DatasetError as exc:
+    except (DatasetError, EmbeddingError, RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -28,7 +28,7 @@ def test_analytics_never_imports_the_ui(path):
     assert not imported_modules(path) & {"streamlit", "ui", "pages", "plotly"}
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "pages").glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((ROOT / "views").glob("*.py")), ids=lambda p: p.name)
 def test_pages_reach_the_engine_only_through_ui(path):
     """Pages may import analytics only for types and constants, never compute directly."""
     tree = ast.parse(path.read_text())
@@ -52,3 +52,9 @@ def test_no_module_shadows_the_standard_library():
 
     ours = {p.stem for p in ROOT.rglob("*.py") if ".venv" not in p.parts}
     assert not ours & set(sys.stdlib_module_names) - {"__init__"}
+
+
+def test_no_pages_folder_next_to_the_entry_script():
+    """A folder named pages/ beside app.py switches Streamlit to its legacy multipage mode until
+    st.navigation runs, so a deep link on a fresh server skipped app.py (no sidebar, no data)."""
+    assert not (ROOT / "pages").exists()

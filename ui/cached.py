@@ -64,3 +64,52 @@ def summarize(fingerprint: str, _dataset: datasets.Dataset) -> overview.DatasetS
 @st.cache_data(max_entries=4096, show_spinner=False)
 def thumbnail(path: str, size: int = 64) -> str | None:
     return previews.image_thumbnail_uri(path, size=size)
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def load_run(path: str, stamp: tuple):
+    """A run folder (``stamp`` = the manifest's mtime and size, so a re-run is picked up)."""
+    from analytics.pipeline import load_run as _load_run
+
+    return _load_run(path)
+
+
+def run_stamp(path) -> tuple:
+    from pathlib import Path
+
+    manifest = Path(path) / "manifest.json"
+    try:
+        stat = manifest.stat()
+    except OSError:
+        return ()
+    return (stat.st_mtime_ns, stat.st_size)
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def hover_previews(run_path: str, stamp: tuple, _examples) -> object:
+    """Escaped hover previews for a run's points (built once per run)."""
+    from ui.figures import hover_previews as _hover_previews
+
+    texts = _examples["text"] if "text" in _examples.columns else None
+    return _hover_previews(_examples["id"], texts)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _run_dir(fingerprint: str, config, file_stamp: tuple, _dataset) -> str:
+    from analytics.pipeline import run_dir_for
+    from analytics.workspace import Workspace
+
+    return str(run_dir_for(_dataset, config, Workspace.default()))
+
+
+def run_dir(fingerprint: str, config, dataset):
+    """Where the run of ``config`` lives; the file hash behind a vectors file or checkpoint is
+    computed once per file version, not on every rerun."""
+    from pathlib import Path
+
+    from analytics.datasets import source_stamp
+    from analytics.workspace import default_root
+
+    path = config.embedding.path if config.embedding else None
+    stamp = source_stamp(path) if path else ()
+    return Path(_run_dir(fingerprint, config, (stamp, str(default_root())), dataset))

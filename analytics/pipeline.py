@@ -1,0 +1,321 @@
+"""Run the analysis stages in order and write a run folder that the app and the CLI share.
+
+Stages: embeddings → neighbours (kNN graph) → PCA map → UMAP map → artefacts. Each stage's
+result is cached in the workspace under the dataset fingerprint and the stage's parameters, so
+a run that stopped after a stage resumes from there, and a second run with the same inputs is
+instant.
+
+A run folder holds:
+
+- ``examples.parquet`` — one row per example: the dataset's columns (``id``, ``label``,
+  ``text``/``image``/``split`` and metadata), then ``x``, ``y`` (the map) and ``pca_x``,
+  ``pca_y``; later stages add their per-example scores as columns;
+- ``manifest.json`` — dataset fingerprint, sources, parameters, versions, timings per stage,
+  and the size and SHA-256 of every artefact (written last: a folder without it is not a run);
+- ``embeddings.npy`` (float16, n × d) and ``neighbors.npz`` (``indices`` int32 and
+  ``distances`` float16, n × k) so later stages need not recompute them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from analytics.datasets import ColumnRoles, Dataset
+from analytics.embeddings import EmbeddingSpec, compute_embeddings, default_spec
+from analytics.neighbors import KnnGraph, build_knn
+from analytics.projection import PROJECTIONS, project_pca, project_umap
+from analytics.workspace import Workspace, atomic_write_bytes, atomic_write_text, params_key
+
+__all__ = [
+    "AnalysisConfig",
+    "AnalysisRun",
+    "RunError",
+    "STAGES",
+    "run_analysis",
+    "run_dir_for",
+    "load_run",
+    "is_run_dir",
+    "MAP_COLUMNS",
+]
+
+STAGES = ("embeddings", "neighbors", "pca", "umap", "artefacts")
+MAP_COLUMNS = ("x", "y", "pca_x", "pca_y")
+FORMAT = "data-cartographer-run"
+FORMAT_VERSION = 1
+StageProgress = Callable[[str, float, str], None]
+
+
+class RunError(ValueError):
+    """A run folder is missing, incomplete or was modified; the message names the file."""
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """What to compute. ``embedding=None`` picks the source from the data (see
+    :func:`analytics.embeddings.default_spec`)."""
+
+    embedding: EmbeddingSpec | None = None
+    projection: str = "umap"
+    k: int = 15
+    seed: int | None = None
+    exact_knn_max: int = 50_000
+    umap_fit_max: int = 200_000
+    device: str | None = None
+
+    def __post_init__(self):
+        if self.projection not in PROJECTIONS:
+            raise ValueError(f"projection must be one of {PROJECTIONS}, not {self.projection!r}")
+        if self.k < 1:
+            raise ValueError("k must be at least 1")
+
+    def resolved(self, dataset: Dataset) -> "AnalysisConfig":
+        return self if self.embedding else replace(self, embedding=default_spec(dataset))
+
+
+@dataclass(frozen=True, eq=False)
+class AnalysisRun:
+    """A run folder, loaded: the dataset, the per-example table and the manifest."""
+
+    path: Path
+    dataset: Dataset
+    examples: pd.DataFrame
+    manifest: dict = field(repr=False)
+
+    def embeddings(self) -> np.ndarray:
+        """ndarray of shape (n, d), float32 (stored as float16)."""
+        return np.load(self.path / "embeddings.npy", allow_pickle=False).astype(np.float32)
+
+    def neighbors(self) -> tuple[np.ndarray, np.ndarray]:
+        with np.load(self.path / "neighbors.npz", allow_pickle=False) as archive:
+            return archive["indices"], archive["distances"].astype(np.float32)
+
+
+def run_dir_for(dataset: Dataset, config: AnalysisConfig, workspace: Workspace) -> Path:
+    """Where the app keeps the run of ``config`` on ``dataset``."""
+    config = config.resolved(dataset)
+    return Path(workspace.root) / "runs" / dataset.fingerprint / params_key(_config_params(config))
+
+
+def run_analysis(
+    dataset: Dataset,
+    config: AnalysisConfig | None = None,
+    *,
+    out_dir: str | Path | None = None,
+    workspace: Workspace | None = None,
+    progress: StageProgress | None = None,
+    on_stage: Callable[[str, object], None] | None = None,
+) -> AnalysisRun:
+    """Run every stage on ``dataset`` and write the run folder.
+
+    Parameters
+    ----------
+    out_dir : path, optional
+        Where to write the artefacts; by default ``<workspace>/runs/<fingerprint>/<key>``.
+    progress : callable, optional
+        ``progress(stage, fraction, message)`` as stages advance.
+    on_stage : callable, optional
+        ``on_stage(stage, result)`` when a stage finishes (the app shows the PCA map while UMAP
+        still runs).
+    """
+    config = (config or AnalysisConfig()).resolved(dataset)
+    workspace = workspace or Workspace.default()
+    out = Path(out_dir) if out_dir else run_dir_for(dataset, config, workspace)
+    report = progress or (lambda stage, fraction, message: None)
+    on_stage = on_stage or (lambda stage, result: None)
+    timings: dict[str, float] = {}
+    fingerprint = dataset.fingerprint
+    spec = config.embedding
+
+    def timed(stage: str, compute):
+        start = time.perf_counter()
+        report(stage, 0.0, f"{stage}: starting")
+        result = compute()
+        timings[stage] = round(time.perf_counter() - start, 3)
+        report(stage, 1.0, f"{stage}: done in {timings[stage]:.1f} s")
+        on_stage(stage, result)
+        return result
+
+    embed_params = {**spec.cache_params(), "n": dataset.n_examples}
+    vectors = timed("embeddings", lambda: workspace.cached(
+        fingerprint, "embeddings", embed_params,
+        lambda: compute_embeddings(dataset, spec, device=config.device,
+                                   progress=lambda f, m: report("embeddings", f, m)),
+        fmt="npy"))
+
+    knn_params = {"embedding": embed_params, "k": config.k, "metric": spec.metric,
+                  "exact_max": config.exact_knn_max}
+    graph = timed("neighbors", lambda: _cached_knn(workspace, fingerprint, knn_params, vectors, config, spec))
+
+    pca = timed("pca", lambda: workspace.cached(fingerprint, "pca", {"embedding": embed_params},
+                                                lambda: project_pca(vectors), fmt="npy"))
+    if config.projection == "umap":
+        umap_params = {"knn": knn_params, "seed": config.seed, "fit_max": config.umap_fit_max}
+        coords = timed("umap", lambda: workspace.cached(
+            fingerprint, "umap", umap_params,
+            lambda: project_umap(vectors, knn=graph, n_neighbors=config.k + 1, metric=spec.metric,
+                                 seed=config.seed, fit_max=config.umap_fit_max,
+                                 progress=lambda f, m: report("umap", f, m)),
+            fmt="npy"))
+    else:
+        coords = pca
+
+    start = time.perf_counter()
+    report("artefacts", 0.0, f"Writing the run to {out}")
+    examples = dataset.table.copy()
+    examples["x"], examples["y"] = coords[:, 0], coords[:, 1]
+    examples["pca_x"], examples["pca_y"] = pca[:, 0], pca[:, 1]
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "dataset": {
+            "name": dataset.name, "source": str(dataset.source), "fingerprint": fingerprint,
+            "kind": dataset.kind, "n_examples": dataset.n_examples, "classes": list(dataset.classes),
+            "roles": dataset.roles.as_dict(), "ids_generated": dataset.ids_generated,
+            "notes": list(dataset.notes), "skipped": [asdict(s) for s in dataset.skipped],
+        },
+        "config": _config_params(config),
+        "embedding": {**{k: v for k, v in asdict(spec).items() if k != "options"},
+                      "options": dict(spec.options), "dims": int(vectors.shape[1]),
+                      "metric": spec.metric},
+        "neighbors": {"k": graph.k, "metric": graph.metric, "method": graph.method,
+                      "recall": round(float(graph.recall), 5), "recall_queries": graph.recall_queries},
+        "projection": {"method": config.projection, "seeded": config.seed is not None,
+                       "seed": config.seed, "umap_fit_max": config.umap_fit_max},
+        "map_columns": list(MAP_COLUMNS),
+        "device": _device_name(config.device),
+        "versions": _versions(),
+        "timings_s": timings,
+        "artefacts": {},
+    }
+    artefacts = {
+        "examples.parquet": _parquet_bytes(examples),
+        "embeddings.npy": _npy_bytes(vectors.astype(np.float16)),
+        "neighbors.npz": _npz_bytes(indices=graph.indices, distances=graph.distances.astype(np.float16)),
+    }
+    for name, data in artefacts.items():
+        atomic_write_bytes(out / name, data)
+        manifest["artefacts"][name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    timings["artefacts"] = round(time.perf_counter() - start, 3)
+    manifest["timings_s"]["total"] = round(sum(timings.values()), 3)
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2, default=str))
+    report("artefacts", 1.0, f"Run written to {out}")
+    return AnalysisRun(path=out, dataset=dataset, examples=examples, manifest=manifest)
+
+
+def is_run_dir(path: str | Path) -> bool:
+    return (Path(path) / "manifest.json").is_file()
+
+
+def load_run(path: str | Path, *, verify: bool = True) -> AnalysisRun:
+    """Open a run folder written by :func:`run_analysis` (from the app or the CLI).
+
+    With ``verify`` the size and SHA-256 of ``examples.parquet`` are checked against the
+    manifest, so a partial copy or an edited file is refused rather than trusted.
+    """
+    path = Path(path).expanduser()
+    manifest_path = path / "manifest.json"
+    if not manifest_path.is_file():
+        raise RunError(f"{path}: not a run folder (no manifest.json). Run `cartographer analyze` first.")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunError(f"{manifest_path}: not valid JSON ({exc}).") from None
+    if manifest.get("format") != FORMAT:
+        raise RunError(f"{manifest_path}: not a Data Cartographer run manifest.")
+    examples_path = path / "examples.parquet"
+    if not examples_path.is_file():
+        raise RunError(f"{examples_path}: missing; the run is incomplete.")
+    data = examples_path.read_bytes()
+    expected = manifest.get("artefacts", {}).get("examples.parquet", {})
+    if verify and (len(data) != expected.get("bytes") or hashlib.sha256(data).hexdigest() != expected.get("sha256")):
+        raise RunError(f"{examples_path}: does not match its manifest (size or checksum differs); "
+                       "it was changed or only partly copied. Re-run the analysis.")
+    try:
+        examples = pd.read_parquet(io.BytesIO(data))
+    except Exception as exc:
+        raise RunError(f"{examples_path}: not readable ({exc}).") from None
+    info = manifest["dataset"]
+    analysis_columns = [c for c in examples.columns if c in manifest.get("map_columns", MAP_COLUMNS)
+                        or c in manifest.get("score_columns", [])]
+    dataset = Dataset(
+        name=info["name"], source=Path(info["source"]),
+        table=examples.drop(columns=analysis_columns).reset_index(drop=True),
+        classes=tuple(info["classes"]), kind=info["kind"], roles=ColumnRoles(**info["roles"]),
+        fingerprint=info["fingerprint"], ids_generated=info.get("ids_generated", False),
+        notes=tuple(info.get("notes", [])),
+    )
+    return AnalysisRun(path=path, dataset=dataset, examples=examples, manifest=manifest)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _cached_knn(workspace: Workspace, fingerprint: str, params: dict, vectors: np.ndarray,
+                config: AnalysisConfig, spec: EmbeddingSpec) -> KnnGraph:
+    indices = workspace.load(fingerprint, "knn_indices", params, fmt="npy")
+    distances = workspace.load(fingerprint, "knn_distances", params, fmt="npy")
+    info = workspace.load(fingerprint, "knn_info", params, fmt="json")
+    if indices is not None and distances is not None and info is not None:
+        return KnnGraph(indices, distances, info["metric"], info["method"], info["recall"], info["recall_queries"])
+    graph = build_knn(vectors, k=config.k, metric=spec.metric, exact_max=config.exact_knn_max,
+                      seed=config.seed or 0)
+    workspace.save(fingerprint, "knn_indices", params, graph.indices, fmt="npy")
+    workspace.save(fingerprint, "knn_distances", params, graph.distances, fmt="npy")
+    workspace.save(fingerprint, "knn_info", params, {"metric": graph.metric, "method": graph.method,
+                                                     "recall": graph.recall,
+                                                     "recall_queries": graph.recall_queries}, fmt="json")
+    return graph
+
+
+def _config_params(config: AnalysisConfig) -> dict:
+    return {"embedding": config.embedding.cache_params() if config.embedding else None,
+            "projection": config.projection, "k": config.k, "seed": config.seed,
+            "exact_knn_max": config.exact_knn_max, "umap_fit_max": config.umap_fit_max}
+
+
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _npz_bytes(**arrays: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _device_name(prefer: str | None) -> str:
+    from analytics.device import default_device
+
+    return str(default_device(prefer))
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("data-cartographer", "numpy", "pandas", "scikit-learn", "umap-learn",
+                    "pynndescent", "torch", "sentence-transformers", "transformers"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions

@@ -1,0 +1,87 @@
+"""2-D maps of the embeddings: UMAP (the default) and PCA (instant, shown while UMAP runs).
+
+UMAP reuses the shared neighbour graph (:mod:`analytics.neighbors`) instead of searching
+again. Above ``fit_max`` examples it is fitted on a random sample and the other points are
+placed with ``transform``. umap-learn's ``random_state`` makes it single-threaded (about 1.9×
+slower here), so by default no seed is set and the cached result is what keeps a team's map
+stable; pass ``seed`` for a bit-reproducible map.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+import numpy as np
+
+from analytics.neighbors import KnnGraph
+
+__all__ = ["project_pca", "project_umap", "PROJECTIONS"]
+
+PROJECTIONS = ("umap", "pca")
+
+
+def project_pca(vectors: np.ndarray, *, seed: int = 0) -> np.ndarray:
+    """First two principal components. Returns ndarray of shape (n, 2), float32."""
+    from sklearn.decomposition import PCA
+
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.shape[1] < 2:
+        return np.hstack([vectors, np.zeros_like(vectors)])[:, :2]
+    return PCA(n_components=2, svd_solver="randomized" if len(vectors) > 5000 else "full",
+               random_state=seed).fit_transform(vectors).astype(np.float32)
+
+
+def project_umap(
+    vectors: np.ndarray,
+    *,
+    knn: KnnGraph | None = None,
+    n_neighbors: int = 15,
+    metric: str = "cosine",
+    min_dist: float = 0.1,
+    fit_max: int = 200_000,
+    fit_sample: int = 50_000,
+    n_epochs: int | None = None,
+    seed: int | None = None,
+    progress: Callable[[float, str], None] | None = None,
+) -> np.ndarray:
+    """UMAP to 2-D (McInnes et al. 2018). Returns ndarray of shape (n, 2), float32.
+
+    With ``knn`` of at least ``n_neighbors - 1`` neighbours and ``n <= fit_max``, UMAP uses that
+    graph directly. Above ``fit_max``, it is fitted on ``fit_sample`` random points and the rest
+    are transformed into that map.
+    """
+    import umap
+
+    progress = progress or (lambda fraction, message: None)
+    vectors = np.asarray(vectors, dtype=np.float32)
+    n = len(vectors)
+    n_neighbors = max(2, min(n_neighbors, n - 1))
+    if n_epochs is None:
+        n_epochs = 200 if n <= 100_000 else 100
+    options = dict(n_components=2, n_neighbors=n_neighbors, metric=metric, min_dist=min_dist,
+                   n_epochs=n_epochs, random_state=seed, low_memory=True)
+    if seed is None:
+        options["n_jobs"] = -1
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*knn_search_index.*")
+        warnings.filterwarnings("ignore", message=".*n_jobs value.*")
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        if n <= fit_max:
+            if knn is not None and knn.k >= n_neighbors - 1 and knn.metric == metric:
+                options["precomputed_knn"] = knn.with_self()
+            progress(0.0, f"UMAP on {n:,} points")
+            return umap.UMAP(**options).fit_transform(vectors).astype(np.float32)
+        rng = np.random.default_rng(0 if seed is None else seed)
+        sample = np.sort(rng.choice(n, size=fit_sample, replace=False))
+        progress(0.0, f"UMAP: fitting on a sample of {fit_sample:,} of {n:,} points")
+        reducer = umap.UMAP(**options).fit(vectors[sample])
+        coords = np.empty((n, 2), np.float32)
+        coords[sample] = reducer.embedding_
+        rest = np.setdiff1d(np.arange(n), sample)
+        step = 100_000
+        for start in range(0, len(rest), step):
+            progress(start / len(rest), f"UMAP: placing the other points, {start:,} of {len(rest):,}")
+            chunk = rest[start:start + step]
+            coords[chunk] = reducer.transform(vectors[chunk])
+        return coords

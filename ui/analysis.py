@@ -1,0 +1,115 @@
+"""Choosing, starting and following the analysis run behind the Map (and later pages)."""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from analytics.datasets import Dataset
+from analytics.embeddings import EmbeddingError, EmbeddingSpec, default_spec
+from analytics.pipeline import AnalysisConfig, AnalysisRun, RunError, is_run_dir
+from analytics.workspace import Workspace
+from ui import cached, jobs, state
+from ui.figures import map_figure
+
+ACTIVE_CONFIG = "analysis_config"  # {fingerprint: AnalysisConfig}
+_SOURCE_LABELS = {
+    "auto": "Automatic",
+    "minilm": "MiniLM sentence encoder (text)",
+    "pixels": "Pixels + PCA (images; no model, no semantics)",
+    "tabular": "Standardised columns (tables)",
+    "column": "A vector column of the dataset",
+    "file": "A vectors file (.npy / .parquet)",
+    "checkpoint": "A model checkpoint (HF folder, TorchScript, state dict)",
+}
+
+
+def analysis_settings(dataset: Dataset) -> AnalysisConfig:
+    """The expander where the user picks how the map is computed; returns the active config."""
+    configs = st.session_state.setdefault(ACTIVE_CONFIG, {})
+    active = configs.get(dataset.fingerprint, AnalysisConfig())
+    auto = default_spec(dataset)
+    with st.expander("Analysis settings", expanded=False):
+        sources = ["auto", "minilm", "pixels", "tabular", "column", "file", "checkpoint"]
+        source = st.selectbox("Embedding source", sources, format_func=_SOURCE_LABELS.get,
+                              key="analysis_source",
+                              help=f"Automatic picks '{_SOURCE_LABELS[auto.source]}' for this dataset.")
+        spec_fields: dict = {}
+        if source == "column":
+            spec_fields["column"] = st.text_input("Vector column", value=auto.column or "", key="analysis_column")
+        if source in ("file", "checkpoint"):
+            spec_fields["path"] = st.text_input("Path", key="analysis_path",
+                                                placeholder="/models/my-encoder" if source == "checkpoint"
+                                                else "/data/embeddings.npy")
+        if source == "checkpoint":
+            spec_fields["architecture"] = st.text_input(
+                "Architecture (state dicts only)", key="analysis_architecture",
+                placeholder="mypkg.models:Net") or None
+            spec_fields["trust"] = st.checkbox(
+                "I trust this file", key="analysis_trust", value=False,
+                help="Allows full unpickling, which can run arbitrary code. Leave off unless the "
+                     "file comes from a source you trust; safe loading (weights only) is the default.")
+        left, right = st.columns(2)
+        projection = left.radio("Layout", ["umap", "pca"], format_func=str.upper, horizontal=True,
+                                key="analysis_projection")
+        k = right.number_input("Neighbours (k)", 2, 100, value=active.k, key="analysis_k",
+                               help="Size of the shared nearest-neighbour graph used by the map and "
+                                    "every neighbourhood score.")
+        if st.button("Compute the map with these settings", key="analysis_apply"):
+            try:
+                spec = None if source == "auto" else EmbeddingSpec(source=source, **spec_fields)
+                configs[dataset.fingerprint] = active = AnalysisConfig(embedding=spec, projection=projection, k=int(k))
+                st.session_state.pop(state.OPENED_RUN, None)
+            except (EmbeddingError, ValueError) as exc:
+                st.error(str(exc))
+    return active
+
+
+def current_run(dataset: Dataset, config: AnalysisConfig) -> AnalysisRun | None:
+    """The finished run for ``config``, an opened run folder, or None if it must be computed."""
+    opened = st.session_state.get(state.OPENED_RUN)
+    if opened is not None and opened.dataset.fingerprint == dataset.fingerprint:
+        return opened
+    try:
+        run_dir = cached.run_dir(dataset.fingerprint, config, dataset)
+    except EmbeddingError as exc:
+        st.error(str(exc))
+        st.stop()
+    if not is_run_dir(run_dir):
+        return None
+    try:
+        return cached.load_run(str(run_dir), cached.run_stamp(run_dir))
+    except RunError as exc:
+        st.warning(f"{exc} Computing it again.")
+        return None
+
+
+def run_progress(dataset: Dataset, config: AnalysisConfig) -> None:
+    """Start (or join) the run and show its progress; the page reruns when it is done."""
+    job = jobs.start_analysis(dataset, config, Workspace.default())
+
+    @st.fragment(run_every=1.5)
+    def follow() -> None:
+        if job.error:
+            st.error(f"The analysis failed: {job.error}")
+            if st.button("Try again", key="analysis_retry"):
+                jobs.forget(job.key)
+                st.rerun(scope="app")
+            return
+        if job.done:
+            st.rerun(scope="app")
+        elapsed = time.monotonic() - job.started
+        st.progress(job.overall, text=f"{job.message} · {elapsed:.0f} s")
+        preview = job.partial.get("pca")
+        if preview is not None:
+            st.info("UMAP is still running; meanwhile this is the instant PCA layout (selection "
+                    "opens when the map is ready).")
+            figure = map_figure(preview[:, 0], preview[:, 1], colour=dataset.table["label"],
+                                colour_name="label", size=4.0 if len(preview) > 20_000 else 6.0)
+            st.plotly_chart(figure.figure, key="map_preview", width="stretch")
+        elif job.stage == "embeddings":
+            st.caption("Computing embeddings: the map appears as soon as they are ready.")
+
+    follow()
+    st.stop()

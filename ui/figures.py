@@ -1,0 +1,139 @@
+"""Plotly figures built from arrays (no Streamlit here, so they can be timed and tested alone)."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+
+HOVER_TEXT_MAX_POINTS = 25_000  # above this, hover shows label and row only (payload budget)
+MAX_CATEGORIES = 20
+PALETTE = qualitative.Plotly + qualitative.D3 + qualitative.Alphabet
+FILTERED_OUT = "filtered out"
+
+
+@dataclass(frozen=True, eq=False)
+class MapFigure:
+    figure: go.Figure
+    trace_rows: list[np.ndarray | None]  # curve number -> row indices (None: not selectable)
+    hover_text: bool
+
+
+def escape(text: object) -> str:
+    """Escape dataset text for Plotly, which renders a subset of HTML in labels and hovers."""
+    return html.escape(str(text), quote=False)
+
+
+def hover_previews(ids: pd.Series, texts: pd.Series | None, *, width: int = 60) -> np.ndarray:
+    """Short escaped previews: ``id`` and the start of the text, one line."""
+    preview = ids.astype(str).str.slice(0, 40)
+    if texts is not None:
+        snippet = texts.astype(str).str.replace(r"\s+", " ", regex=True).str.slice(0, width)
+        preview = preview + ": " + snippet
+    return preview.map(escape).to_numpy(dtype=object)
+
+
+def map_figure(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    colour: pd.Series,
+    colour_name: str,
+    visible: np.ndarray | None = None,
+    selected: np.ndarray | None = None,
+    hover: np.ndarray | None = None,
+    size: float = 4.0,
+    opacity: float = 0.8,
+    uirevision: str = "map",
+    height: int = 640,
+) -> MapFigure:
+    """A WebGL scatter of every point, coloured by ``colour``.
+
+    Categorical colours get one trace per value (the ``MAX_CATEGORIES`` most frequent, the rest
+    as "other"), numeric ones a colour scale. Points outside ``visible`` are drawn faint and
+    cannot be selected; ``selected`` (the shared selection) is highlighted with Plotly's
+    selected/unselected styling. Each point's row index travels as ``customdata``.
+    """
+    n = len(x)
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(y, dtype=np.float32)
+    visible = np.ones(n, dtype=bool) if visible is None else visible
+    traces: list[go.Scattergl] = []
+    trace_rows: list[np.ndarray | None] = []
+
+    def add(rows: np.ndarray, name: str, marker: dict, *, selectable: bool = True, legend: bool = True):
+        rows = rows.astype(np.int32)
+        trace = go.Scattergl(
+            x=x[rows], y=y[rows], mode="markers", name=escape(name), customdata=rows,
+            marker=dict(size=size, opacity=opacity, **marker), showlegend=legend,
+            selected=dict(marker=dict(opacity=1.0)), unselected=dict(marker=dict(opacity=0.12)),
+        )
+        if not selectable:
+            trace.update(hoverinfo="skip", marker=dict(opacity=0.12, size=max(size * 0.6, 1.5)))
+        elif hover is not None:
+            trace.update(hovertext=hover[rows], hovertemplate="%{hovertext}<extra>%{fullData.name}</extra>")
+        else:
+            trace.update(hovertemplate="row %{customdata}<extra>%{fullData.name}</extra>")
+        if selectable and selected is not None and selected.any():
+            trace.update(selectedpoints=np.flatnonzero(selected[rows]).tolist())
+        traces.append(trace)
+        trace_rows.append(rows if selectable else None)
+
+    hidden = np.flatnonzero(~visible)
+    if len(hidden):
+        add(hidden, FILTERED_OUT, dict(color="#bbbbbb"), selectable=False)
+
+    values = colour.reset_index(drop=True)
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values) \
+        and values.nunique(dropna=True) > MAX_CATEGORIES
+    if numeric:
+        numbers = values.to_numpy(dtype=np.float32, na_value=np.nan)
+        finite = np.isfinite(numbers)
+        shown = np.flatnonzero(visible & finite)
+        add(shown, colour_name, dict(color=numbers[shown], colorscale="Viridis", showscale=True,
+                                     colorbar=dict(title=dict(text=escape(colour_name)), thickness=12)),
+            legend=False)
+        if hover is None:
+            traces[-1].update(hovertemplate=f"row %{{customdata}}<br>{escape(colour_name)} "
+                                            "%{marker.color:.4g}<extra></extra>")
+        missing = np.flatnonzero(visible & ~finite)
+        if len(missing):
+            add(missing, "missing", dict(color="#999999"))
+    else:
+        labels = values.astype("string").fillna("(missing)").to_numpy(dtype=object)
+        counts = pd.Series(labels[visible]).value_counts()
+        top = list(counts.index[:MAX_CATEGORIES])
+        codes = pd.Categorical(labels, categories=top).codes
+        for i, name in enumerate(top):
+            add(np.flatnonzero(visible & (codes == i)), str(name), dict(color=PALETTE[i % len(PALETTE)]))
+        rest = np.flatnonzero(visible & (codes < 0))
+        if len(rest):
+            add(rest, f"other ({len(counts) - len(top)} values)", dict(color="#7f7f7f"))
+
+    figure = go.Figure(traces)
+    figure.update_layout(
+        height=height, margin=dict(l=0, r=0, t=10, b=0), dragmode="lasso", uirevision=uirevision,
+        legend=dict(title=dict(text=escape(colour_name)), itemsizing="constant"),
+        xaxis=dict(showticklabels=False, showgrid=False, zeroline=False, title=None),
+        yaxis=dict(showticklabels=False, showgrid=False, zeroline=False, title=None,
+                   scaleanchor="x", scaleratio=1),
+        plot_bgcolor="white", hoverlabel=dict(namelength=30),
+    )
+    return MapFigure(figure=figure, trace_rows=trace_rows, hover_text=hover is not None)
+
+
+def rows_from_event(points: list[dict], trace_rows: list[np.ndarray | None]) -> np.ndarray:
+    """Row indices of the points in a Plotly selection event (curve number + point index)."""
+    rows = []
+    for point in points:
+        curve = point.get("curve_number")
+        index = point.get("point_index", point.get("point_number"))
+        if curve is None or index is None or curve >= len(trace_rows) or trace_rows[curve] is None:
+            continue
+        if index < len(trace_rows[curve]):
+            rows.append(int(trace_rows[curve][index]))
+    return np.unique(np.asarray(rows, dtype=np.int64))

@@ -1,0 +1,80 @@
+"""Analysis runs in background threads, so pages stay responsive and show progress.
+
+One job per (dataset fingerprint, configuration), shared by every session of the server: a
+second reviewer opening the same map joins the running job instead of starting another.
+Threads never touch Streamlit; pages poll the job's fields.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from analytics.datasets import Dataset
+from analytics.pipeline import STAGES, AnalysisConfig, AnalysisRun, run_analysis, run_dir_for
+from analytics.workspace import Workspace
+
+
+@dataclass
+class AnalysisJob:
+    key: str
+    started: float = field(default_factory=time.monotonic)
+    stage: str = "queued"
+    fraction: float = 0.0
+    message: str = "Waiting to start"
+    partial: dict = field(default_factory=dict)  # stage name -> result (the PCA map, …)
+    run: AnalysisRun | None = None
+    error: str | None = None
+    finished: float | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.run is not None or self.error is not None
+
+    @property
+    def overall(self) -> float:
+        """Rough overall progress: finished stages plus the fraction of the current one."""
+        if self.stage not in STAGES:
+            return 0.0
+        return min(1.0, (STAGES.index(self.stage) + self.fraction) / len(STAGES))
+
+
+_jobs: dict[str, AnalysisJob] = {}
+_lock = threading.Lock()
+
+
+def start_analysis(dataset: Dataset, config: AnalysisConfig, workspace: Workspace) -> AnalysisJob:
+    """Start (or join) the analysis of ``dataset`` with ``config``."""
+    key = str(run_dir_for(dataset, config, workspace))
+    with _lock:
+        job = _jobs.get(key)
+        if job is not None and job.error is None:
+            return job
+        job = _jobs[key] = AnalysisJob(key=key)
+
+    def progress(stage: str, fraction: float, message: str) -> None:
+        job.stage, job.fraction, job.message = stage, fraction, message
+
+    def on_stage(stage: str, result) -> None:
+        if stage in ("pca", "umap"):
+            job.partial[stage] = result
+
+    def work() -> None:
+        try:
+            job.run = run_analysis(dataset, config, workspace=workspace, progress=progress, on_stage=on_stage)
+        except Exception as exc:  # shown to the user on the page; the app keeps running
+            job.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            job.finished = time.monotonic()
+
+    threading.Thread(target=work, name=f"analysis-{dataset.fingerprint}", daemon=True).start()
+    return job
+
+
+def forget(key: str) -> None:
+    """Drop a finished job (its run stays on disk)."""
+    with _lock:
+        job = _jobs.get(key)
+        if job is not None and job.done:
+            del _jobs[key]

@@ -1,0 +1,114 @@
+"""Map: every example as a point (close = similar); colour, filter, search and select."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from ui import cached, state
+from ui.analysis import analysis_settings, current_run, run_progress
+from ui.components import example_table
+from ui.figures import HOVER_TEXT_MAX_POINTS, map_figure, rows_from_event
+from ui.selection import MODES, get_selection, selected_mask, set_selection
+from ui.selection_panel import selection_panel
+
+dataset = state.require_dataset()
+st.title("Map")
+config = analysis_settings(dataset)
+run = current_run(dataset, config)
+if run is None:
+    run_progress(dataset, config)  # shows progress (and the PCA map once it exists), then stops
+
+examples = run.examples
+manifest = run.manifest
+n = len(examples)
+ids = examples["id"].to_numpy(dtype=object)
+st.caption(
+    f"{n:,} points · embedding **{manifest['embedding']['source']}** "
+    f"({manifest['embedding']['dims']}-d) · {manifest['neighbors']['k']}-NN graph "
+    f"({manifest['neighbors']['method']}, recall {manifest['neighbors']['recall']:.3f}) · "
+    f"run `{run.path}`")
+
+# ----------------------------------------------------------------------------- controls
+skip = {"id", "text", "image", "x", "y", "pca_x", "pca_y"}
+colour_options = ["label"] + [c for c in examples.columns if c not in skip | {"label"}]
+map_column, controls = st.columns([4, 1])
+with controls:
+    colour_by = st.selectbox("Colour by", colour_options, key="map_colour_by",
+                             help="The label, a metadata column, or any score computed for the run.")
+    projection = st.radio("Layout", ["UMAP", "PCA"] if "umap" in manifest["timings_s"] else ["PCA"],
+                          horizontal=True, key="map_projection")
+    size = st.slider("Point size", 1.0, 12.0, 4.0 if n > 20_000 else 6.0, 0.5, key="map_size")
+    opacity = st.slider("Opacity", 0.1, 1.0, 0.8, 0.05, key="map_opacity")
+    mode = st.radio("A new selection", MODES, horizontal=True, key="map_selection_mode",
+                    help="Replace the shared selection, add to it, or remove from it.")
+
+with st.expander("Filter and search", expanded=False):
+    f1, f2, f3 = st.columns([2, 2, 3])
+    labels = f1.multiselect("Labels", list(dataset.classes), key="map_filter_labels",
+                            placeholder="all labels")
+    query = f2.text_input("Search id or text", key="map_search", placeholder="e.g. compiler")
+    meta_options = ["(none)"] + [c for c in examples.columns if c not in skip | {"label"}]
+    meta = f3.selectbox("Filter on a column", meta_options, key="map_filter_column")
+    visible = np.ones(n, dtype=bool)
+    if labels:
+        visible &= examples["label"].isin(labels).to_numpy()
+    if query.strip():
+        needle = query.strip()
+        hit = examples["id"].str.contains(needle, case=False, regex=False)
+        if "text" in examples.columns:
+            hit |= examples["text"].str.contains(needle, case=False, regex=False)
+        visible &= hit.to_numpy()
+    if meta != "(none)":
+        column = examples[meta]
+        if pd.api.types.is_numeric_dtype(column) and column.nunique() > 20:
+            low, high = float(column.min()), float(column.max())
+            chosen = f3.slider(f"{meta} between", low, high, (low, high), key=f"map_range_{meta}")
+            visible &= column.between(*chosen).to_numpy()
+        else:
+            levels = column.astype("string").fillna("(missing)")
+            picked = f3.multiselect(f"{meta} is one of", sorted(levels.unique())[:500], key=f"map_levels_{meta}")
+            if picked:
+                visible &= levels.isin(picked).to_numpy()
+    filtered = int(visible.sum())
+    st.caption(f"{filtered:,} of {n:,} points match the filters.")
+    if st.button(f"Select the {filtered:,} matching points", disabled=filtered in (0, n),
+                 key="map_select_filtered"):
+        set_selection(dataset.fingerprint, ids[visible], source="map: filter", mode=mode)
+
+# ----------------------------------------------------------------------------- the map
+selection = get_selection(dataset.fingerprint)
+xy = ("x", "y") if projection == "UMAP" else ("pca_x", "pca_y")
+hover = (cached.hover_previews(str(run.path), cached.run_stamp(run.path), examples)
+         if n <= HOVER_TEXT_MAX_POINTS else None)
+started = time.perf_counter()
+built = map_figure(examples[xy[0]].to_numpy(), examples[xy[1]].to_numpy(),
+                   colour=examples[colour_by], colour_name=colour_by, visible=visible,
+                   selected=selected_mask(ids, selection), hover=hover, size=size, opacity=opacity,
+                   uirevision=f"{dataset.fingerprint}-{projection}")
+with map_column:
+    event = st.plotly_chart(built.figure, key="map_chart", on_select="rerun",
+                            selection_mode=("lasso", "box", "points"), width="stretch",
+                            config={"displaylogo": False, "scrollZoom": True})
+    notes = [f"All {n:,} points drawn (WebGL); figure built in {time.perf_counter() - started:.2f} s."]
+    if hover is None:
+        notes.append(f"Above {HOVER_TEXT_MAX_POINTS:,} points, hovering shows the label and row only; "
+                     "select points to see their text.")
+    st.caption(" ".join(notes))
+
+# A new lasso/box/click selection updates the shared selection once (not on every rerun).
+points = event.selection.get("points", []) if event else []
+signature = (len(points), tuple((p.get("curve_number"), p.get("point_index")) for p in points[:50]))
+if points and st.session_state.get("map_last_event") != signature:
+    st.session_state["map_last_event"] = signature
+    rows = rows_from_event(points, built.trace_rows)
+    kind = "lasso" if event.selection.get("lasso") else "box" if event.selection.get("box") else "click"
+    set_selection(dataset.fingerprint, ids[rows], source=f"map: {kind}", mode=mode)
+    st.rerun()
+elif not points:
+    st.session_state.pop("map_last_event", None)
+
+selection_panel(dataset, examples)

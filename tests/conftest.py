@@ -14,3 +14,24 @@ def isolated_workspace(tmp_path, monkeypatch):
     """Nothing a test computes lands in the developer's ./workspace."""
     monkeypatch.setenv("CARTOGRAPHER_WORKSPACE", str(tmp_path / "workspace"))
     return tmp_path / "workspace"
+
+
+@pytest.fixture(scope="session")
+def analysed_workspace(tmp_path_factory):
+    """A workspace holding the default analysis run of every bundled sample (computed once per
+    test session: MiniLM for the text sample, pixels for the digits, UMAP for all three)."""
+    from analytics.datasets import load_dataset
+    from analytics.pipeline import AnalysisConfig, run_analysis
+    from analytics.samples import SAMPLES
+    from analytics.workspace import Workspace
+
+    workspace = Workspace(tmp_path_factory.mktemp("analysed-workspace"))
+    for sample in SAMPLES:
+        run_analysis(load_dataset(sample.path, roles=sample.roles), AnalysisConfig(), workspace=workspace)
+    return workspace.root
+
+
+@pytest.fixture
+def use_analysed_workspace(analysed_workspace, monkeypatch):
+    monkeypatch.setenv("CARTOGRAPHER_WORKSPACE", str(analysed_workspace))
+    return analysed_workspace

@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from analytics.samples import SAMPLES
 from tests.conftest import ROOT
-from ui import cached, state
+from ui import cached, jobs, state
 from ui.navigation import PAGES
 
 APP = str(ROOT / "app.py")
@@ -25,6 +25,7 @@ OPEN_PATH = "Open a file or folder…"
 def clean_caches():
     cached.clear_all()
     yield
+    assert jobs.wait_all(timeout=300), "a background analysis job did not finish"
     cached.clear_all()
 
 
@@ -48,7 +49,7 @@ def test_first_run_opens_a_sample_on_the_overview():
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.url_path)
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: s.key)
-def test_every_page_opens_on_every_sample(sample, page):
+def test_every_page_opens_on_every_sample(sample, page, use_analysed_workspace):
     at = run_app(page=page.file, **{state.DATASET_CHOICE: sample.title})
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]

@@ -27,6 +27,7 @@ class AnalysisJob:
     run: AnalysisRun | None = None
     error: str | None = None
     finished: float | None = None
+    thread: threading.Thread | None = field(default=None, repr=False)
 
     @property
     def done(self) -> bool:
@@ -68,8 +69,19 @@ def start_analysis(dataset: Dataset, config: AnalysisConfig, workspace: Workspac
         finally:
             job.finished = time.monotonic()
 
-    threading.Thread(target=work, name=f"analysis-{dataset.fingerprint}", daemon=True).start()
+    job.thread = threading.Thread(target=work, name=f"analysis-{dataset.fingerprint}", daemon=True)
+    job.thread.start()
     return job
+
+
+def wait_all(timeout: float = 300.0) -> bool:
+    """Wait for every running job (tests and shutdown); True if all finished in time."""
+    deadline = time.monotonic() + timeout
+    with _lock:
+        threads = [job.thread for job in _jobs.values() if job.thread is not None]
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return not any(thread.is_alive() for thread in threads)
 
 
 def forget(key: str) -> None:

@@ -35,10 +35,11 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def app_url(tmp_path_factory):
-    """Start `streamlit run app.py` on a free loopback port for the whole session."""
+def app_url(tmp_path_factory, analysed_workspace):
+    """Start `streamlit run app.py` on a free loopback port for the whole session, on a
+    workspace where the bundled samples are already analysed."""
     port = _free_port()
-    workspace = tmp_path_factory.mktemp("browser-workspace")
+    workspace = analysed_workspace
     log = (tmp_path_factory.mktemp("server") / "streamlit.log").open("w")
     env = dict(os.environ, CARTOGRAPHER_WORKSPACE=str(workspace),
                STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")

@@ -37,3 +37,44 @@ def test_console_script_is_installed():
     assert result.returncode == 0 and "debian-packages" in result.stdout
     bin_dir = __import__("pathlib").Path(sys.executable).parent
     assert (bin_dir / "cartographer").exists()
+
+
+def test_analyze_writes_the_artefacts_the_app_reads(tmp_path, capsys):
+    from analytics.pipeline import load_run
+
+    out = tmp_path / "run"
+    code = main(["analyze", str(sample_by_key("breast-cancer").path), "--label", "diagnosis",
+                 "--projection", "pca", "--out", str(out)])
+    assert code == 0
+    assert "wrote" in capsys.readouterr().out
+    run = load_run(out)
+    assert len(run.examples) == 569 and {"x", "y"} <= set(run.examples.columns)
+    assert run.manifest["dataset"]["roles"]["label"] == "diagnosis"
+
+
+def test_analyze_with_an_embeddings_file(tmp_path):
+    import numpy as np
+
+    np.save(tmp_path / "e.npy", np.random.default_rng(0).normal(size=(569, 8)).astype("float32"))
+    code = main(["analyze", str(sample_by_key("breast-cancer").path), "--label", "diagnosis",
+                 "--embeddings", str(tmp_path / "e.npy"), "--projection", "pca", "--out", str(tmp_path / "run")])
+    assert code == 0
+
+
+def test_analyze_refuses_a_hostile_checkpoint(tmp_path, capsys):
+    import torch
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save(Payload(), tmp_path / "evil.pt")
+    code = main(["analyze", str(sample_by_key("breast-cancer").path), "--label", "diagnosis",
+                 "--checkpoint", str(tmp_path / "evil.pt"), "--architecture", "torch.nn:Linear",
+                 "--out", str(tmp_path / "run")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "evil.pt" in err and "arbitrary code" in err and "--trust-checkpoint" in err
+    assert not marker.exists() and not (tmp_path / "run").exists()

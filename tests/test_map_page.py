@@ -134,3 +134,17 @@ def test_hover_previews_are_escaped(tmp_path, monkeypatch):
                          embedding=EmbeddingSpec(source="tabular"), projection="pca")}})
     spec = at.get("plotly_chart")[0].proto.spec
     assert "<script>" not in spec and "&lt;script&gt;" in spec
+
+
+def test_the_app_opens_a_run_folder_from_the_command_line(tmp_path):
+    from analytics.cli import main
+
+    out = tmp_path / "cli-run"
+    assert main(["analyze", str(sample_by_key("breast-cancer").path), "--label", "diagnosis",
+                 "--projection", "pca", "--out", str(out)]) == 0
+    at = open_map(**{state.DATASET_CHOICE: "Open a file or folder…", state.DATASET_PATH: str(out)})
+    assert not at.exception
+    assert at.session_state[state.OPENED_RUN].path == out
+    assert point_count(figure_of(at)) == 569
+    assert any(str(out) in c.value for c in at.caption)
+    assert not jobs._jobs  # nothing recomputed: the run was opened as it is

@@ -7,6 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from analytics.datasets import AUTO, NO_COLUMN, ColumnRoles, DatasetError, MissingLabelsError, source_stamp
+from analytics.pipeline import RunError, is_run_dir
 from analytics.samples import SAMPLES
 from ui import cached, state
 
@@ -27,8 +28,9 @@ def dataset_sidebar() -> None:
     if choice == _OPEN_PATH:
         path = sidebar.text_input("Path to a file or image folder", key=state.DATASET_PATH,
                                   placeholder="/data/reviews.csv",
-                                  help="CSV, TSV, Parquet, JSON Lines, or a folder with one "
-                                       "sub-folder of images per class.").strip()
+                                  help="CSV, TSV, Parquet, JSON Lines, a folder with one sub-folder "
+                                       "of images per class, or a run folder written by "
+                                       "`cartographer analyze`.").strip()
         encoding = sidebar.selectbox("Text encoding", _ENCODINGS, key=state.ENCODING)
         default_roles = ColumnRoles()
         if not path:
@@ -37,8 +39,13 @@ def dataset_sidebar() -> None:
     else:
         sample = SAMPLES[titles.index(choice)]
         path, default_roles = str(sample.path), sample.roles
+        st.session_state.pop(state.OPENED_RUN, None)
         sidebar.caption(sample.description)
 
+    if is_run_dir(path):
+        _open_run(path)
+        return
+    st.session_state.pop(state.OPENED_RUN, None)
     stamp = source_stamp(path)
     roles = _role_pickers(path, encoding, stamp, default_roles)
     drop_missing = path in st.session_state.setdefault(state.DROP_MISSING, set())
@@ -64,6 +71,20 @@ def dataset_sidebar() -> None:
     progress.empty()
     _set_result(dataset, None)
     sidebar.success(f"{dataset.name}: {dataset.n_examples:,} examples, {len(dataset.classes)} classes")
+
+
+def _open_run(path: str) -> None:
+    """A run folder written by `cartographer analyze` (or the app): its dataset and results."""
+    try:
+        run = cached.load_run(str(Path(path).resolve()), cached.run_stamp(path))
+    except RunError as exc:
+        _set_result(None, str(exc))
+        st.sidebar.error(str(exc))
+        return
+    st.session_state[state.OPENED_RUN] = run
+    _set_result(run.dataset, None)
+    st.sidebar.success(f"Run of {run.dataset.name}: {run.dataset.n_examples:,} examples, "
+                       f"{len(run.dataset.classes)} classes (analysed {run.manifest['created']})")
 
 
 def _role_pickers(path: str, encoding: str, stamp: tuple, defaults: ColumnRoles) -> ColumnRoles:

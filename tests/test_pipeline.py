@@ -1,0 +1,110 @@
+"""The pipeline: artefacts and manifest, resuming from cached stages, opening run folders."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import analytics.pipeline as pipeline
+from analytics.datasets import load_dataset
+from analytics.embeddings import EmbeddingSpec
+from analytics.pipeline import AnalysisConfig, RunError, load_run, run_analysis
+from analytics.workspace import Workspace
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 5)) * 5
+    labels = rng.integers(0, 3, 150)
+    frame = pd.DataFrame(centres[labels] + rng.normal(size=(150, 5)), columns=[f"f{i}" for i in range(5)])
+    frame["label"] = np.array(["a", "b", "c"])[labels]
+    frame["id"] = [f"row{i}" for i in range(150)]
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    return load_dataset(tmp_path / "d.csv")
+
+
+CONFIG = AnalysisConfig(projection="pca", k=8)
+
+
+def test_run_writes_the_artefacts_and_manifest(dataset, tmp_path):
+    run = run_analysis(dataset, CONFIG, out_dir=tmp_path / "run", workspace=Workspace(tmp_path / "ws"))
+    examples = pd.read_parquet(tmp_path / "run" / "examples.parquet")
+    assert list(examples.columns[:2]) == ["id", "label"]
+    assert {"x", "y", "pca_x", "pca_y", "f0"} <= set(examples.columns)
+    assert examples["id"].tolist() == dataset.table["id"].tolist()
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["dataset"]["fingerprint"] == dataset.fingerprint
+    assert manifest["embedding"]["source"] == "tabular" and manifest["embedding"]["dims"] == 5
+    assert manifest["neighbors"] == {"k": 8, "metric": "euclidean", "method": "exact", "recall": 1.0,
+                                     "recall_queries": 150}
+    assert set(manifest["timings_s"]) == {"embeddings", "neighbors", "pca", "artefacts", "total"}
+    assert {"numpy", "umap-learn", "torch"} <= set(manifest["versions"])
+    assert manifest["device"] == "cpu"
+    with np.load(tmp_path / "run" / "neighbors.npz") as graph:
+        assert graph["indices"].shape == (150, 8)
+    assert np.load(tmp_path / "run" / "embeddings.npy").shape == (150, 5)
+    assert run.examples.equals(examples)
+
+
+def test_a_second_run_resumes_from_the_cache(dataset, tmp_path, monkeypatch):
+    workspace = Workspace(tmp_path / "ws")
+    run_analysis(dataset, CONFIG, workspace=workspace)
+    calls = []
+    monkeypatch.setattr(pipeline, "compute_embeddings", lambda *a, **k: calls.append("embed"))
+    monkeypatch.setattr(pipeline, "build_knn", lambda *a, **k: calls.append("knn"))
+    monkeypatch.setattr(pipeline, "project_pca", lambda *a, **k: calls.append("pca"))
+    again = run_analysis(dataset, CONFIG, workspace=workspace)
+    assert calls == []  # every stage came from the workspace
+    assert again.path.parent.parent == workspace.root / "runs"
+
+
+def test_a_run_stopped_after_a_stage_does_not_redo_it(dataset, tmp_path, monkeypatch):
+    workspace = Workspace(tmp_path / "ws")
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("stopped during the map")
+
+    monkeypatch.setattr(pipeline, "project_pca", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_analysis(dataset, CONFIG, workspace=workspace)
+    monkeypatch.undo()
+    embedded = []
+    real = pipeline.compute_embeddings
+    monkeypatch.setattr(pipeline, "compute_embeddings", lambda *a, **k: embedded.append(1) or real(*a, **k))
+    run_analysis(dataset, CONFIG, workspace=workspace)
+    assert embedded == []
+
+
+def test_load_run_round_trip_and_refuses_a_modified_file(dataset, tmp_path):
+    run_analysis(dataset, CONFIG, out_dir=tmp_path / "run", workspace=Workspace(tmp_path / "ws"))
+    run = load_run(tmp_path / "run")
+    assert run.dataset.fingerprint == dataset.fingerprint
+    pd.testing.assert_frame_equal(run.dataset.table, dataset.table, check_dtype=False)
+    assert run.embeddings().shape == (150, 5)
+    examples = pd.read_parquet(tmp_path / "run" / "examples.parquet")
+    examples.loc[0, "label"] = "c"
+    examples.to_parquet(tmp_path / "run" / "examples.parquet")
+    with pytest.raises(RunError, match="does not match its manifest"):
+        load_run(tmp_path / "run")
+
+
+def test_load_run_of_a_folder_that_is_not_a_run(tmp_path):
+    with pytest.raises(RunError, match="not a run folder"):
+        load_run(tmp_path)
+    (tmp_path / "manifest.json").write_text("{broken")
+    with pytest.raises(RunError, match="not valid JSON"):
+        load_run(tmp_path)
+
+
+def test_precomputed_embeddings_file(dataset, tmp_path):
+    vectors = np.random.default_rng(1).normal(size=(150, 12)).astype(np.float32)
+    np.save(tmp_path / "e.npy", vectors)
+    config = AnalysisConfig(embedding=EmbeddingSpec(source="file", path=str(tmp_path / "e.npy")),
+                            projection="pca")
+    run = run_analysis(dataset, config, out_dir=tmp_path / "run", workspace=Workspace(tmp_path / "ws"))
+    assert run.manifest["embedding"]["dims"] == 12 and run.manifest["embedding"]["metric"] == "cosine"
+    np.testing.assert_allclose(run.embeddings(), vectors, atol=1e-2)

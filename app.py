@@ -7,6 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from ui.jobs import warm_up_umap
 from ui.navigation import PAGES
 from ui.sidebar import dataset_sidebar
 
@@ -18,5 +19,6 @@ navigation = st.navigation([
     st.Page(page.file, title=page.title, icon=page.icon, url_path=page.url_path, default=i == 0)
     for i, page in enumerate(PAGES)
 ])
+warm_up_umap()  # once per server process, in the background
 dataset_sidebar()
 navigation.run()

@@ -105,11 +105,15 @@ def map_figure(
             add(missing, "missing", dict(color="#999999"))
     else:
         labels = values.astype("string").fillna("(missing)").to_numpy(dtype=object)
-        counts = pd.Series(labels[visible]).value_counts()
-        top = list(counts.index[:MAX_CATEGORIES])
+        # Colours are fixed by the whole column, not by what the filters leave visible, so a
+        # category keeps its colour while filtering; the most frequent values get their own.
+        counts = pd.Series(labels).value_counts()
+        top = _natural_order(list(counts.index[:MAX_CATEGORIES]))
         codes = pd.Categorical(labels, categories=top).codes
         for i, name in enumerate(top):
-            add(np.flatnonzero(visible & (codes == i)), str(name), dict(color=PALETTE[i % len(PALETTE)]))
+            rows = np.flatnonzero(visible & (codes == i))
+            if len(rows):
+                add(rows, str(name), dict(color=PALETTE[i % len(PALETTE)]))
         rest = np.flatnonzero(visible & (codes < 0))
         if len(rest):
             add(rest, f"other ({len(counts) - len(top)} values)", dict(color="#7f7f7f"))
@@ -124,6 +128,14 @@ def map_figure(
         plot_bgcolor="white", hoverlabel=dict(namelength=30),
     )
     return MapFigure(figure=figure, trace_rows=trace_rows, hover_text=hover is not None)
+
+
+def _natural_order(values: list) -> list:
+    """Numeric-looking values in numeric order, others alphabetically."""
+    numbers = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")
+    if numbers.notna().all():
+        return [v for _, v in sorted(zip(numbers, values))]
+    return sorted(values, key=str)
 
 
 def rows_from_event(points: list[dict], trace_rows: list[np.ndarray | None]) -> np.ndarray:

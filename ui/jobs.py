@@ -78,7 +78,7 @@ def wait_all(timeout: float = 300.0) -> bool:
     """Wait for every running job (tests and shutdown); True if all finished in time."""
     deadline = time.monotonic() + timeout
     with _lock:
-        threads = [job.thread for job in _jobs.values() if job.thread is not None]
+        threads = [job.thread for job in _jobs.values() if job.thread is not None] + _background
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
     return not any(thread.is_alive() for thread in threads)
@@ -90,3 +90,30 @@ def forget(key: str) -> None:
         job = _jobs.get(key)
         if job is not None and job.done:
             del _jobs[key]
+
+
+_warm = threading.Event()
+_background: list[threading.Thread] = []
+
+
+def warm_up_umap() -> None:
+    """Compile UMAP's numba code once per server process, in the background.
+
+    The first UMAP fit in a process spends 20-30 s compiling; doing it at start-up means the
+    first map a user asks for does not wait for it.
+    """
+    if _warm.is_set():
+        return
+    _warm.set()
+
+    def work() -> None:
+        import numpy as np
+
+        from analytics.projection import project_umap
+
+        project_umap(np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32),
+                     n_neighbors=10, n_epochs=20)
+
+    thread = threading.Thread(target=work, name="umap-warm-up", daemon=True)
+    _background.append(thread)
+    thread.start()

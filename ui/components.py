@@ -1,18 +1,11 @@
-"""Reusable display pieces: safe labels for Plotly, example tables with previews."""
+"""Reusable display pieces: example tables with previews."""
 
 from __future__ import annotations
-
-import html
 
 import pandas as pd
 import streamlit as st
 
 from ui import cached
-
-
-def plotly_safe(text: object) -> str:
-    """Escape dataset text for Plotly, which renders a subset of HTML in labels and hovers."""
-    return html.escape(str(text), quote=False)
 
 
 def example_table(rows: pd.DataFrame, *, kind: str, height: int | None = None) -> None:

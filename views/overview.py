@@ -5,7 +5,8 @@ import plotly.express as px
 import streamlit as st
 
 from ui import cached, state
-from ui.components import example_table, plotly_safe
+from ui.components import example_table
+from ui.figures import escape
 
 dataset = state.require_dataset()
 summary = cached.summarize(dataset.fingerprint, dataset)
@@ -30,7 +31,7 @@ if dataset.skipped:
 balance, splits = st.columns([3, 2])
 with balance:
     st.subheader("Class balance")
-    counts = summary.class_counts.assign(label=summary.class_counts["label"].map(plotly_safe))
+    counts = summary.class_counts.assign(label=summary.class_counts["label"].map(escape))
     figure = px.bar(counts, x="count", y="label", orientation="h", text="count",
                     hover_data={"share": ":.1%"}, height=max(220, 28 * len(counts) + 80))
     figure.update_layout(margin=dict(l=0, r=0, t=10, b=0), yaxis=dict(autorange="reversed",

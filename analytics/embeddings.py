@@ -36,6 +36,8 @@ __all__ = [
     "VECTOR_COLUMN_NAMES",
     "default_spec",
     "compute_embeddings",
+    "checkpoint_outputs",
+    "tabular_features",
     "find_vector_column",
     "minilm_available",
 ]
@@ -288,23 +290,38 @@ def _vector_file(dataset: Dataset, path: Path) -> np.ndarray:
     return numeric.to_numpy(dtype=np.float32)
 
 
-def _checkpoint(dataset: Dataset, spec: EmbeddingSpec, *, device: str | None, progress: Progress) -> np.ndarray:
+def checkpoint_outputs(dataset: Dataset, path: str, *, architecture: str | None = None, trust: bool = False,
+                       device: str | None = None, batch_size: int = 64, output: str = "embedding",
+                       progress: Progress | None = None) -> np.ndarray:
+    """Run a user's checkpoint on every example: its embedding or its logits, shape (n, d).
+
+    Text goes to a text model as text; images to an image model (or a TorchScript/state-dict
+    model) as pixels; otherwise a TorchScript/state-dict model receives the dataset's default
+    features (MiniLM sentence embeddings for text, standardised columns for tables).
+    """
     from analytics.checkpoints import CheckpointError, load_checkpoint, run_checkpoint
 
+    progress = progress or (lambda fraction, message: None)
     try:
-        loaded = load_checkpoint(spec.path, architecture=spec.architecture, trust=spec.trust, device=device)
-        if loaded.modality == "text" or (loaded.modality == "features" and dataset.kind == "text"
-                                         and loaded.format == "transformers"):
-            return run_checkpoint(loaded, texts=dataset.table["text"].tolist(),
-                                  batch_size=spec.batch_size, progress=progress)
+        loaded = load_checkpoint(path, architecture=architecture, trust=trust, device=device)
+        if loaded.modality == "text":
+            if "text" not in dataset.table.columns:
+                raise EmbeddingError(f"{path}: a text model, but {dataset.name} has no text column.")
+            return run_checkpoint(loaded, texts=dataset.table["text"].tolist(), batch_size=batch_size,
+                                  progress=progress, output=output)
         if loaded.modality == "image" or dataset.kind == "image":
             return run_checkpoint(loaded, image_paths=dataset.table["image"].tolist(),
-                                  batch_size=spec.batch_size, progress=progress)
+                                  batch_size=batch_size, progress=progress, output=output)
         inputs = (compute_embeddings(dataset, EmbeddingSpec(source="minilm"), device=device, progress=progress)
                   if dataset.kind == "text" else tabular_features(dataset))
-        return run_checkpoint(loaded, features=inputs, batch_size=spec.batch_size, progress=progress)
+        return run_checkpoint(loaded, features=inputs, batch_size=batch_size, progress=progress, output=output)
     except CheckpointError as exc:
         raise EmbeddingError(str(exc)) from None
+
+
+def _checkpoint(dataset: Dataset, spec: EmbeddingSpec, *, device: str | None, progress: Progress) -> np.ndarray:
+    return checkpoint_outputs(dataset, spec.path, architecture=spec.architecture, trust=spec.trust,
+                              device=device, batch_size=spec.batch_size, progress=progress)
 
 
 def _path_fingerprint(path: str, source: str) -> str:

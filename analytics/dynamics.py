@@ -1,0 +1,342 @@
+"""Training dynamics: every example's logits at every epoch, from one of three sources.
+
+1. **Imported** in the format of the Dataset Cartography reference implementation
+   (allenai/cartography): a folder of ``dynamics_epoch_{e}.jsonl`` files, e = 0..E-1, one JSON
+   object per line ``{"guid": ..., "logits_epoch_{e}": [K floats], "gold": <class index>}``.
+2. **Checkpoints**, one per epoch: each checkpoint's logits on the dataset.
+3. **A probe** trained on the embeddings (a linear or one-hidden-layer head), recording each
+   training example's logits in the training-mode forward pass of every epoch, as the
+   reference code does, over several seeds; and out-of-fold probabilities by K-fold
+   cross-fitting for the scores that need held-out predictions.
+
+All three give a :class:`TrainingDynamics` with logits of shape (seeds, epochs, n, classes).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from analytics.workspace import atomic_write_text
+
+__all__ = [
+    "DynamicsError",
+    "TrainingDynamics",
+    "ProbeConfig",
+    "read_reference_dynamics",
+    "write_reference_dynamics",
+    "checkpoint_dynamics",
+    "train_probe",
+    "cross_fit_probabilities",
+]
+
+Progress = Callable[[float, str], None]
+_EPOCH_FILE = re.compile(r"dynamics_epoch_(\d+)\.jsonl$")
+
+
+class DynamicsError(ValueError):
+    """Dynamics cannot be read or computed; the message names the file, epoch or ids at fault."""
+
+
+@dataclass(frozen=True, eq=False)
+class TrainingDynamics:
+    """Attributes
+    ----------
+    logits : ndarray of shape (n_seeds, n_epochs, n_examples, n_classes), float32
+    gold : ndarray of shape (n_examples,), int64 — the label index each run trained on
+    source : {"reference", "checkpoints", "probe"}
+    hidden_norms : ndarray of shape (n_seeds, n_examples), optional
+        Squared L2 norm of the input to the last layer at ``early_epoch`` (for GraNd).
+    early_epoch : int
+        The epoch taken as "early in training" for EL2N and GraNd.
+    """
+
+    logits: np.ndarray
+    gold: np.ndarray
+    source: str
+    hidden_norms: np.ndarray | None = None
+    early_epoch: int = 0
+
+    @property
+    def n_seeds(self) -> int:
+        return self.logits.shape[0]
+
+    @property
+    def n_epochs(self) -> int:
+        return self.logits.shape[1]
+
+
+# --------------------------------------------------------------------------- reference format
+
+
+def read_reference_dynamics(folder: str | Path, ids: Sequence[str], *, n_classes: int | None = None,
+                            gold: np.ndarray | None = None) -> tuple[TrainingDynamics, list[str]]:
+    """Read ``dynamics_epoch_{e}.jsonl`` files and align them with the dataset's ``ids``.
+
+    Returns the dynamics (one seed) and notes for the user (e.g. guids not in the dataset).
+    Raises :class:`DynamicsError` for missing epochs, dataset ids absent from an epoch,
+    inconsistent class counts, or malformed lines (file and line named).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DynamicsError(f"{folder}: no such folder of training dynamics.")
+    files = {int(m.group(1)): p for p in folder.iterdir() if (m := _EPOCH_FILE.search(p.name))}
+    if not files:
+        raise DynamicsError(f"{folder}: no dynamics_epoch_{{e}}.jsonl files found.")
+    epochs = sorted(files)
+    missing = sorted(set(range(epochs[-1] + 1)) - set(epochs))
+    if missing:
+        raise DynamicsError(f"{folder}: epochs {missing} are missing (found {epochs}); "
+                            "epochs must run from 0 without gaps.")
+    ids = [str(i) for i in ids]
+    position = {guid: i for i, guid in enumerate(ids)}
+    logits = None
+    file_gold = np.full(len(ids), -1, dtype=np.int64)
+    notes: list[str] = []
+    for epoch in epochs:
+        path = files[epoch]
+        key = f"logits_epoch_{epoch}"
+        seen = np.zeros(len(ids), dtype=bool)
+        unknown = []
+        with path.open(encoding="utf-8") as handle:
+            for line_number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                    guid, values, label = str(record["guid"]), record[key], int(record["gold"])
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                    raise DynamicsError(f"{path}: line {line_number} is not a dynamics record with "
+                                        f"'guid', '{key}' and 'gold' ({type(exc).__name__}: {exc}).") from None
+                row = position.get(guid)
+                if row is None:
+                    unknown.append(guid)
+                    continue
+                if logits is None:
+                    classes = n_classes or len(values)
+                    logits = np.zeros((1, len(epochs), len(ids), classes), dtype=np.float32)
+                if len(values) != logits.shape[3]:
+                    raise DynamicsError(f"{path}: line {line_number} has {len(values)} logits; "
+                                        f"expected {logits.shape[3]} (one per class).")
+                logits[0, epoch, row] = values
+                seen[row] = True
+                file_gold[row] = label
+        if logits is None:
+            raise DynamicsError(f"{path}: none of its guids match the dataset's ids "
+                                f"(e.g. {unknown[:3]}).")
+        if not seen.all():
+            absent = [ids[i] for i in np.flatnonzero(~seen)[:5]]
+            raise DynamicsError(f"{path}: {int((~seen).sum())} dataset ids have no logits in epoch "
+                                f"{epoch}, e.g. {absent}.")
+        if unknown and epoch == 0:
+            notes.append(f"{len(unknown)} guids in the dynamics are not in the dataset and were "
+                         f"ignored, e.g. {unknown[:3]}.")
+    if gold is not None and (gold != file_gold).any():
+        differ = int((gold != file_gold).sum())
+        notes.append(f"{differ} examples have a different gold label in the dynamics than in the "
+                     "dataset; the scores use the labels the model was trained on (the dynamics').")
+    return TrainingDynamics(logits=logits, gold=file_gold, source="reference"), notes
+
+
+def write_reference_dynamics(dynamics: TrainingDynamics, ids: Sequence[str], folder: str | Path,
+                             *, seed: int = 0) -> list[Path]:
+    """Write one seed's dynamics as ``dynamics_epoch_{e}.jsonl`` files (reference format)."""
+    folder = Path(folder)
+    written = []
+    for epoch in range(dynamics.n_epochs):
+        key = f"logits_epoch_{epoch}"
+        values = dynamics.logits[seed, epoch]
+        lines = [json.dumps({"guid": guid, key: row.tolist(), "gold": int(label)})
+                 for guid, row, label in zip(ids, values.astype(np.float64), dynamics.gold)]
+        path = folder / f"dynamics_epoch_{epoch}.jsonl"
+        atomic_write_text(path, "\n".join(lines) + "\n")
+        written.append(path)
+    return written
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_dynamics(checkpoints: Sequence[str | Path], gold: np.ndarray, *, run_one: Callable,
+                        progress: Progress | None = None) -> TrainingDynamics:
+    """Logits of each checkpoint (in epoch order) on the dataset.
+
+    ``run_one(path)`` returns the logits of one checkpoint, shape (n, K): the caller binds the
+    dataset's inputs (texts, images or features) so this module stays free of data loading.
+    """
+    progress = progress or (lambda fraction, message: None)
+    per_epoch = []
+    for epoch, path in enumerate(checkpoints):
+        progress(epoch / len(checkpoints), f"Checkpoint {epoch + 1} of {len(checkpoints)}: {Path(path).name}")
+        logits = np.asarray(run_one(path), dtype=np.float32)
+        if logits.ndim != 2 or logits.shape[0] != len(gold):
+            raise DynamicsError(f"{path}: gave outputs of shape {logits.shape}; expected "
+                                f"({len(gold)}, n_classes) logits.")
+        if per_epoch and logits.shape != per_epoch[0].shape:
+            raise DynamicsError(f"{path}: gives {logits.shape[1]} outputs but the first checkpoint "
+                                f"gave {per_epoch[0].shape[1]}.")
+        per_epoch.append(logits)
+    if int(gold.max()) >= per_epoch[0].shape[1]:
+        raise DynamicsError(f"The checkpoints give {per_epoch[0].shape[1]} outputs but the dataset "
+                            f"has label index {int(gold.max())}: they are not logits over its classes.")
+    return TrainingDynamics(logits=np.stack(per_epoch)[None], gold=gold, source="checkpoints",
+                            early_epoch=min(len(per_epoch) - 1, max(0, len(per_epoch) // 5)))
+
+
+# --------------------------------------------------------------------------- probe
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """A probe trained on the embeddings. ``hidden=0`` is a linear head."""
+
+    hidden: int = 256
+    epochs: int = 10
+    seeds: int = 3
+    batch_size: int | None = None
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    folds: int = 5
+    device: str | None = None
+
+    def batch_for(self, n: int) -> int:
+        """The given batch size, or about 100 steps per epoch (between 32 and 2048 examples)."""
+        return self.batch_size or int(np.clip(n // 100, 32, 2048))
+
+    @property
+    def early_epoch(self) -> int:
+        """The epoch taken as "early in training" for EL2N/GraNd: the first fifth of training."""
+        return max(0, math.ceil(self.epochs / 5) - 1)
+
+
+def _standardise(features: np.ndarray) -> np.ndarray:
+    features = np.asarray(features, dtype=np.float32)
+    scale = features.std(axis=0)
+    return (features - features.mean(axis=0)) / np.where(scale > 1e-8, scale, 1.0)
+
+
+def _head(d: int, k: int, hidden: int):
+    import torch
+
+    if hidden <= 0:
+        return torch.nn.Linear(d, k)
+    return torch.nn.Sequential(torch.nn.Linear(d, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, k))
+
+
+def train_probe(features: np.ndarray, gold: np.ndarray, n_classes: int, config: ProbeConfig = ProbeConfig(),
+                *, progress: Progress | None = None) -> TrainingDynamics:
+    """Train the probe ``config.seeds`` times, recording every example's logits each epoch.
+
+    The logits are those of the training-mode forward pass of the minibatch that contains the
+    example, before that minibatch's update (as the reference implementation logs them). At the
+    early epoch, the squared norm of the last layer's input is recorded too, for GraNd.
+
+    Returns dynamics with logits of shape (seeds, epochs, n, n_classes), float32.
+    """
+    import torch
+
+    from analytics.device import default_device
+
+    progress = progress or (lambda fraction, message: None)
+    device = default_device(config.device)
+    x_all = torch.from_numpy(_standardise(features)).to(device)
+    y_all = torch.from_numpy(np.asarray(gold, dtype=np.int64)).to(device)
+    n, d = x_all.shape
+    batch_size = config.batch_for(n)
+    logits = np.empty((config.seeds, config.epochs, n, n_classes), dtype=np.float32)
+    hidden_norms = np.empty((config.seeds, n), dtype=np.float32)
+    steps = config.seeds * config.epochs
+    for seed in range(config.seeds):
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        torch.manual_seed(seed)
+        model = _head(d, n_classes, config.hidden).to(device)
+        last = model if config.hidden <= 0 else model[2]
+        optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
+                                      weight_decay=config.weight_decay)
+        captured = {}
+        hook = last.register_forward_hook(lambda module, inputs, output: captured.__setitem__("h", inputs[0]))
+        model.train()
+        for epoch in range(config.epochs):
+            progress((seed * config.epochs + epoch) / steps,
+                     f"Probe: seed {seed + 1} of {config.seeds}, epoch {epoch + 1} of {config.epochs}")
+            order = torch.randperm(n, generator=generator).to(device)
+            epoch_logits = torch.empty((n, n_classes), device=device)
+            for start in range(0, n, batch_size):
+                batch = order[start:start + batch_size]
+                output = model(x_all[batch])
+                epoch_logits[batch] = output.detach()
+                if epoch == config.early_epoch:
+                    hidden_norms[seed, batch.cpu().numpy()] = captured["h"].detach().pow(2).sum(1).cpu().numpy()
+                loss = torch.nn.functional.cross_entropy(output, y_all[batch])
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+            logits[seed, epoch] = epoch_logits.cpu().numpy()
+        hook.remove()
+    progress(1.0, "Probe trained")
+    return TrainingDynamics(logits=logits, gold=np.asarray(gold, dtype=np.int64), source="probe",
+                            hidden_norms=hidden_norms, early_epoch=config.early_epoch)
+
+
+def cross_fit_probabilities(features: np.ndarray, gold: np.ndarray, n_classes: int,
+                            config: ProbeConfig = ProbeConfig(), *, progress: Progress | None = None
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold class probabilities by stratified K-fold cross-fitting.
+
+    Each example's probabilities come from a probe that never saw it (seed 0, same head and
+    epochs as :func:`train_probe`).
+
+    Returns
+    -------
+    probabilities : ndarray of shape (n, n_classes), float32
+    fold : ndarray of shape (n,), int — the fold each example was held out in
+    """
+    import torch
+    from sklearn.model_selection import StratifiedKFold
+
+    from analytics.device import default_device
+
+    progress = progress or (lambda fraction, message: None)
+    device = default_device(config.device)
+    gold = np.asarray(gold, dtype=np.int64)
+    x_all = torch.from_numpy(_standardise(features)).to(device)
+    y_all = torch.from_numpy(gold).to(device)
+    n = len(gold)
+    smallest = np.bincount(gold, minlength=n_classes)
+    folds = max(2, min(config.folds, int(smallest[smallest > 0].min())))
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
+    probabilities = np.zeros((n, n_classes), dtype=np.float32)
+    fold_of = np.empty(n, dtype=np.int64)
+    for fold, (train, held_out) in enumerate(splitter.split(np.zeros(n), gold)):
+        progress(fold / folds, f"Held-out probabilities: fold {fold + 1} of {folds}")
+        torch.manual_seed(fold)
+        generator = torch.Generator(device="cpu").manual_seed(fold)
+        model = _head(x_all.shape[1], n_classes, config.hidden).to(device)
+        optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
+                                      weight_decay=config.weight_decay)
+        train_index = torch.from_numpy(train).to(device)
+        model.train()
+        for _ in range(config.epochs):
+            order = train_index[torch.randperm(len(train), generator=generator).to(device)]
+            batch_size = config.batch_for(len(train))
+            for start in range(0, len(order), batch_size):
+                batch = order[start:start + batch_size]
+                loss = torch.nn.functional.cross_entropy(model(x_all[batch]), y_all[batch])
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+        model.eval()
+        with torch.inference_mode():
+            held = torch.from_numpy(held_out).to(device)
+            for start in range(0, len(held), 65536):
+                chunk = held[start:start + 65536]
+                probabilities[chunk.cpu().numpy()] = torch.softmax(model(x_all[chunk]), 1).cpu().numpy()
+        fold_of[held_out] = fold
+    progress(1.0, "Held-out probabilities ready")
+    return probabilities, fold_of

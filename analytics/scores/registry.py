@@ -1,0 +1,88 @@
+"""The registry of per-example scores: what each needs, what it means, where it comes from.
+
+Every score declares the inputs it requires; :func:`compute_scores` runs those whose inputs are
+present, so the pipeline computes what it can and the UI lists what exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["Score", "ScoreInputs", "SCORES", "register", "compute_scores", "available_scores", "INPUTS"]
+
+INPUTS = ("labels", "logits_by_epoch", "heldout_probs", "knn", "hidden_norms")
+
+
+@dataclass(frozen=True, eq=False)
+class ScoreInputs:
+    """Everything scores may read. Missing inputs are None.
+
+    labels : (n,) int — gold label index
+    logits_by_epoch : (seeds, epochs, n, K) float32 — training dynamics
+    early_epoch : int — the epoch taken as early in training (EL2N, GraNd)
+    heldout_probs : (n, K) float32 — out-of-fold probabilities
+    knn_indices, knn_distances : (n, k) — the shared neighbour graph (self excluded)
+    hidden_norms : (seeds, n) — squared norm of the last layer's input at the early epoch
+    """
+
+    labels: np.ndarray
+    logits_by_epoch: np.ndarray | None = None
+    early_epoch: int = 0
+    heldout_probs: np.ndarray | None = None
+    knn_indices: np.ndarray | None = None
+    knn_distances: np.ndarray | None = None
+    hidden_norms: np.ndarray | None = None
+
+    def has(self, name: str) -> bool:
+        if name == "labels":
+            return self.labels is not None
+        if name == "knn":
+            return self.knn_indices is not None and self.knn_distances is not None
+        return getattr(self, name) is not None
+
+
+@dataclass(frozen=True)
+class Score:
+    """A per-example score (one or more columns of ``examples.parquet``).
+
+    ``direction`` says how to read it: "higher = harder", "lower = harder", or "flag".
+    """
+
+    name: str
+    columns: tuple[str, ...]
+    requires: tuple[str, ...]
+    direction: str
+    reference: str
+    compute: Callable[[ScoreInputs], dict[str, np.ndarray]] = field(repr=False)
+    description: str = ""
+
+
+SCORES: dict[str, Score] = {}
+
+
+def register(score: Score) -> Score:
+    unknown = set(score.requires) - set(INPUTS)
+    if unknown:
+        raise ValueError(f"score {score.name} requires unknown inputs {unknown}")
+    SCORES[score.name] = score
+    return score
+
+
+def available_scores(inputs: ScoreInputs) -> list[Score]:
+    return [s for s in SCORES.values() if all(inputs.has(r) for r in s.requires)]
+
+
+def compute_scores(inputs: ScoreInputs, *, progress: Callable[[float, str], None] | None = None) -> pd.DataFrame:
+    """Every registered score whose inputs are present, as columns of one table (row i = example i)."""
+    progress = progress or (lambda fraction, message: None)
+    runnable = available_scores(inputs)
+    columns: dict[str, np.ndarray] = {}
+    for i, score in enumerate(runnable):
+        progress(i / max(len(runnable), 1), f"Scoring: {score.name}")
+        for name, values in score.compute(inputs).items():
+            columns[name] = np.asarray(values)
+    return pd.DataFrame(columns)

@@ -1,0 +1,124 @@
+"""Scores from training dynamics: Dataset Cartography, forgetting, AUM, EL2N and GraNd.
+
+Logits have shape (seeds, epochs, n, K). Scores over epochs are computed per seed and averaged
+over seeds (one seed for imported dynamics).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from analytics.scores.registry import Score, ScoreInputs, register
+
+__all__ = ["softmax", "cartography", "forgetting", "area_under_margin", "el2n", "grand"]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, computed stably in float64."""
+    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def _gold(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """values[..., i, labels[i]] for arrays shaped (..., n, K)."""
+    index = np.broadcast_to(labels[:, None], values.shape[:-1] + (1,))
+    return np.take_along_axis(values, index, axis=-1)[..., 0]
+
+
+def _correct(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return logits.argmax(axis=-1) == labels
+
+
+def cartography(logits: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Dataset Cartography (Swayamdipta et al., EMNLP 2020).
+
+    confidence  μ_i = (1/E) Σ_e p_e(i)[y_i]                       (higher = easier)
+    variability σ_i = sqrt((1/E) Σ_e (p_e(i)[y_i] − μ_i)²)         (population std, as the
+                                                                   reference code; higher = ambiguous)
+    correctness = (1/E) Σ_e 1[argmax_k z_e(i)[k] = y_i]            (a fraction; the reference
+                                                                   code stores the count)
+    Averaged over seeds when there are several.
+    """
+    gold_probability = _gold(softmax(logits), labels)            # (S, E, n)
+    confidence = gold_probability.mean(axis=1)
+    variability = gold_probability.std(axis=1)                    # ddof=0: population std
+    correctness = _correct(logits, labels).mean(axis=1)
+    return {"confidence": confidence.mean(0), "variability": variability.mean(0),
+            "correctness": correctness.mean(0)}
+
+
+def forgetting(logits: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Example forgetting (Toneva et al., ICLR 2019).
+
+    forgetting_events: number of epochs e where the example was classified correctly at e−1
+    and incorrectly at e (higher = harder), averaged over seeds. never_learned: never correct
+    in any epoch of any seed — kept as its own flag rather than a sentinel count.
+    """
+    correct = _correct(logits, labels)                            # (S, E, n)
+    events = (correct[:, :-1] & ~correct[:, 1:]).sum(axis=1)
+    return {"forgetting_events": events.mean(0), "never_learned": ~correct.any(axis=(0, 1))}
+
+
+def area_under_margin(logits: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Area Under the Margin (Pleiss et al., NeurIPS 2020).
+
+    M_e(i) = z_e(i)[y_i] − max_{k≠y_i} z_e(i)[k] on logits; AUM_i = (1/E) Σ_e M_e(i).
+    Lower = harder; negative suggests a mislabeled example.
+    """
+    logits = logits.astype(np.float64)
+    assigned = _gold(logits, labels)
+    others = logits.copy()
+    index = np.broadcast_to(labels[:, None], logits.shape[:-1] + (1,))
+    np.put_along_axis(others, index, -np.inf, axis=-1)
+    margin = assigned - others.max(axis=-1)
+    return {"aum": margin.mean(axis=1).mean(0)}
+
+
+def el2n(logits: np.ndarray, labels: np.ndarray, early_epoch: int) -> dict[str, np.ndarray]:
+    """EL2N (Paul et al., NeurIPS 2021): (1/S) Σ_s ‖p_s(i) − onehot(y_i)‖₂ at an early epoch.
+
+    Higher = harder (the paper keeps the highest-scoring examples when pruning).
+    """
+    probabilities = softmax(logits[:, early_epoch])               # (S, n, K)
+    error = probabilities.copy()
+    error[:, np.arange(len(labels)), labels] -= 1.0
+    return {"el2n": np.linalg.norm(error, axis=-1).mean(0)}
+
+
+def grand(logits: np.ndarray, labels: np.ndarray, early_epoch: int, hidden_norms: np.ndarray) -> dict[str, np.ndarray]:
+    """GraNd (Paul et al., NeurIPS 2021) for the last layer, with bias:
+
+    ‖∇_{W,b} ℓ(x_i, y_i)‖₂ = ‖p − onehot(y)‖₂ · sqrt(‖h_i‖₂² + 1), h_i the last layer's input;
+    averaged over seeds at the early epoch. Higher = harder. (The gradient of the other layers
+    is not included: this is the last-layer GraNd.)
+    """
+    probabilities = softmax(logits[:, early_epoch])
+    error = probabilities.copy()
+    error[:, np.arange(len(labels)), labels] -= 1.0
+    norms = np.linalg.norm(error, axis=-1) * np.sqrt(hidden_norms.astype(np.float64) + 1.0)
+    return {"grand": norms.mean(0)}
+
+
+register(Score("cartography", ("confidence", "variability", "correctness"), ("labels", "logits_by_epoch"),
+               "confidence: lower = harder; variability: higher = ambiguous; correctness: lower = harder",
+               "Swayamdipta et al., Dataset Cartography, EMNLP 2020",
+               lambda x: cartography(x.logits_by_epoch, x.labels),
+               "Mean and spread of the gold-label probability over epochs; fraction of epochs correct."))
+register(Score("forgetting", ("forgetting_events", "never_learned"), ("labels", "logits_by_epoch"),
+               "higher = harder; never_learned is a flag",
+               "Toneva et al., An Empirical Study of Example Forgetting, ICLR 2019",
+               lambda x: forgetting(x.logits_by_epoch, x.labels),
+               "Times an example went from correct to incorrect between consecutive epochs."))
+register(Score("aum", ("aum",), ("labels", "logits_by_epoch"), "lower = harder (negative: likely mislabeled)",
+               "Pleiss et al., Identifying Mislabeled Data using the Area Under the Margin Ranking, NeurIPS 2020",
+               lambda x: area_under_margin(x.logits_by_epoch, x.labels),
+               "Mean over epochs of the gold logit minus the largest other logit."))
+register(Score("el2n", ("el2n",), ("labels", "logits_by_epoch"), "higher = harder",
+               "Paul et al., Deep Learning on a Data Diet, NeurIPS 2021",
+               lambda x: el2n(x.logits_by_epoch, x.labels, x.early_epoch),
+               "Error L2 norm early in training, averaged over seeds."))
+register(Score("grand", ("grand",), ("labels", "logits_by_epoch", "hidden_norms"), "higher = harder",
+               "Paul et al., Deep Learning on a Data Diet, NeurIPS 2021",
+               lambda x: grand(x.logits_by_epoch, x.labels, x.early_epoch, x.hidden_norms),
+               "Last-layer gradient norm early in training, averaged over seeds."))

@@ -1,0 +1,124 @@
+"""Training dynamics: the reference format in and out, checkpoints, the probe, cross-fitting."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from analytics.dynamics import (
+    DynamicsError,
+    ProbeConfig,
+    TrainingDynamics,
+    checkpoint_dynamics,
+    cross_fit_probabilities,
+    read_reference_dynamics,
+    train_probe,
+    write_reference_dynamics,
+)
+from analytics.scores.training_dynamics import cartography
+
+
+def write_epochs(folder, ids, logits, gold):
+    folder.mkdir(parents=True, exist_ok=True)
+    for epoch, values in enumerate(logits):
+        with (folder / f"dynamics_epoch_{epoch}.jsonl").open("w") as handle:
+            for guid, row, label in zip(ids, values, gold):
+                handle.write(json.dumps({"guid": guid, f"logits_epoch_{epoch}": row.tolist(), "gold": int(label)}) + "\n")
+
+
+def test_reference_format_round_trip_and_fidelity(tmp_path):
+    rng = np.random.default_rng(0)
+    ids = [f"ex{i}" for i in range(30)]
+    logits = rng.normal(size=(4, 30, 3)).astype(np.float32)  # what torch's .tolist() writes
+    gold = rng.integers(0, 3, 30)
+    write_epochs(tmp_path / "td", ids, logits, gold)
+    shuffled = list(reversed(ids))  # the dataset's order differs from the files'
+    dynamics, notes = read_reference_dynamics(tmp_path / "td", shuffled)
+    assert dynamics.logits.shape == (1, 4, 30, 3) and notes == []
+    np.testing.assert_array_equal(dynamics.logits[0], logits[:, ::-1])
+    # confidence, variability and correctness equal the reference formulas to 1e-9
+    probs = np.exp(logits.astype(np.float64)) / np.exp(logits.astype(np.float64)).sum(-1, keepdims=True)
+    true_probs = probs[:, np.arange(30), gold]
+    scores = cartography(dynamics.logits, dynamics.gold)
+    np.testing.assert_allclose(scores["confidence"], true_probs.mean(0)[::-1], atol=1e-9, rtol=0)
+    np.testing.assert_allclose(scores["variability"], true_probs.std(0)[::-1], atol=1e-9, rtol=0)
+    np.testing.assert_allclose(scores["correctness"], (logits.argmax(-1) == gold).mean(0)[::-1], atol=1e-9)
+    # and back out in the same format
+    out = write_reference_dynamics(dynamics, shuffled, tmp_path / "out")
+    assert [p.name for p in out] == [f"dynamics_epoch_{e}.jsonl" for e in range(4)]
+    again, _ = read_reference_dynamics(tmp_path / "out", ids)
+    np.testing.assert_array_equal(again.logits, logits[None])
+
+
+def test_missing_epoch_is_named(tmp_path):
+    ids = ["a", "b"]
+    write_epochs(tmp_path / "td", ids, np.zeros((3, 2, 2), np.float32), [0, 1])
+    (tmp_path / "td" / "dynamics_epoch_1.jsonl").unlink()
+    with pytest.raises(DynamicsError, match=r"epochs \[1\] are missing"):
+        read_reference_dynamics(tmp_path / "td", ids)
+
+
+def test_unmatched_ids_are_reported(tmp_path):
+    write_epochs(tmp_path / "td", ["a", "b", "zz"], np.zeros((2, 3, 2), np.float32), [0, 1, 0])
+    dynamics, notes = read_reference_dynamics(tmp_path / "td", ["a", "b"])
+    assert dynamics.logits.shape[2] == 2
+    assert notes and "1 guids in the dynamics are not in the dataset" in notes[0] and "zz" in notes[0]
+    with pytest.raises(DynamicsError, match=r"dynamics_epoch_0.jsonl: 1 dataset ids have no logits in epoch 0, e.g. \['c'\]"):
+        read_reference_dynamics(tmp_path / "td", ["a", "b", "c"])
+
+
+def test_malformed_line_is_named(tmp_path):
+    (tmp_path / "td").mkdir()
+    (tmp_path / "td" / "dynamics_epoch_0.jsonl").write_text('{"guid": "a", "gold": 0}\n')
+    with pytest.raises(DynamicsError, match=r"dynamics_epoch_0.jsonl: line 1 is not a dynamics record"):
+        read_reference_dynamics(tmp_path / "td", ["a"])
+
+
+def test_checkpoint_dynamics_in_epoch_order():
+    outputs = {"e0": np.array([[1.0, 0.0], [0.0, 1.0]]), "e1": np.array([[2.0, 0.0], [1.0, 0.0]])}
+    dynamics = checkpoint_dynamics(["e0", "e1"], np.array([0, 1]), run_one=lambda p: outputs[p])
+    assert dynamics.logits.shape == (1, 2, 2, 2) and dynamics.source == "checkpoints"
+    np.testing.assert_array_equal(dynamics.logits[0, 1], outputs["e1"])
+    with pytest.raises(DynamicsError, match="expected \\(3, n_classes\\) logits"):
+        checkpoint_dynamics(["e0"], np.array([0, 1, 1]), run_one=lambda p: outputs[p])
+
+
+def separable(n=400, d=8, k=3, noise=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, d)) * 3
+    labels = rng.integers(0, k, n)
+    features = centres[labels] + rng.normal(size=(n, d))
+    flipped = rng.random(n) < noise
+    noisy = np.where(flipped, (labels + rng.integers(1, k, n)) % k, labels)
+    return features.astype(np.float32), noisy, flipped
+
+
+@pytest.mark.parametrize("hidden", [0, 32])
+def test_probe_records_logits_each_epoch_and_learns(hidden):
+    features, labels, _ = separable()
+    config = ProbeConfig(hidden=hidden, epochs=6, seeds=2)
+    dynamics = train_probe(features, labels, 3, config)
+    assert dynamics.logits.shape == (2, 6, 400, 3) and dynamics.source == "probe"
+    assert dynamics.hidden_norms.shape == (2, 400) and (dynamics.hidden_norms > 0).all()
+    assert dynamics.early_epoch == 1
+    accuracy = (dynamics.logits[:, -1].argmax(-1) == labels).mean()
+    assert accuracy > 0.9
+    if hidden == 0:  # a linear head's input is the (standardised) embedding itself
+        standardised = (features - features.mean(0)) / features.std(0)
+        np.testing.assert_allclose(dynamics.hidden_norms[0], (standardised ** 2).sum(1), rtol=1e-4)
+    again = train_probe(features, labels, 3, config)
+    np.testing.assert_allclose(again.logits, dynamics.logits, rtol=1e-5, atol=1e-5)  # seeded
+
+
+def test_cross_fitting_never_scores_an_example_with_a_model_that_saw_it():
+    features, labels, flipped = separable(n=300, noise=0.1)
+    probs, fold = cross_fit_probabilities(features, labels, 3, ProbeConfig(hidden=0, epochs=8, folds=5))
+    assert probs.shape == (300, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert set(fold) == set(range(5)) and np.bincount(fold).min() >= 55
+    # held-out probabilities disagree with flipped labels: the flips get low gold probability
+    from sklearn.metrics import roc_auc_score
+
+    gold_probability = probs[np.arange(300), labels]
+    assert roc_auc_score(flipped, -gold_probability) > 0.9

@@ -37,9 +37,11 @@ def test_pages_reach_the_engine_only_through_ui(path):
             pytest.fail(f"{path.name} imports {node.module}; go through ui.cached instead")
 
 
-@pytest.mark.parametrize("path", [p for p in ANALYTICS if p.name != "__init__.py"], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [p for p in ANALYTICS if p.name != "__init__.py"],
+                         ids=lambda p: str(p.relative_to(ROOT)))
 def test_public_api_is_declared(path):
-    module = importlib.import_module(f"analytics.{path.stem}")
+    dotted = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    module = importlib.import_module(dotted)
     exported = getattr(module, "__all__", None)
     assert exported, f"{path.name} declares no __all__"
     for name in exported:

@@ -1,6 +1,7 @@
 """The ``cartographer`` command line.
 
-    cartographer analyze DATASET [--embeddings FILE | --checkpoint PATH] --out DIR
+    cartographer analyze DATASET [--embeddings FILE | --checkpoint PATH] [--dynamics DIR] --out DIR
+    cartographer export-dynamics RUN_DIR --out DIR [--seed S]
     cartographer validate DATASET [--label COL] [--id COL] [--text COL] [--image COL] [--split COL]
     cartographer samples
 """
@@ -12,6 +13,7 @@ import sys
 import time
 
 from analytics.datasets import ColumnRoles, DatasetError, MissingLabelsError, load_dataset
+from analytics.dynamics import DynamicsError
 from analytics.embeddings import EmbeddingError
 from analytics.overview import summarize
 from analytics.pipeline import RunError
@@ -53,6 +55,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
+    from analytics.dynamics import ProbeConfig
     from analytics.embeddings import EmbeddingSpec
     from analytics.pipeline import AnalysisConfig, run_analysis
 
@@ -60,16 +63,24 @@ def _analyze(args: argparse.Namespace) -> int:
     if args.embeddings and args.checkpoint:
         raise DatasetError("Give either --embeddings or --checkpoint, not both.")
     spec = None
+    checkpoints = tuple(args.checkpoint or ())
     if args.embeddings:
         spec = EmbeddingSpec(source="file", path=args.embeddings)
-    elif args.checkpoint:
-        spec = EmbeddingSpec(source="checkpoint", path=args.checkpoint, architecture=args.architecture,
+    elif checkpoints:
+        # The last checkpoint (the trained model) gives the embeddings; several give dynamics.
+        spec = EmbeddingSpec(source="checkpoint", path=checkpoints[-1], architecture=args.architecture,
                              trust=args.trust_checkpoint, batch_size=args.batch_size)
     elif args.embedding_source:
         spec = EmbeddingSpec(source=args.embedding_source, column=args.vector_column,
                              batch_size=args.batch_size)
+    if args.dynamics and len(checkpoints) > 1:
+        raise DatasetError("Give either --dynamics or several --checkpoint files, not both.")
     config = AnalysisConfig(embedding=spec, projection=args.projection, k=args.k, seed=args.seed,
-                            device=args.device)
+                            device=args.device, scores=not args.no_scores, dynamics_dir=args.dynamics,
+                            checkpoints=checkpoints if len(checkpoints) > 1 else (),
+                            architecture=args.architecture, trust=args.trust_checkpoint,
+                            probe=ProbeConfig(hidden=args.probe_hidden, epochs=args.probe_epochs,
+                                              seeds=args.probe_seeds, device=args.device))
     print(f"{dataset.source}: {dataset.kind} dataset, {dataset.n_examples:,} examples, "
           f"{len(dataset.classes)} classes", file=sys.stderr)
     last = {"stage": None, "time": 0.0}
@@ -83,6 +94,26 @@ def _analyze(args: argparse.Namespace) -> int:
     run = run_analysis(dataset, config, out_dir=args.out, progress=progress)
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in run.manifest["timings_s"].items())
     print(f"wrote {run.path}/examples.parquet and manifest.json ({timings})")
+    return 0
+
+
+def _export_dynamics(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from analytics.dynamics import TrainingDynamics, write_reference_dynamics
+    from analytics.pipeline import load_run
+
+    run = load_run(args.run)
+    path = run.path / "dynamics.npy"
+    if not path.exists():
+        raise RunError(f"{run.path}: this run has no training dynamics (it was analysed with --no-scores).")
+    logits = np.load(path, mmap_mode="r")
+    if not 0 <= args.seed < logits.shape[0]:
+        raise RunError(f"{path}: holds seeds 0..{logits.shape[0] - 1}; --seed {args.seed} is not one of them.")
+    dynamics = TrainingDynamics(logits=np.asarray(logits[args.seed:args.seed + 1], dtype=np.float32),
+                                gold=run.dataset.label_codes, source=run.manifest["dynamics"]["source"])
+    files = write_reference_dynamics(dynamics, run.examples["id"].tolist(), args.out)
+    print(f"wrote {len(files)} files (dynamics_epoch_0..{len(files) - 1}.jsonl) to {args.out}")
     return 0
 
 
@@ -101,8 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     source = analyze.add_argument_group("embeddings (chosen from the data when omitted)")
     source.add_argument("--embeddings", metavar="FILE",
                         help=".npy (rows in dataset order) or .parquet (with an id column) of vectors")
-    source.add_argument("--checkpoint", metavar="PATH",
-                        help="a Hugging Face model folder, a TorchScript file, or a state dict (with --architecture)")
+    source.add_argument("--checkpoint", metavar="PATH", action="append",
+                        help="a Hugging Face model folder, a TorchScript file, or a state dict (with "
+                             "--architecture). Give it once per epoch, in order, to take the training "
+                             "dynamics from the checkpoints; the last one gives the embeddings")
     source.add_argument("--architecture", metavar="MODULE:CLASS",
                         help="the model class for a state-dict checkpoint, e.g. mypkg.models:Net")
     source.add_argument("--trust-checkpoint", action="store_true",
@@ -112,28 +145,41 @@ def build_parser() -> argparse.ArgumentParser:
                         help="force a built-in source")
     source.add_argument("--vector-column", metavar="COLUMN", help="the dataset column holding vectors")
     source.add_argument("--batch-size", type=int, default=64)
+    scores = analyze.add_argument_group("training dynamics and scores")
+    scores.add_argument("--dynamics", metavar="DIR",
+                        help="a folder of dynamics_epoch_{e}.jsonl files (allenai/cartography format)")
+    scores.add_argument("--probe-epochs", type=int, default=10)
+    scores.add_argument("--probe-seeds", type=int, default=3)
+    scores.add_argument("--probe-hidden", type=int, default=256, help="hidden units; 0 for a linear probe")
+    scores.add_argument("--no-scores", action="store_true", help="only the map: no dynamics or scores")
     analyze.add_argument("--projection", choices=("umap", "pca"), default="umap")
     analyze.add_argument("--k", type=int, default=15, help="neighbours per example in the shared kNN graph")
     analyze.add_argument("--seed", type=int, default=None,
                          help="seed UMAP for a bit-reproducible map (single-threaded, ~1.9x slower)")
     analyze.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when present)")
-    analyze.set_defaults(run=_analyze)
+    analyze.set_defaults(handler=_analyze)
     validate = commands.add_parser("validate", help="load a dataset, check it and summarise it")
     _add_dataset_arguments(validate)
-    validate.set_defaults(run=_validate)
+    validate.set_defaults(handler=_validate)
+    export = commands.add_parser("export-dynamics",
+                                 help="write a run's training dynamics in the allenai/cartography format")
+    export.add_argument("run", help="a run folder written by `cartographer analyze` or the app")
+    export.add_argument("--out", required=True, metavar="DIR")
+    export.add_argument("--seed", type=int, default=0, help="which probe seed to export")
+    export.set_defaults(handler=_export_dynamics)
     samples = commands.add_parser("samples", help="list the bundled sample datasets")
-    samples.set_defaults(run=_samples)
+    samples.set_defaults(handler=_samples)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        return args.handler(args)
     except MissingLabelsError as exc:
         print(f"error: {exc}\n(use --drop-missing-labels to drop them)", file=sys.stderr)
         return 2
-    except (DatasetError, EmbeddingError, RunError) as exc:
+    except (DatasetError, EmbeddingError, RunError, DynamicsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

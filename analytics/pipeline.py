@@ -13,13 +13,13 @@ A run folder holds:
 - ``manifest.json`` — dataset fingerprint, sources, parameters, versions, timings per stage,
   and the size and SHA-256 of every artefact (written last: a folder without it is not a run);
 - ``embeddings.npy`` (float16, n × d) and ``neighbors.npz`` (``indices`` int32 and
-  ``distances`` float16, n × k) so later stages need not recompute them.
+  ``distances`` float16, n × k) so later stages need not recompute them;
+- ``dynamics.npy`` (float16, seeds × epochs × n × classes: the logits of every epoch) and
+  ``heldout_probs.npy`` (float32, n × classes: out-of-fold probabilities).
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import platform
 import time
@@ -33,10 +33,19 @@ import numpy as np
 import pandas as pd
 
 from analytics.datasets import ColumnRoles, Dataset
-from analytics.embeddings import EmbeddingSpec, compute_embeddings, default_spec
+from analytics.dynamics import (
+    ProbeConfig,
+    TrainingDynamics,
+    checkpoint_dynamics,
+    cross_fit_probabilities,
+    read_reference_dynamics,
+    train_probe,
+)
+from analytics.embeddings import EmbeddingSpec, checkpoint_outputs, compute_embeddings, default_spec
 from analytics.neighbors import KnnGraph, build_knn
 from analytics.projection import PROJECTIONS, project_pca, project_umap
-from analytics.workspace import Workspace, atomic_write_bytes, atomic_write_text, params_key
+from analytics.scores import SCORES, RegionThresholds, ScoreInputs, assign_regions, available_scores, compute_scores
+from analytics.workspace import Workspace, atomic_write, atomic_write_text, file_sha256, params_key
 
 __all__ = [
     "AnalysisConfig",
@@ -50,7 +59,7 @@ __all__ = [
     "MAP_COLUMNS",
 ]
 
-STAGES = ("embeddings", "neighbors", "pca", "umap", "artefacts")
+STAGES = ("embeddings", "neighbors", "pca", "umap", "dynamics", "heldout", "scores", "artefacts")
 MAP_COLUMNS = ("x", "y", "pca_x", "pca_y")
 FORMAT = "data-cartographer-run"
 FORMAT_VERSION = 1
@@ -71,8 +80,14 @@ class AnalysisConfig:
     k: int = 15
     seed: int | None = None
     exact_knn_max: int = 50_000
-    umap_fit_max: int = 200_000
+    umap_fit_max: int = 2_000_000
     device: str | None = None
+    scores: bool = True
+    dynamics_dir: str | None = None
+    checkpoints: tuple[str, ...] = ()
+    architecture: str | None = None
+    trust: bool = False
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
 
     def __post_init__(self):
         if self.projection not in PROJECTIONS:
@@ -171,11 +186,41 @@ def run_analysis(
     else:
         coords = pca
 
+    dynamics = heldout = None
+    score_table = pd.DataFrame(index=range(dataset.n_examples))
+    notes: list[str] = []
+    if config.scores:
+        labels = dataset.label_codes
+        n_classes = len(dataset.classes)
+        dyn_params = {"embedding": embed_params, **_dynamics_params(config)}
+        dynamics = timed("dynamics", lambda: _cached_dynamics(
+            workspace, fingerprint, dyn_params, dataset, vectors, config, notes,
+            progress=lambda f, m: report("dynamics", f, m)))
+        heldout = timed("heldout", lambda: workspace.cached(
+            fingerprint, "heldout", {"embedding": embed_params, "probe": asdict(config.probe), "v": 1},
+            lambda: cross_fit_probabilities(vectors, labels, n_classes, config.probe,
+                                            progress=lambda f, m: report("heldout", f, m))[0],
+            fmt="npy"))
+        inputs = ScoreInputs(labels=dynamics.gold, logits_by_epoch=dynamics.logits,
+                             early_epoch=dynamics.early_epoch, heldout_probs=heldout,
+                             knn_indices=graph.indices, knn_distances=graph.distances,
+                             hidden_norms=dynamics.hidden_norms)
+        score_table = timed("scores", lambda: compute_scores(
+            inputs, progress=lambda f, m: report("scores", f, m)))
+        thresholds = RegionThresholds()
+        score_table["region"] = assign_regions(score_table["confidence"].to_numpy(),
+                                               score_table["variability"].to_numpy(), thresholds)
+        predicted = heldout.argmax(axis=1)
+        score_table["predicted_label"] = np.asarray(dataset.classes, dtype=object)[predicted]
+        score_table["heldout_correct"] = predicted == labels
+
     start = time.perf_counter()
     report("artefacts", 0.0, f"Writing the run to {out}")
     examples = dataset.table.copy()
     examples["x"], examples["y"] = coords[:, 0], coords[:, 1]
     examples["pca_x"], examples["pca_y"] = pca[:, 0], pca[:, 1]
+    for column in score_table.columns:
+        examples[column] = score_table[column].to_numpy()
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -195,19 +240,32 @@ def run_analysis(
         "projection": {"method": config.projection, "seeded": config.seed is not None,
                        "seed": config.seed, "umap_fit_max": config.umap_fit_max},
         "map_columns": list(MAP_COLUMNS),
+        "score_columns": list(score_table.columns),
+        "scores": {score.name: {"columns": list(score.columns), "direction": score.direction,
+                                "reference": score.reference, "description": score.description}
+                   for score in (available_scores(inputs) if config.scores else [])},
+        "dynamics": ({"source": dynamics.source, "seeds": dynamics.n_seeds, "epochs": dynamics.n_epochs,
+                      "early_epoch": dynamics.early_epoch, "notes": notes,
+                      **({"probe": asdict(config.probe)} if dynamics.source == "probe" else {})}
+                     if dynamics is not None else None),
+        "region_thresholds": asdict(RegionThresholds()) if config.scores else None,
         "device": _device_name(config.device),
         "versions": _versions(),
         "timings_s": timings,
         "artefacts": {},
     }
-    artefacts = {
-        "examples.parquet": _parquet_bytes(examples),
-        "embeddings.npy": _npy_bytes(vectors.astype(np.float16)),
-        "neighbors.npz": _npz_bytes(indices=graph.indices, distances=graph.distances.astype(np.float16)),
+    writers = {
+        "examples.parquet": lambda handle: examples.to_parquet(handle, index=False),
+        "embeddings.npy": lambda handle: _save_npy_in_chunks(handle, vectors, np.float16),
+        "neighbors.npz": lambda handle: np.savez(handle, indices=graph.indices,
+                                                 distances=graph.distances.astype(np.float16)),
     }
-    for name, data in artefacts.items():
-        atomic_write_bytes(out / name, data)
-        manifest["artefacts"][name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    if dynamics is not None:
+        writers["dynamics.npy"] = lambda handle: _save_npy_in_chunks(handle, dynamics.logits, np.float16)
+        writers["heldout_probs.npy"] = lambda handle: np.save(handle, heldout.astype(np.float32))
+    for name, write in writers.items():
+        atomic_write(out / name, write)
+        manifest["artefacts"][name] = {"bytes": (out / name).stat().st_size, "sha256": file_sha256(out / name)}
     timings["artefacts"] = round(time.perf_counter() - start, 3)
     manifest["timings_s"]["total"] = round(sum(timings.values()), 3)
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2, default=str))
@@ -238,13 +296,13 @@ def load_run(path: str | Path, *, verify: bool = True) -> AnalysisRun:
     examples_path = path / "examples.parquet"
     if not examples_path.is_file():
         raise RunError(f"{examples_path}: missing; the run is incomplete.")
-    data = examples_path.read_bytes()
     expected = manifest.get("artefacts", {}).get("examples.parquet", {})
-    if verify and (len(data) != expected.get("bytes") or hashlib.sha256(data).hexdigest() != expected.get("sha256")):
+    if verify and (examples_path.stat().st_size != expected.get("bytes")
+                   or file_sha256(examples_path) != expected.get("sha256")):
         raise RunError(f"{examples_path}: does not match its manifest (size or checksum differs); "
                        "it was changed or only partly copied. Re-run the analysis.")
     try:
-        examples = pd.read_parquet(io.BytesIO(data))
+        examples = pd.read_parquet(examples_path)
     except Exception as exc:
         raise RunError(f"{examples_path}: not readable ({exc}).") from None
     info = manifest["dataset"]
@@ -280,28 +338,77 @@ def _cached_knn(workspace: Workspace, fingerprint: str, params: dict, vectors: n
     return graph
 
 
+def _cached_dynamics(workspace: Workspace, fingerprint: str, params: dict, dataset: Dataset,
+                     vectors: np.ndarray, config: AnalysisConfig, notes: list[str], *,
+                     progress) -> TrainingDynamics:
+    logits = workspace.load(fingerprint, "dynamics_logits", params, fmt="npy")
+    info = workspace.load(fingerprint, "dynamics_info", params, fmt="json")
+    if logits is not None and info is not None:
+        notes.extend(info["notes"])
+        norms = workspace.load(fingerprint, "dynamics_norms", params, fmt="npy") if info["has_norms"] else None
+        return TrainingDynamics(logits=logits, gold=np.asarray(info["gold"], dtype=np.int64),
+                                source=info["source"], hidden_norms=norms, early_epoch=info["early_epoch"])
+    labels = dataset.label_codes
+    if config.dynamics_dir:
+        dynamics, found = read_reference_dynamics(config.dynamics_dir, dataset.table["id"].tolist(),
+                                                  n_classes=len(dataset.classes), gold=labels)
+        notes.extend(found)
+        dynamics = TrainingDynamics(logits=dynamics.logits, gold=dynamics.gold, source="reference",
+                                    early_epoch=min(dynamics.n_epochs - 1, max(0, dynamics.n_epochs // 5)))
+    elif config.checkpoints:
+        dynamics = checkpoint_dynamics(
+            config.checkpoints, labels, progress=progress,
+            run_one=lambda path: checkpoint_outputs(dataset, path, architecture=config.architecture,
+                                                    trust=config.trust, device=config.device, output="logits"))
+    else:
+        dynamics = train_probe(vectors, labels, len(dataset.classes), config.probe, progress=progress)
+    # float32, not float16: imported logits must give the reference formulas' values to 1e-9.
+    workspace.save(fingerprint, "dynamics_logits", params, dynamics.logits.astype(np.float32), fmt="npy")
+    if dynamics.hidden_norms is not None:
+        workspace.save(fingerprint, "dynamics_norms", params, dynamics.hidden_norms, fmt="npy")
+    workspace.save(fingerprint, "dynamics_info", params, {
+        "source": dynamics.source, "early_epoch": dynamics.early_epoch, "notes": notes,
+        "has_norms": dynamics.hidden_norms is not None, "gold": dynamics.gold.tolist()}, fmt="json")
+    return dynamics
+
+
 def _config_params(config: AnalysisConfig) -> dict:
-    return {"embedding": config.embedding.cache_params() if config.embedding else None,
-            "projection": config.projection, "k": config.k, "seed": config.seed,
-            "exact_knn_max": config.exact_knn_max, "umap_fit_max": config.umap_fit_max}
+    params = {"embedding": config.embedding.cache_params() if config.embedding else None,
+              "projection": config.projection, "k": config.k, "seed": config.seed,
+              "exact_knn_max": config.exact_knn_max, "umap_fit_max": config.umap_fit_max}
+    if config.scores:
+        params["scores"] = _dynamics_params(config)
+    return params
 
 
-def _parquet_bytes(frame: pd.DataFrame) -> bytes:
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    return buffer.getvalue()
+def _dynamics_params(config: AnalysisConfig) -> dict:
+    if config.dynamics_dir:
+        return {"source": "reference", "dir": str(Path(config.dynamics_dir).resolve()),
+                "stamp": _folder_stamp(Path(config.dynamics_dir))}
+    if config.checkpoints:
+        from analytics.checkpoints import checkpoint_fingerprint
+
+        return {"source": "checkpoints", "checkpoints": [checkpoint_fingerprint(c) for c in config.checkpoints],
+                "architecture": config.architecture}
+    return {"source": "probe", **asdict(config.probe), "device": None}
 
 
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
+def _folder_stamp(folder: Path) -> list:
+    try:
+        return sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir())
+    except OSError:
+        return []
 
 
-def _npz_bytes(**arrays: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
+def _save_npy_in_chunks(handle, array: np.ndarray, dtype) -> None:
+    """Write ``array`` as ``dtype`` in .npy format without converting all of it at once."""
+    from numpy.lib import format as npy_format
+
+    npy_format.write_array_header_1_0(handle, {"descr": npy_format.dtype_to_descr(np.dtype(dtype)),
+                                               "fortran_order": False, "shape": array.shape})
+    rows = max(1, (64 << 20) // max(1, array[:1].nbytes))  # about 64 MB per block
+    for start in range(0, len(array), rows):
+        handle.write(np.ascontiguousarray(array[start:start + rows], dtype=dtype).tobytes())
 
 
 def _device_name(prefer: str | None) -> str:

@@ -13,14 +13,13 @@ another folder.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, BinaryIO, Callable, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -28,8 +27,10 @@ import pandas as pd
 __all__ = [
     "WORKSPACE_ENV",
     "Workspace",
+    "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
+    "file_sha256",
     "params_key",
     "default_root",
 ]
@@ -44,8 +45,10 @@ def default_root() -> Path:
     return Path(os.environ.get(WORKSPACE_ENV) or "workspace").expanduser()
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write(handle)`` on a temporary file beside ``path``, then rename it into place, so
+    readers see the old file or the new one, never a part. Large arrays stream to disk rather
+    than being copied into memory first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
@@ -54,13 +57,27 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
+    atomic_write(path, lambda handle: handle.write(data))
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file, read in 8 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(8 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -73,23 +90,17 @@ def params_key(params: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-# Serialisers by format: (extension, to bytes, from bytes).
-def _npy_dump(value: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, np.asarray(value), allow_pickle=False)
-    return buffer.getvalue()
+def _write_parquet(value: pd.DataFrame, handle: BinaryIO) -> None:
+    value.to_parquet(handle, index=False)
 
 
-def _parquet_dump(value: pd.DataFrame) -> bytes:
-    buffer = io.BytesIO()
-    value.to_parquet(buffer, index=False)
-    return buffer.getvalue()
-
-
-_FORMATS: dict[str, tuple[str, Callable[[Any], bytes], Callable[[bytes], Any]]] = {
-    "npy": ("npy", _npy_dump, lambda b: np.load(io.BytesIO(b), allow_pickle=False)),
-    "parquet": ("parquet", _parquet_dump, lambda b: pd.read_parquet(io.BytesIO(b))),
-    "json": ("json", lambda v: json.dumps(v, indent=1, default=str).encode(), lambda b: json.loads(b)),
+# Per format: (extension, write to a binary handle, read from a path).
+_FORMATS: dict[str, tuple[str, Callable[[Any, BinaryIO], None], Callable[[Path], Any]]] = {
+    "npy": ("npy", lambda v, h: np.save(h, np.asarray(v), allow_pickle=False),
+            lambda p: np.load(p, allow_pickle=False)),
+    "parquet": ("parquet", _write_parquet, lambda p: pd.read_parquet(p)),
+    "json": ("json", lambda v, h: h.write(json.dumps(v, indent=1, default=str).encode()),
+             lambda p: json.loads(Path(p).read_bytes())),
 }
 
 
@@ -110,9 +121,8 @@ class Workspace:
     def save(self, fingerprint: str, stage: str, params: dict[str, Any], value: Any, *, fmt: str) -> Path:
         """Store ``value`` (ndarray for "npy", DataFrame for "parquet", JSON-able for "json")."""
         path = self.entry_path(fingerprint, stage, params, fmt)
-        data = _FORMATS[fmt][1](value)
-        atomic_write_bytes(path, data)
-        meta = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+        atomic_write(path, lambda handle: _FORMATS[fmt][1](value, handle))
+        meta = {"sha256": file_sha256(path), "size": path.stat().st_size,
                 "stage": stage, "params": params, "format": fmt}
         atomic_write_text(_meta_path(path), json.dumps(meta, indent=1, default=str))
         return path
@@ -125,10 +135,9 @@ class Workspace:
             return None
         try:
             meta = json.loads(meta_path.read_text())
-            data = path.read_bytes()
-            if len(data) != meta["size"] or hashlib.sha256(data).hexdigest() != meta["sha256"]:
+            if path.stat().st_size != meta["size"] or file_sha256(path) != meta["sha256"]:
                 raise ValueError("checksum mismatch")
-            return _FORMATS[fmt][2](data)
+            return _FORMATS[fmt][2](path)
         except Exception as exc:  # any failure to read back means: do not trust, recompute
             log.warning("Discarding corrupt cache entry %s (%s)", path, exc)
             path.unlink(missing_ok=True)

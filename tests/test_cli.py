@@ -78,3 +78,35 @@ def test_analyze_refuses_a_hostile_checkpoint(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "evil.pt" in err and "arbitrary code" in err and "--trust-checkpoint" in err
     assert not marker.exists() and not (tmp_path / "run").exists()
+
+
+def test_export_dynamics_in_the_reference_format(tmp_path):
+    from analytics.dynamics import read_reference_dynamics
+    from analytics.pipeline import load_run
+
+    out = tmp_path / "run"
+    assert main(["analyze", str(sample_by_key("breast-cancer").path), "--label", "diagnosis",
+                 "--projection", "pca", "--probe-epochs", "4", "--probe-seeds", "2", "--out", str(out)]) == 0
+    assert main(["export-dynamics", str(out), "--out", str(tmp_path / "td"), "--seed", "1"]) == 0
+    run = load_run(out)
+    dynamics, notes = read_reference_dynamics(tmp_path / "td", run.examples["id"].tolist())
+    assert dynamics.logits.shape == (1, 4, 569, 2) and notes == []
+    assert main(["export-dynamics", str(out), "--out", str(tmp_path / "x"), "--seed", "5"]) == 2
+
+
+def test_analyze_with_imported_dynamics(tmp_path):
+    from analytics.pipeline import load_run
+
+    first = tmp_path / "first"
+    assert main(["analyze", str(sample_by_key("breast-cancer").path), "--label", "diagnosis",
+                 "--projection", "pca", "--probe-epochs", "5", "--probe-seeds", "1", "--out", str(first)]) == 0
+    assert main(["export-dynamics", str(first), "--out", str(tmp_path / "td")]) == 0
+    second = tmp_path / "second"
+    assert main(["analyze", str(sample_by_key("breast-cancer").path), "--label", "diagnosis",
+                 "--projection", "pca", "--dynamics", str(tmp_path / "td"), "--out", str(second)]) == 0
+    a, b = load_run(first), load_run(second)
+    assert b.manifest["dynamics"]["source"] == "reference"
+    import numpy as np
+
+    # the same logits (stored as float16 in the run) give the same data map
+    np.testing.assert_allclose(a.examples["confidence"], b.examples["confidence"], atol=2e-3)

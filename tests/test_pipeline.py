@@ -41,7 +41,16 @@ def test_run_writes_the_artefacts_and_manifest(dataset, tmp_path):
     assert manifest["embedding"]["source"] == "tabular" and manifest["embedding"]["dims"] == 5
     assert manifest["neighbors"] == {"k": 8, "metric": "euclidean", "method": "exact", "recall": 1.0,
                                      "recall_queries": 150}
-    assert set(manifest["timings_s"]) == {"embeddings", "neighbors", "pca", "artefacts", "total"}
+    assert set(manifest["timings_s"]) == {"embeddings", "neighbors", "pca", "dynamics", "heldout",
+                                          "scores", "artefacts", "total"}
+    for column in ("confidence", "variability", "correctness", "forgetting_events", "never_learned", "aum",
+                   "el2n", "grand", "loss", "margin", "entropy", "label_quality", "label_issue",
+                   "knn_label_disagreement", "knn_density", "outlier_score", "knn_shapley", "region",
+                   "predicted_label", "heldout_correct"):
+        assert column in examples.columns, column
+    assert manifest["dynamics"]["source"] == "probe" and manifest["dynamics"]["seeds"] == 3
+    assert np.load(tmp_path / "run" / "dynamics.npy").shape == (3, 10, 150, 3)
+    assert set(examples["region"]) <= {"easy-to-learn", "ambiguous", "hard-to-learn"}
     assert {"numpy", "umap-learn", "torch"} <= set(manifest["versions"])
     assert manifest["device"] == "cpu"
     with np.load(tmp_path / "run" / "neighbors.npz") as graph:
@@ -57,6 +66,8 @@ def test_a_second_run_resumes_from_the_cache(dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "compute_embeddings", lambda *a, **k: calls.append("embed"))
     monkeypatch.setattr(pipeline, "build_knn", lambda *a, **k: calls.append("knn"))
     monkeypatch.setattr(pipeline, "project_pca", lambda *a, **k: calls.append("pca"))
+    monkeypatch.setattr(pipeline, "train_probe", lambda *a, **k: calls.append("probe"))
+    monkeypatch.setattr(pipeline, "cross_fit_probabilities", lambda *a, **k: calls.append("heldout"))
     again = run_analysis(dataset, CONFIG, workspace=workspace)
     assert calls == []  # every stage came from the workspace
     assert again.path.parent.parent == workspace.root / "runs"

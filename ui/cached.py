@@ -113,3 +113,55 @@ def run_dir(fingerprint: str, config, dataset):
     path = config.embedding.path if config.embedding else None
     stamp = source_stamp(path) if path else ()
     return Path(_run_dir(fingerprint, config, (stamp, str(default_root())), dataset))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def regions(run_path: str, stamp: tuple, _examples, confidence_threshold: float, variability_threshold: float):
+    """Data-map regions for the given thresholds (recomputed only when a threshold moves)."""
+    from analytics.scores import RegionThresholds, assign_regions
+
+    return assign_regions(_examples["confidence"].to_numpy(), _examples["variability"].to_numpy(),
+                          RegionThresholds(confidence=confidence_threshold, variability=variability_threshold))
+
+
+@st.cache_data(max_entries=8, show_spinner="Comparing the scores across seeds…")
+def seed_stability(run_path: str, stamp: tuple, early_epoch: int, _labels):
+    import numpy as np
+
+    from analytics.hardness import seed_stability as _seed_stability
+
+    logits = np.load(f"{run_path}/dynamics.npy", mmap_mode="r")
+    return _seed_stability(np.asarray(logits, dtype=np.float32), _labels, early_epoch)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def score_correlations(run_path: str, stamp: tuple, _examples, columns: tuple[str, ...]):
+    from analytics.hardness import score_correlations as _correlations
+
+    return _correlations(_examples, list(columns))
+
+
+def numeric_scores(columns: tuple[str, ...]) -> list[str]:
+    from analytics.hardness import numeric_scores as _numeric_scores
+
+    return _numeric_scores(columns)
+
+
+def harder_is_higher(score: str) -> bool:
+    from analytics.hardness import HARDER_IS_HIGHER
+
+    return HARDER_IS_HIGHER.get(score, True)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def quantiles_by_group(run_path: str, stamp: tuple, _examples, score: str, group_by: str):
+    from analytics.hardness import quantiles_by_group as _quantiles
+
+    return _quantiles(_examples[score], _examples[group_by].astype(str))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def hardest(run_path: str, stamp: tuple, _examples, score: str, n: int):
+    from analytics.hardness import hardest as _hardest
+
+    return _hardest(_examples, score, n=n)

@@ -50,13 +50,15 @@ def map_figure(
     opacity: float = 0.8,
     uirevision: str = "map",
     height: int = 640,
+    axis_titles: tuple[str, str] | None = None,
 ) -> MapFigure:
     """A WebGL scatter of every point, coloured by ``colour``.
 
     Categorical colours get one trace per value (the ``MAX_CATEGORIES`` most frequent, the rest
     as "other"), numeric ones a colour scale. Points outside ``visible`` are drawn faint and
     cannot be selected; ``selected`` (the shared selection) is highlighted with Plotly's
-    selected/unselected styling. Each point's row index travels as ``customdata``.
+    selected/unselected styling. Each point's row index travels as ``customdata``. With
+    ``axis_titles`` the axes are labelled and free (a chart of two scores, not a map).
     """
     n = len(x)
     x = np.asarray(x, dtype=np.float32)
@@ -119,6 +121,13 @@ def map_figure(
             add(rest, f"other ({len(counts) - len(top)} values)", dict(color="#7f7f7f"))
 
     figure = go.Figure(traces)
+    if axis_titles:
+        figure.update_layout(height=height, margin=dict(l=0, r=0, t=10, b=0), dragmode="lasso",
+                             uirevision=uirevision, plot_bgcolor="white",
+                             legend=dict(title=dict(text=escape(colour_name)), itemsizing="constant"),
+                             xaxis=dict(title=escape(axis_titles[0]), gridcolor="#eeeeee", zeroline=False),
+                             yaxis=dict(title=escape(axis_titles[1]), gridcolor="#eeeeee", zeroline=False))
+        return MapFigure(figure=figure, trace_rows=trace_rows, hover_text=hover is not None)
     figure.update_layout(
         height=height, margin=dict(l=0, r=0, t=10, b=0), dragmode="lasso", uirevision=uirevision,
         legend=dict(title=dict(text=escape(colour_name)), itemsizing="constant"),

@@ -17,4 +17,6 @@ class PageSpec:
 PAGES: tuple[PageSpec, ...] = (
     PageSpec("views/overview.py", "Overview", "overview", ":material/table_chart:"),
     PageSpec("views/map.py", "Map", "map", ":material/scatter_plot:"),
+    PageSpec("views/data_map.py", "Data map", "data-map", ":material/insights:"),
+    PageSpec("views/hardness.py", "Hardness", "hardness", ":material/leaderboard:"),
 )

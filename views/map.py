@@ -10,8 +10,8 @@ import streamlit as st
 
 from ui import cached, state
 from ui.analysis import analysis_settings, current_run, run_progress
-from ui.components import example_table
-from ui.figures import HOVER_TEXT_MAX_POINTS, map_figure, rows_from_event
+from ui.chart_selection import apply_chart_selection
+from ui.figures import HOVER_TEXT_MAX_POINTS, map_figure
 from ui.selection import MODES, get_selection, selected_mask, set_selection
 from ui.selection_panel import selection_panel
 
@@ -99,16 +99,6 @@ with map_column:
                      "select points to see their text.")
     st.caption(" ".join(notes))
 
-# A new lasso/box/click selection updates the shared selection once (not on every rerun).
-points = event.selection.get("points", []) if event else []
-signature = (len(points), tuple((p.get("curve_number"), p.get("point_index")) for p in points[:50]))
-if points and st.session_state.get("map_last_event") != signature:
-    st.session_state["map_last_event"] = signature
-    rows = rows_from_event(points, built.trace_rows)
-    kind = "lasso" if event.selection.get("lasso") else "box" if event.selection.get("box") else "click"
-    set_selection(dataset.fingerprint, ids[rows], source=f"map: {kind}", mode=mode)
-    st.rerun()
-elif not points:
-    st.session_state.pop("map_last_event", None)
+apply_chart_selection(event, built, ids, dataset.fingerprint, key="map", origin="map", mode=mode)
 
 selection_panel(dataset, examples)

@@ -1,0 +1,36 @@
+"""Data map in a real browser: selecting a region shows those examples on the Map page."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import expect
+
+from tests.browser.conftest import pick
+
+
+def test_select_a_region_then_see_it_on_the_map(page, app_url):
+    page.goto(f"{app_url}/data-map")
+    pick(page, "Dataset", "Handwritten digits (images)")
+    expect(page.get_by_role("heading", name="Data map")).to_be_visible(timeout=60_000)
+    expect(page.get_by_test_id("stSidebar").get_by_text("digits: 1,797 examples")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("of all").first).to_be_visible(timeout=60_000)
+    expect(page.get_by_role("button", name=re.compile(r"Select ambiguous"))).to_be_visible(timeout=60_000)
+    # the smallest region that is not empty
+    counts = {}
+    for region in ("hard-to-learn", "ambiguous", "easy-to-learn"):
+        label = page.get_by_role("button", name=re.compile(f"Select {region}")).inner_text()
+        counts[region] = int(re.search(r"\(([\d,]+)\)", label).group(1).replace(",", ""))
+    region = min((r for r in counts if counts[r] > 0), key=counts.get)
+    count = counts[region]
+    page.get_by_role("button", name=re.compile(f"Select {region}")).click()
+    expect(page.get_by_text(f"Selection · {count:,} examples")).to_be_visible(timeout=30_000)
+    # the Map page sees the same selection, highlighted and listed
+    page.get_by_test_id("stSidebarNav").get_by_text("Map", exact=True).click()
+    expect(page.get_by_role("heading", name="Map", exact=True)).to_be_visible(timeout=60_000)
+    expect(page.get_by_text(f"Selection · {count:,} examples")).to_be_visible(timeout=30_000)
+    expect(page.get_by_text(f"Last change: data map: {region}")).to_be_visible()
+    highlighted = page.evaluate(
+        "() => document.querySelector('.js-plotly-plot').data"
+        ".reduce((n, t) => n + (t.selectedpoints ? t.selectedpoints.length : 0), 0)")
+    assert highlighted == count

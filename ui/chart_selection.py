@@ -1,0 +1,25 @@
+"""Turning a lasso/box/click on any point chart into a change of the shared selection."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from ui.figures import MapFigure, rows_from_event
+from ui.selection import set_selection
+
+
+def apply_chart_selection(event, built: MapFigure, ids: np.ndarray, fingerprint: str, *, key: str,
+                          origin: str, mode: str = "Replace") -> None:
+    """Apply a new selection event once (not on every rerun) and rerun the app."""
+    points = event.selection.get("points", []) if event else []
+    signature = (len(points), tuple((p.get("curve_number"), p.get("point_index")) for p in points[:50]))
+    memory = f"{key}_last_event"
+    if points and st.session_state.get(memory) != signature:
+        st.session_state[memory] = signature
+        rows = rows_from_event(points, built.trace_rows)
+        kind = "lasso" if event.selection.get("lasso") else "box" if event.selection.get("box") else "click"
+        set_selection(fingerprint, ids[rows], source=f"{origin}: {kind}", mode=mode)
+        st.rerun()
+    elif not points:
+        st.session_state.pop(memory, None)

@@ -1,0 +1,98 @@
+"""Data Map (Dataset Cartography): confidence against variability over training, with regions."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from ui import cached, state
+from ui.analysis import analysis_settings, current_run, run_progress
+from ui.chart_selection import apply_chart_selection
+from ui.figures import map_figure
+from ui.selection import MODES, get_selection, selected_mask, set_selection
+from ui.selection_panel import selection_panel
+
+REGIONS = ("easy-to-learn", "ambiguous", "hard-to-learn")
+
+dataset = state.require_dataset()
+st.title("Data map")
+config = analysis_settings(dataset)
+run = current_run(dataset, config)
+if run is None:
+    run_progress(dataset, config)
+examples = run.examples
+if "confidence" not in examples.columns:
+    st.info("This run has no training dynamics (it was analysed with --no-scores). Compute the map "
+            "again from *Analysis settings*, or run `cartographer analyze` without --no-scores.")
+    st.stop()
+
+dynamics = run.manifest.get("dynamics") or {}
+st.caption(
+    f"Swayamdipta et al. 2020. Each point is an example: **confidence** is the mean probability "
+    f"of its label over {dynamics.get('epochs', '?')} epochs, **variability** its spread, colour "
+    f"the fraction of epochs it was classified correctly. Dynamics from the "
+    f"**{dynamics.get('source', '?')}**"
+    + (f" ({dynamics['seeds']} seeds, averaged)" if dynamics.get("seeds", 1) > 1 else "") + ".")
+
+ids = examples["id"].to_numpy(dtype=object)
+summary = st.container()  # region counts and buttons, drawn above the chart once thresholds are read
+chart_column, controls = st.columns([4, 1])
+with controls:
+    confidence_threshold = st.slider("Confidence threshold", 0.0, 1.0, 0.5, 0.01, key="datamap_conf",
+                                     help="Below it (and not ambiguous): hard-to-learn; above: easy-to-learn.")
+    variability_threshold = st.slider("Variability threshold", 0.0, 0.5, 0.2, 0.01, key="datamap_var",
+                                      help="At or above it: ambiguous.")
+    class_choice = st.selectbox("Class", ["all classes"] + list(dataset.classes), key="datamap_class",
+                                help="A per-class data map.")
+    mode = st.radio("A new selection", MODES, horizontal=True, key="datamap_selection_mode")
+
+regions = cached.regions(str(run.path), cached.run_stamp(run.path), examples,
+                         confidence_threshold, variability_threshold)
+visible = np.ones(len(examples), dtype=bool) if class_choice == "all classes" else \
+    (examples["label"] == class_choice).to_numpy()
+
+counts = {name: int(((regions == name) & visible).sum()) for name in REGIONS}
+with summary:
+    for column, name in zip(st.columns(3), REGIONS):
+        share = counts[name] / max(int(visible.sum()), 1)
+        scope = "all" if class_choice == "all classes" else f"class {class_choice}"
+        column.metric(name, f"{counts[name]:,}", f"{share:.0%} of {scope}", delta_color="off",
+                      delta_arrow="off")
+        if column.button(f"Select {name} ({counts[name]:,})", key=f"datamap_select_{name}",
+                         disabled=counts[name] == 0):
+            set_selection(dataset.fingerprint, ids[(regions == name) & visible],
+                          source=f"data map: {name}", mode=mode)
+            st.rerun()
+
+colour = examples["correctness"].round(2)
+built = map_figure(examples["variability"].to_numpy(), examples["confidence"].to_numpy(),
+                   colour=colour, colour_name="correctness", visible=visible,
+                   selected=selected_mask(ids, get_selection(dataset.fingerprint)),
+                   hover=cached.hover_previews(str(run.path), cached.run_stamp(run.path), examples)
+                   if len(examples) <= 25_000 else None,
+                   size=5.0 if len(examples) > 20_000 else 7.0, opacity=0.7,
+                   uirevision=f"datamap-{dataset.fingerprint}", height=600,
+                   axis_titles=("variability", "confidence"))
+figure = built.figure
+top = max(0.5, float(examples["variability"].max()) * 1.05)
+figure.add_shape(type="line", x0=variability_threshold, x1=variability_threshold, y0=0, y1=1,
+                 line=dict(color="#444", dash="dash", width=1))
+figure.add_shape(type="line", x0=0, x1=variability_threshold, y0=confidence_threshold, y1=confidence_threshold,
+                 line=dict(color="#444", dash="dash", width=1))
+for name, x, y in (("easy-to-learn", variability_threshold / 2, 1.0),
+                   ("hard-to-learn", variability_threshold / 2, 0.0),
+                   ("ambiguous", (variability_threshold + top) / 2, 0.5)):
+    figure.add_annotation(x=x, y=y, text=f"<b>{name}</b> ({counts[name]:,})", showarrow=False,
+                          bgcolor="rgba(255,255,255,0.8)", yshift=-12 if y == 1.0 else 12 if y == 0.0 else 0)
+figure.update_xaxes(range=[0, top])
+figure.update_yaxes(range=[-0.02, 1.02])
+with chart_column:
+    event = st.plotly_chart(figure, key="datamap_chart", on_select="rerun",
+                            selection_mode=("lasso", "box", "points"), width="stretch",
+                            config={"displaylogo": False})
+    st.caption("Regions follow the thresholds on the right (the paper draws them without fixed "
+               "thresholds). Lasso or box points, or select a whole region; the selection is shared "
+               "with the Map and the other pages.")
+apply_chart_selection(event, built, ids, dataset.fingerprint, key="datamap", origin="data map", mode=mode)
+
+selection_panel(dataset, examples, key="datamap_selection")

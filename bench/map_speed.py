@@ -158,7 +158,7 @@ def generate(folder: Path, n: int, dims: int, seed: int) -> tuple[Path, Path]:
 
 
 def run_child(dataset: Path, embeddings: Path, run_dir: Path, workspace: Path, *,
-              warmup_transform: bool) -> dict:
+              warmup_transform: bool, with_scores: bool = False) -> dict:
     """Run ``bench/_run_analysis.py`` in a new process; return its report plus its peak RSS.
 
     The run folder and the workspace are emptied first so nothing comes from a cache.
@@ -170,6 +170,8 @@ def run_child(dataset: Path, embeddings: Path, run_dir: Path, workspace: Path, *
                "--out", str(run_dir), "--workspace", str(workspace)]
     if warmup_transform:
         command.append("--warmup-transform")
+    if with_scores:
+        command.append("--with-scores")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     started = time.perf_counter()
     child = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
@@ -340,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3, help="figure builds per colouring (median reported)")
     parser.add_argument("--no-map", action="store_true", help="skip the Map page figure benchmark")
+    parser.add_argument("--with-scores", action="store_true",
+                        help="also time training dynamics (probe), held-out probabilities and every score")
     args = parser.parse_args(argv)
 
     from analytics.pipeline import AnalysisConfig
@@ -360,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== n = {n:,}: analysis in a child process", file=sys.stderr, flush=True)
         run_dir = out / "runs" / f"n{n}_d{args.dims}_s{args.seed}"
         analysis = run_child(dataset, embeddings, run_dir, out / "runs" / f"n{n}_workspace",
-                             warmup_transform=n > fit_max)
+                             warmup_transform=n > fit_max, with_scores=args.with_scores)
         entry = {"n": n, "generate_s": round(generate_s, 2), "analysis": analysis}
         if not args.no_map:
             print(f"== n = {n:,}: map figure", file=sys.stderr, flush=True)

@@ -110,3 +110,42 @@ def test_analyze_with_imported_dynamics(tmp_path):
 
     # the same logits (stored as float16 in the run) give the same data map
     np.testing.assert_allclose(a.examples["confidence"], b.examples["confidence"], atol=2e-3)
+
+
+def test_analyze_with_one_checkpoint_per_epoch(tmp_path):
+    """Dynamics from checkpoints: each epoch's TorchScript model gives that epoch's logits."""
+    import warnings
+
+    import numpy as np
+    import torch
+
+    from analytics.datasets import ColumnRoles, load_dataset
+    from analytics.embeddings import tabular_features
+    from analytics.pipeline import load_run
+
+    sample = sample_by_key("breast-cancer")
+    dataset = load_dataset(sample.path, roles=ColumnRoles(label="diagnosis"))
+    features = torch.from_numpy(tabular_features(dataset))
+    paths = []
+    torch.manual_seed(0)
+    model = torch.nn.Linear(features.shape[1], 2)
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.05)
+    target = torch.from_numpy(dataset.label_codes)
+    for epoch in range(3):  # a real little training run, saved after each epoch
+        loss = torch.nn.functional.cross_entropy(model(features), target)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.jit.save(torch.jit.script(model), str(tmp_path / f"epoch{epoch}.pt"))
+        paths += ["--checkpoint", str(tmp_path / f"epoch{epoch}.pt")]
+    out = tmp_path / "run"
+    assert main(["analyze", str(sample.path), "--label", "diagnosis", "--projection", "pca",
+                 *paths, "--out", str(out)]) == 0
+    run = load_run(out)
+    assert run.manifest["dynamics"]["source"] == "checkpoints"
+    assert run.manifest["dynamics"]["epochs"] == 3 and run.manifest["embedding"]["source"] == "checkpoint"
+    logits = np.load(out / "dynamics.npy").astype(np.float32)
+    with torch.no_grad():
+        np.testing.assert_allclose(logits[0, 2], model(features).numpy(), atol=2e-2)

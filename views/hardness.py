@@ -43,7 +43,7 @@ if source:
 stats = cached.quantiles_by_group(str(run.path), cached.run_stamp(run.path), examples, score, group_by)
 box = go.Figure()
 for row in stats.itertuples():
-    box.add_trace(go.Box(name=escape(row.group), q1=[row.q1], median=[row.median], q3=[row.q3],
+    box.add_trace(go.Box(name=escape(row.group), x=[escape(row.group)], q1=[row.q1], median=[row.median], q3=[row.q3],
                          lowerfence=[row.lower_fence], upperfence=[row.upper_fence], mean=[row.mean],
                          boxpoints=False, showlegend=False))
 box.update_layout(height=320, margin=dict(l=0, r=0, t=10, b=0), yaxis_title=escape(score))

@@ -219,3 +219,15 @@ def test_every_score_has_documentation_shape_and_order_invariance(name):
                            hidden_norms=inputs.hidden_norms[:, perm])
     for column, values in score.compute(permuted).items():
         np.testing.assert_allclose(values, np.asarray(result[column])[perm])
+
+
+def test_scores_in_blocks_equal_scores_in_one_piece():
+    """Per-example scores run over blocks of examples at scale; the result must not change."""
+    inputs = full_inputs(n=60)
+    whole = compute_scores(inputs)
+    blocked = compute_scores(inputs, block=7)
+    assert list(blocked.columns) == list(whole.columns)
+    for column in whole.columns:
+        np.testing.assert_allclose(blocked[column].astype(float), whole[column].astype(float), atol=1e-12)
+    assert {s.name for s in SCORES.values() if s.per_example} == {
+        "cartography", "forgetting", "aum", "el2n", "grand", "heldout"}

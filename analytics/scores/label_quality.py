@@ -53,7 +53,8 @@ register(Score("heldout", ("loss", "margin", "entropy"), ("labels", "heldout_pro
                "loss, entropy: higher = harder; margin: lower = harder",
                "Held-out (cross-fitted) predictions",
                lambda x: heldout_scores(x.heldout_probs, x.labels),
-               "Cross-entropy, probability margin and entropy of out-of-fold predictions."))
+               "Cross-entropy, probability margin and entropy of out-of-fold predictions.",
+               per_example=True))
 register(Score("confident_learning", ("label_quality", "label_issue"), ("labels", "heldout_probs"),
                "label_quality: lower = likely label error; label_issue is a flag",
                "Northcutt et al., Confident Learning, JAIR 2021 (cleanlab)",

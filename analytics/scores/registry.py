@@ -59,6 +59,7 @@ class Score:
     reference: str
     compute: Callable[[ScoreInputs], dict[str, np.ndarray]] = field(repr=False)
     description: str = ""
+    per_example: bool = False  # True: row i depends only on example i, so it can run in blocks
 
 
 SCORES: dict[str, Score] = {}
@@ -76,13 +77,35 @@ def available_scores(inputs: ScoreInputs) -> list[Score]:
     return [s for s in SCORES.values() if all(inputs.has(r) for r in s.requires)]
 
 
-def compute_scores(inputs: ScoreInputs, *, progress: Callable[[float, str], None] | None = None) -> pd.DataFrame:
-    """Every registered score whose inputs are present, as columns of one table (row i = example i)."""
+def _block(inputs: ScoreInputs, rows: slice) -> ScoreInputs:
+    """The inputs of examples ``rows`` only (per-example scores)."""
+    def cut(array, axis):
+        return None if array is None else np.take(array, np.arange(rows.start, rows.stop), axis=axis)
+
+    return ScoreInputs(labels=inputs.labels[rows], logits_by_epoch=cut(inputs.logits_by_epoch, 2),
+                       early_epoch=inputs.early_epoch, heldout_probs=cut(inputs.heldout_probs, 0),
+                       hidden_norms=cut(inputs.hidden_norms, 1))
+
+
+def compute_scores(inputs: ScoreInputs, *, progress: Callable[[float, str], None] | None = None,
+                   block: int = 100_000) -> pd.DataFrame:
+    """Every registered score whose inputs are present, as columns of one table (row i = example i).
+
+    Per-example scores run over blocks of ``block`` examples, so their float64 temporaries stay
+    bounded (at 1M examples × 10 epochs × 3 seeds one softmax over everything is 2.4 GB).
+    """
     progress = progress or (lambda fraction, message: None)
     runnable = available_scores(inputs)
+    n = len(inputs.labels)
     columns: dict[str, np.ndarray] = {}
     for i, score in enumerate(runnable):
         progress(i / max(len(runnable), 1), f"Scoring: {score.name}")
-        for name, values in score.compute(inputs).items():
-            columns[name] = np.asarray(values)
+        if score.per_example and n > block:
+            parts = [score.compute(_block(inputs, slice(start, min(start + block, n))))
+                     for start in range(0, n, block)]
+            for name in score.columns:
+                columns[name] = np.concatenate([np.asarray(part[name]) for part in parts])
+        else:
+            for name, values in score.compute(inputs).items():
+                columns[name] = np.asarray(values)
     return pd.DataFrame(columns)

@@ -104,21 +104,26 @@ register(Score("cartography", ("confidence", "variability", "correctness"), ("la
                "confidence: lower = harder; variability: higher = ambiguous; correctness: lower = harder",
                "Swayamdipta et al., Dataset Cartography, EMNLP 2020",
                lambda x: cartography(x.logits_by_epoch, x.labels),
-               "Mean and spread of the gold-label probability over epochs; fraction of epochs correct."))
+               "Mean and spread of the gold-label probability over epochs; fraction of epochs correct.",
+               per_example=True))
 register(Score("forgetting", ("forgetting_events", "never_learned"), ("labels", "logits_by_epoch"),
                "higher = harder; never_learned is a flag",
                "Toneva et al., An Empirical Study of Example Forgetting, ICLR 2019",
                lambda x: forgetting(x.logits_by_epoch, x.labels),
-               "Times an example went from correct to incorrect between consecutive epochs."))
+               "Times an example went from correct to incorrect between consecutive epochs.",
+               per_example=True))
 register(Score("aum", ("aum",), ("labels", "logits_by_epoch"), "lower = harder (negative: likely mislabeled)",
                "Pleiss et al., Identifying Mislabeled Data using the Area Under the Margin Ranking, NeurIPS 2020",
                lambda x: area_under_margin(x.logits_by_epoch, x.labels),
-               "Mean over epochs of the gold logit minus the largest other logit."))
+               "Mean over epochs of the gold logit minus the largest other logit.",
+               per_example=True))
 register(Score("el2n", ("el2n",), ("labels", "logits_by_epoch"), "higher = harder",
                "Paul et al., Deep Learning on a Data Diet, NeurIPS 2021",
                lambda x: el2n(x.logits_by_epoch, x.labels, x.early_epoch),
-               "Error L2 norm early in training, averaged over seeds."))
+               "Error L2 norm early in training, averaged over seeds.",
+               per_example=True))
 register(Score("grand", ("grand",), ("labels", "logits_by_epoch", "hidden_norms"), "higher = harder",
                "Paul et al., Deep Learning on a Data Diet, NeurIPS 2021",
                lambda x: grand(x.logits_by_epoch, x.labels, x.early_epoch, x.hidden_norms),
-               "Last-layer gradient norm early in training, averaged over seeds."))
+               "Last-layer gradient norm early in training, averaged over seeds.",
+               per_example=True))

@@ -35,3 +35,14 @@ def analysed_workspace(tmp_path_factory):
 def use_analysed_workspace(analysed_workspace, monkeypatch):
     monkeypatch.setenv("CARTOGRAPHER_WORKSPACE", str(analysed_workspace))
     return analysed_workspace
+
+
+@pytest.fixture
+def clean_app_caches():
+    """Empty the app's caches around an app test and wait for its background analysis jobs."""
+    from ui import cached, jobs
+
+    cached.clear_all()
+    yield
+    assert jobs.wait_all(timeout=300), "a background analysis job did not finish"
+    cached.clear_all()

@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from analytics.samples import SAMPLES
 from tests.conftest import ROOT
-from ui import cached, jobs, state
+from ui import state
 from ui.navigation import PAGES
 
 APP = str(ROOT / "app.py")
@@ -22,11 +22,8 @@ OPEN_PATH = "Open a file or folder…"
 
 
 @pytest.fixture(autouse=True)
-def clean_caches():
-    cached.clear_all()
+def clean_caches(clean_app_caches):
     yield
-    assert jobs.wait_all(timeout=300), "a background analysis job did not finish"
-    cached.clear_all()
 
 
 def run_app(*, page: str | None = None, **session) -> AppTest:

@@ -10,17 +10,14 @@ from streamlit.testing.v1 import AppTest
 
 from analytics.samples import sample_by_key
 from tests.conftest import ROOT
-from ui import cached, jobs, state
+from ui import state
 
 APP = str(ROOT / "app.py")
 
 
 @pytest.fixture(autouse=True)
-def clean_caches():
-    cached.clear_all()
+def clean_caches(clean_app_caches):
     yield
-    assert jobs.wait_all(timeout=300)
-    cached.clear_all()
 
 
 def open_page(page: str, sample: str) -> AppTest:

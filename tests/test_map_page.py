@@ -14,17 +14,14 @@ from analytics.samples import sample_by_key
 from analytics.selections import list_selections
 from analytics.workspace import Workspace
 from tests.conftest import ROOT
-from ui import cached, jobs, state
+from ui import jobs, state
 
 APP = str(ROOT / "app.py")
 
 
 @pytest.fixture(autouse=True)
-def clean_caches():
-    cached.clear_all()
+def clean_caches(clean_app_caches):
     yield
-    assert jobs.wait_all(timeout=300)
-    cached.clear_all()
 
 
 def open_map(**session) -> AppTest:

@@ -66,6 +66,18 @@ def analysis_settings(dataset: Dataset) -> AnalysisConfig:
     return active
 
 
+def page_run(title: str) -> tuple[Dataset, AnalysisRun]:
+    """The preamble of every analysis page: the dataset, its title, the settings expander, and
+    the finished run (or its progress, after which the page stops)."""
+    dataset = state.require_dataset()
+    st.title(title)
+    config = analysis_settings(dataset)
+    run = current_run(dataset, config)
+    if run is None:
+        run_progress(dataset, config)  # shows progress (and the PCA map once it exists), then stops
+    return dataset, run
+
+
 def current_run(dataset: Dataset, config: AnalysisConfig) -> AnalysisRun | None:
     """The finished run for ``config``, an opened run folder, or None if it must be computed."""
     opened = st.session_state.get(state.OPENED_RUN)

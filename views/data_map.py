@@ -5,21 +5,16 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from ui import cached, state
-from ui.analysis import analysis_settings, current_run, run_progress
+from ui import cached
+from ui.analysis import page_run
 from ui.chart_selection import apply_chart_selection
-from ui.figures import map_figure
+from ui.figures import HOVER_TEXT_MAX_POINTS, map_figure
 from ui.selection import MODES, get_selection, selected_mask, set_selection
 from ui.selection_panel import selection_panel
 
 REGIONS = ("easy-to-learn", "ambiguous", "hard-to-learn")
 
-dataset = state.require_dataset()
-st.title("Data map")
-config = analysis_settings(dataset)
-run = current_run(dataset, config)
-if run is None:
-    run_progress(dataset, config)
+dataset, run = page_run("Data map")
 examples = run.examples
 if "confidence" not in examples.columns:
     st.info("This run has no training dynamics (it was analysed with --no-scores). Compute the map "
@@ -69,7 +64,7 @@ built = map_figure(examples["variability"].to_numpy(), examples["confidence"].to
                    colour=colour, colour_name="correctness", visible=visible,
                    selected=selected_mask(ids, get_selection(dataset.fingerprint)),
                    hover=cached.hover_previews(str(run.path), cached.run_stamp(run.path), examples)
-                   if len(examples) <= 25_000 else None,
+                   if len(examples) <= HOVER_TEXT_MAX_POINTS else None,
                    size=5.0 if len(examples) > 20_000 else 7.0, opacity=0.7,
                    uirevision=f"datamap-{dataset.fingerprint}", height=600,
                    axis_titles=("variability", "confidence"))

@@ -8,20 +8,15 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from ui import cached, state
-from ui.analysis import analysis_settings, current_run, run_progress
+from ui import cached
+from ui.analysis import page_run
 from ui.chart_selection import apply_chart_selection
 from ui.components import example_table
 from ui.figures import escape, map_figure
 from ui.selection import get_selection, selected_mask, set_selection
 from ui.selection_panel import selection_panel
 
-dataset = state.require_dataset()
-st.title("Hardness")
-config = analysis_settings(dataset)
-run = current_run(dataset, config)
-if run is None:
-    run_progress(dataset, config)
+dataset, run = page_run("Hardness")
 examples = run.examples
 scores = cached.numeric_scores(tuple(examples.columns))
 if not scores:

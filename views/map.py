@@ -8,19 +8,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from ui import cached, state
-from ui.analysis import analysis_settings, current_run, run_progress
+from ui import cached
+from ui.analysis import page_run
 from ui.chart_selection import apply_chart_selection
 from ui.figures import HOVER_TEXT_MAX_POINTS, map_figure
 from ui.selection import MODES, get_selection, selected_mask, set_selection
 from ui.selection_panel import selection_panel
 
-dataset = state.require_dataset()
-st.title("Map")
-config = analysis_settings(dataset)
-run = current_run(dataset, config)
-if run is None:
-    run_progress(dataset, config)  # shows progress (and the PCA map once it exists), then stops
+dataset, run = page_run("Map")
 
 examples = run.examples
 manifest = run.manifest

@@ -75,15 +75,19 @@ def area_under_margin(logits: np.ndarray, labels: np.ndarray) -> dict[str, np.nd
     return {"aum": margin.mean(axis=1).mean(0)}
 
 
+def _early_error_norm(logits: np.ndarray, labels: np.ndarray, early_epoch: int) -> np.ndarray:
+    """‖softmax(z_s(i)) − onehot(y_i)‖₂ at the early epoch, per seed: shape (S, n)."""
+    error = softmax(logits[:, early_epoch])                      # (S, n, K)
+    error[:, np.arange(len(labels)), labels] -= 1.0
+    return np.linalg.norm(error, axis=-1)
+
+
 def el2n(logits: np.ndarray, labels: np.ndarray, early_epoch: int) -> dict[str, np.ndarray]:
     """EL2N (Paul et al., NeurIPS 2021): (1/S) Σ_s ‖p_s(i) − onehot(y_i)‖₂ at an early epoch.
 
     Higher = harder (the paper keeps the highest-scoring examples when pruning).
     """
-    probabilities = softmax(logits[:, early_epoch])               # (S, n, K)
-    error = probabilities.copy()
-    error[:, np.arange(len(labels)), labels] -= 1.0
-    return {"el2n": np.linalg.norm(error, axis=-1).mean(0)}
+    return {"el2n": _early_error_norm(logits, labels, early_epoch).mean(0)}
 
 
 def grand(logits: np.ndarray, labels: np.ndarray, early_epoch: int, hidden_norms: np.ndarray) -> dict[str, np.ndarray]:
@@ -93,10 +97,7 @@ def grand(logits: np.ndarray, labels: np.ndarray, early_epoch: int, hidden_norms
     averaged over seeds at the early epoch. Higher = harder. (The gradient of the other layers
     is not included: this is the last-layer GraNd.)
     """
-    probabilities = softmax(logits[:, early_epoch])
-    error = probabilities.copy()
-    error[:, np.arange(len(labels)), labels] -= 1.0
-    norms = np.linalg.norm(error, axis=-1) * np.sqrt(hidden_norms.astype(np.float64) + 1.0)
+    norms = _early_error_norm(logits, labels, early_epoch) * np.sqrt(hidden_norms.astype(np.float64) + 1.0)
     return {"grand": norms.mean(0)}
 
 

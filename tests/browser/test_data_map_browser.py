@@ -6,7 +6,7 @@ import re
 
 from playwright.sync_api import expect
 
-from tests.browser.conftest import pick
+from tests.browser.conftest import pick, wait_idle
 
 
 def test_select_a_region_then_see_it_on_the_map(page, app_url):
@@ -16,11 +16,22 @@ def test_select_a_region_then_see_it_on_the_map(page, app_url):
     expect(page.get_by_test_id("stSidebar").get_by_text("digits: 1,797 examples")).to_be_visible(timeout=60_000)
     expect(page.get_by_text("of all").first).to_be_visible(timeout=60_000)
     expect(page.get_by_role("button", name=re.compile(r"Select ambiguous"))).to_be_visible(timeout=60_000)
+    # the region buttons of the digits run: until the rerun after picking the dataset
+    # ends, Streamlit still shows the previous dataset's buttons (marked stale)
+    page.wait_for_function(
+        """() => {
+            const total = [...document.querySelectorAll('button')]
+                .map(b => b.innerText.match(/^Select (?:easy-to-learn|ambiguous|hard-to-learn) \\(([\\d,]+)\\)/))
+                .filter(m => m).reduce((n, m) => n + Number(m[1].replace(/,/g, '')), 0);
+            return total === 1797 && !document.querySelector('[data-stale=true]');
+        }""", timeout=60_000)
+    wait_idle(page)
     # the smallest region that is not empty
     counts = {}
     for region in ("hard-to-learn", "ambiguous", "easy-to-learn"):
         label = page.get_by_role("button", name=re.compile(f"Select {region}")).inner_text()
         counts[region] = int(re.search(r"\(([\d,]+)\)", label).group(1).replace(",", ""))
+    assert sum(counts.values()) == 1797
     region = min((r for r in counts if counts[r] > 0), key=counts.get)
     count = counts[region]
     page.get_by_role("button", name=re.compile(f"Select {region}")).click()

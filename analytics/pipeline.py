@@ -1,6 +1,7 @@
 """Run the analysis stages in order and write a run folder that the app and the CLI share.
 
-Stages: embeddings → neighbours (kNN graph) → PCA map → UMAP map → artefacts. Each stage's
+Stages: embeddings → neighbours (kNN graph) → PCA map → UMAP map → training dynamics →
+held-out probabilities → scores → clusters → artefacts. Each stage's
 result is cached in the workspace under the dataset fingerprint and the stage's parameters, so
 a run that stopped after a stage resumes from there, and a second run with the same inputs is
 instant.
@@ -15,7 +16,11 @@ A run folder holds:
 - ``embeddings.npy`` (float16, n × d) and ``neighbors.npz`` (``indices`` int32 and
   ``distances`` float16, n × k) so later stages need not recompute them;
 - ``dynamics.npy`` (float16, seeds × epochs × n × classes: the logits of every epoch) and
-  ``heldout_probs.npy`` (float32, n × classes: out-of-fold probabilities).
+  ``heldout_probs.npy`` (float32, n × classes: out-of-fold probabilities);
+- ``clusters.parquet`` — one row per cluster (coarse and fine levels): name, size, label mix,
+  purity, accuracy, region mix, share of likely label issues, mean scores, representatives;
+- ``slices.parquet`` — slices ranked by how much worse the model does there (see
+  :mod:`analytics.slices`), when the run has predictions to judge.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from analytics.clusters import ClusterConfig, Clustering, cluster_embeddings, cluster_summary, name_clusters
 from analytics.datasets import ColumnRoles, Dataset
 from analytics.dynamics import (
     ProbeConfig,
@@ -44,6 +50,7 @@ from analytics.dynamics import (
 from analytics.embeddings import EmbeddingSpec, checkpoint_outputs, compute_embeddings, default_spec
 from analytics.neighbors import KnnGraph, build_knn
 from analytics.projection import PROJECTIONS, project_pca, project_umap
+from analytics.slices import SliceConfig, discover_slices, slice_features, uniformity
 from analytics.scores import SCORES, RegionThresholds, ScoreInputs, assign_regions, available_scores, compute_scores
 from analytics.workspace import Workspace, atomic_write, atomic_write_text, file_sha256, params_key
 
@@ -59,7 +66,9 @@ __all__ = [
     "MAP_COLUMNS",
 ]
 
-STAGES = ("embeddings", "neighbors", "pca", "umap", "dynamics", "heldout", "scores", "artefacts")
+STAGES = ("embeddings", "neighbors", "pca", "umap", "dynamics", "heldout", "scores", "clusters", "artefacts")
+CLUSTER_COLUMNS = ("cluster", "cluster_fine")
+ROLE_COLUMNS = ("id", "text", "image")
 MAP_COLUMNS = ("x", "y", "pca_x", "pca_y")
 FORMAT = "data-cartographer-run"
 FORMAT_VERSION = 1
@@ -88,6 +97,8 @@ class AnalysisConfig:
     architecture: str | None = None
     trust: bool = False
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    clusters: ClusterConfig | None = field(default_factory=ClusterConfig)
+    slices: SliceConfig = field(default_factory=SliceConfig)
 
     def __post_init__(self):
         if self.projection not in PROJECTIONS:
@@ -210,9 +221,27 @@ def run_analysis(
         thresholds = RegionThresholds()
         score_table["region"] = assign_regions(score_table["confidence"].to_numpy(),
                                                score_table["variability"].to_numpy(), thresholds)
-        predicted = heldout.argmax(axis=1)
+        heldout_predicted = heldout.argmax(axis=1)
+        score_table["heldout_correct"] = heldout_predicted == labels
+        if dynamics.source == "checkpoints":  # the user's model: its last checkpoint's predictions
+            predicted = dynamics.logits[0, -1].argmax(axis=1)
+            error_source = "model (last checkpoint)"
+        else:
+            predicted = heldout_predicted
+            error_source = "probe (out-of-fold)"
         score_table["predicted_label"] = np.asarray(dataset.classes, dtype=object)[predicted]
-        score_table["heldout_correct"] = predicted == labels
+        score_table["correct"] = predicted == labels
+
+    clustering = None
+    if config.clusters is not None:
+        cluster_params = {"embedding": embed_params, **config.clusters.params(),
+                          **({"map": umap_params if config.projection == "umap" else "pca"}
+                             if config.clusters.method == "hdbscan" else {})}
+        clustering = timed("clusters", lambda: _cached_clusters(
+            workspace, fingerprint, cluster_params, vectors, coords, config.clusters, spec.metric,
+            progress=lambda f, m: report("clusters", f, m)))
+        score_table["cluster"] = clustering.coarse
+        score_table["cluster_fine"] = clustering.fine
 
     start = time.perf_counter()
     report("artefacts", 0.0, f"Writing the run to {out}")
@@ -221,6 +250,19 @@ def run_analysis(
     examples["pca_x"], examples["pca_y"] = pca[:, 0], pca[:, 1]
     for column in score_table.columns:
         examples[column] = score_table[column].to_numpy()
+    clusters_table = slices_table = None
+    cluster_info = None
+    if clustering is not None:
+        score_names = [c for c in score_table.columns if c in _score_column_names()]
+        clusters_table = cluster_tables(dataset, examples, clustering, score_names)
+        cluster_info = {**{k: v for k, v in clustering.to_meta().items() if k not in ("representatives", "fine_parent")},
+                        "config": config.clusters.params(), "n_fine": int(len(clustering.fine_parent)),
+                        "noise": int((clustering.coarse < 0).sum())}
+        if "correct" in examples.columns:
+            coarse = clusters_table[(clusters_table["level"] == "coarse") & (clusters_table["cluster"] >= 0)]
+            cluster_info["uniformity"] = uniformity(coarse["accuracy"].to_numpy())
+            cluster_info["errors"] = error_source
+            slices_table = discover_run_slices(examples, clusters_table, config.slices)
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -249,6 +291,7 @@ def run_analysis(
                       **({"probe": asdict(config.probe)} if dynamics.source == "probe" else {})}
                      if dynamics is not None else None),
         "region_thresholds": asdict(RegionThresholds()) if config.scores else None,
+        "clusters": cluster_info,
         "device": _device_name(config.device),
         "versions": _versions(),
         "timings_s": timings,
@@ -263,6 +306,10 @@ def run_analysis(
     if dynamics is not None:
         writers["dynamics.npy"] = lambda handle: _save_npy_in_chunks(handle, dynamics.logits, np.float16)
         writers["heldout_probs.npy"] = lambda handle: np.save(handle, heldout.astype(np.float32))
+    if clusters_table is not None:
+        writers["clusters.parquet"] = lambda handle: clusters_table.to_parquet(handle, index=False)
+    if slices_table is not None:
+        writers["slices.parquet"] = lambda handle: slices_table.to_parquet(handle, index=False)
     for name, write in writers.items():
         atomic_write(out / name, write)
         manifest["artefacts"][name] = {"bytes": (out / name).stat().st_size, "sha256": file_sha256(out / name)}
@@ -378,7 +425,82 @@ def _config_params(config: AnalysisConfig) -> dict:
               "exact_knn_max": config.exact_knn_max, "umap_fit_max": config.umap_fit_max}
     if config.scores:
         params["scores"] = _dynamics_params(config)
+    if config.clusters is not None:
+        params["clusters"] = {**config.clusters.params(), "slices": asdict(config.slices)}
     return params
+
+
+def _score_column_names() -> set[str]:
+    return {column for score in SCORES.values() for column in score.columns}
+
+
+def _cached_clusters(workspace: Workspace, fingerprint: str, params: dict, vectors: np.ndarray,
+                     coords: np.ndarray, config: ClusterConfig, metric: str, *, progress) -> Clustering:
+    assignments = workspace.load(fingerprint, "clusters", params, fmt="npy")
+    meta = workspace.load(fingerprint, "clusters_info", params, fmt="json")
+    if assignments is not None and meta is not None:
+        return Clustering.from_parts(assignments, meta)
+    clustering = cluster_embeddings(vectors, config=config, metric=metric, coords=coords, progress=progress)
+    workspace.save(fingerprint, "clusters", params, np.stack([clustering.coarse, clustering.fine]), fmt="npy")
+    workspace.save(fingerprint, "clusters_info", params, clustering.to_meta(), fmt="json")
+    return clustering
+
+
+def cluster_tables(dataset: Dataset, examples: pd.DataFrame, clustering: Clustering,
+                   score_columns: list[str]) -> pd.DataFrame:
+    """``clusters.parquet``: one row per cluster and level, named from content."""
+    correct = examples["correct"].to_numpy() if "correct" in examples.columns else None
+    metadata_cols = [c for c in dataset.table.columns if c not in ROLE_COLUMNS + ("label", "split")]
+    parts = []
+    for level, column, assignments in (("coarse", "cluster", clustering.coarse), ("fine", "cluster_fine", clustering.fine)):
+        names = name_clusters(
+            assignments, kind=dataset.kind, ids=examples["id"].to_numpy(dtype=object), labels=examples["label"],
+            texts=examples["text"].to_numpy(dtype=object) if "text" in examples.columns else None,
+            table=dataset.table if dataset.kind == "tabular" else None,
+            feature_columns=metadata_cols if dataset.kind == "tabular" else (),
+            representatives=clustering.representatives.get(level))
+        summary = cluster_summary(examples, column, names=names, correct=correct, score_columns=score_columns)
+        summary.insert(0, "level", level)
+        if level == "fine":
+            summary.insert(2, "parent", [int(clustering.fine_parent[c]) if c >= 0 else -1 for c in summary["cluster"]])
+        else:
+            summary.insert(2, "parent", -1)
+        parts.append(summary)
+    table = pd.concat(parts, ignore_index=True)
+    for column in ("terms", "features", "representatives"):
+        if column in table.columns:
+            table[column] = table[column].map(lambda v: list(v) if isinstance(v, (list, tuple, np.ndarray)) else [])
+    return table
+
+
+def cluster_display(clusters: pd.DataFrame) -> dict[str, dict[int, str]]:
+    """Readable cluster values for slice descriptions: ``3 (gcc · compiler · build)``."""
+    out: dict[str, dict[int, str]] = {}
+    for level, column in (("coarse", "cluster"), ("fine", "cluster_fine")):
+        rows = clusters[clusters["level"] == level]
+        out[column] = {int(c): (f"{c} ({name})" if c >= 0 else "noise") for c, name in zip(rows["cluster"], rows["name"])}
+    return out
+
+
+def run_slice_features(examples: pd.DataFrame, clusters: pd.DataFrame | None, config: SliceConfig,
+                       analysis_columns: set[str]):
+    """The slice features of a run: metadata columns, label, split and both cluster levels."""
+    columns = [c for c in examples.columns if c not in ROLE_COLUMNS and c not in MAP_COLUMNS
+               and (c not in analysis_columns or c in CLUSTER_COLUMNS)]
+    display = cluster_display(clusters) if clusters is not None else {}
+    return slice_features(examples, columns, config=config, display=display,
+                          categorical=[c for c in CLUSTER_COLUMNS if c in columns])
+
+
+def discover_run_slices(examples: pd.DataFrame, clusters: pd.DataFrame | None, config: SliceConfig,
+                        analysis_columns: set[str] | None = None) -> pd.DataFrame:
+    """``slices.parquet``: the run's slices ranked by error rate against overall."""
+    if analysis_columns is None:
+        analysis_columns = _score_column_names() | {"region", "predicted_label", "heldout_correct", "correct",
+                                                    *CLUSTER_COLUMNS}
+    features = run_slice_features(examples, clusters, config, analysis_columns)
+    return discover_slices(features, ~examples["correct"].to_numpy(dtype=bool), config=config,
+                           no_pairs_between=[frozenset(CLUSTER_COLUMNS)])
 
 
 def _dynamics_params(config: AnalysisConfig) -> dict:

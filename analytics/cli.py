@@ -1,6 +1,7 @@
 """The ``cartographer`` command line.
 
-    cartographer analyze DATASET [--embeddings FILE | --checkpoint PATH] [--dynamics DIR] --out DIR
+    cartographer analyze DATASET [--embeddings FILE | --checkpoint PATH] [--dynamics DIR]
+                         [--clusters kmeans|hdbscan|none] [--n-clusters K] --out DIR
     cartographer export-dynamics RUN_DIR --out DIR [--seed S]
     cartographer validate DATASET [--label COL] [--id COL] [--text COL] [--image COL] [--split COL]
     cartographer samples
@@ -57,7 +58,9 @@ def _validate(args: argparse.Namespace) -> int:
 def _analyze(args: argparse.Namespace) -> int:
     from analytics.dynamics import ProbeConfig
     from analytics.embeddings import EmbeddingSpec
+    from analytics.clusters import ClusterConfig
     from analytics.pipeline import AnalysisConfig, run_analysis
+    from analytics.slices import SliceConfig
 
     dataset = _load(args)
     if args.embeddings and args.checkpoint:
@@ -80,7 +83,10 @@ def _analyze(args: argparse.Namespace) -> int:
                             checkpoints=checkpoints if len(checkpoints) > 1 else (),
                             architecture=args.architecture, trust=args.trust_checkpoint,
                             probe=ProbeConfig(hidden=args.probe_hidden, epochs=args.probe_epochs,
-                                              seeds=args.probe_seeds, device=args.device))
+                                              seeds=args.probe_seeds, device=args.device),
+                            clusters=None if args.clusters == "none" else
+                            ClusterConfig(method=args.clusters, k=args.n_clusters),
+                            slices=SliceConfig(min_support=args.min_slice_support))
     print(f"{dataset.source}: {dataset.kind} dataset, {dataset.n_examples:,} examples, "
           f"{len(dataset.classes)} classes", file=sys.stderr)
     last = {"stage": None, "time": 0.0}
@@ -152,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     scores.add_argument("--probe-seeds", type=int, default=3)
     scores.add_argument("--probe-hidden", type=int, default=256, help="hidden units; 0 for a linear probe")
     scores.add_argument("--no-scores", action="store_true", help="only the map: no dynamics or scores")
+    groups = analyze.add_argument_group("subpopulations")
+    groups.add_argument("--clusters", choices=("kmeans", "hdbscan", "none"), default="kmeans",
+                        help="k-means on the embeddings (default), HDBSCAN on the map, or no clustering")
+    groups.add_argument("--n-clusters", type=int, default=None, metavar="K",
+                        help="k for k-means (default: chosen by silhouette)")
+    groups.add_argument("--min-slice-support", type=int, default=None, metavar="N",
+                        help="smallest slice listed in slices.parquet (default: 0.5%% of the examples, at least 10)")
     analyze.add_argument("--projection", choices=("umap", "pca"), default="umap")
     analyze.add_argument("--k", type=int, default=15, help="neighbours per example in the shared kNN graph")
     analyze.add_argument("--seed", type=int, default=None,
@@ -180,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}\n(use --drop-missing-labels to drop them)", file=sys.stderr)
         return 2
     except (DatasetError, EmbeddingError, RunError, DynamicsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # a setting out of range (e.g. --n-clusters 0)
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -28,7 +28,8 @@ import pandas as pd
 
 __all__ = [
     "NOISE", "METHODS", "ClusterConfig", "Clustering", "cluster_embeddings", "reduce_for_clustering",
-    "ctfidf_terms", "name_clusters", "cluster_summary", "balanced_sample",
+    "ctfidf_terms", "name_clusters", "cluster_summary", "balanced_sample", "load_cluster_names",
+    "save_cluster_name", "apply_names",
 ]
 
 NOISE = -1
@@ -530,3 +531,42 @@ def balanced_sample(groups: np.ndarray, size: int, *, cap: float = 0.2, seed: in
     chosen = [rng.choice(np.flatnonzero(groups == name), size=int(count), replace=False)
               for name, count in zip(names, take) if count > 0]
     return np.sort(np.concatenate(chosen)).astype(np.int64) if chosen else np.zeros(0, dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------- names set by users
+
+NAME_MAX = 120
+
+
+def load_cluster_names(workspace, fingerprint: str, run_path: str) -> dict[str, dict[int, str]]:
+    """Names the users gave to clusters of a run: ``{"coarse": {id: name}, "fine": {...}}``."""
+    saved = workspace.load(fingerprint, "cluster_names", {"run": str(run_path)}, fmt="json") or {}
+    return {level: {int(c): str(n) for c, n in saved.get(level, {}).items()} for level in ("coarse", "fine")}
+
+
+def save_cluster_name(workspace, fingerprint: str, run_path: str, level: str, cluster: int, name: str) -> str:
+    """Rename one cluster (an empty name restores the automatic one); returns the stored name."""
+    if level not in ("coarse", "fine"):
+        raise ValueError(f"level must be 'coarse' or 'fine', not {level!r}")
+    name = " ".join(str(name).split())
+    if len(name) > NAME_MAX:
+        raise ValueError(f"a cluster name may have at most {NAME_MAX} characters (this one has {len(name)})")
+    names = load_cluster_names(workspace, fingerprint, run_path)
+    if name:
+        names[level][int(cluster)] = name
+    else:
+        names[level].pop(int(cluster), None)
+    workspace.save(fingerprint, "cluster_names", {"run": str(run_path)},
+                   {lvl: {str(c): n for c, n in by_id.items()} for lvl, by_id in names.items()}, fmt="json")
+    return name
+
+
+def apply_names(clusters: pd.DataFrame, names: dict[str, dict[int, str]]) -> pd.DataFrame:
+    """``clusters`` (the run's table) with user names in ``name`` and the automatic one kept in
+    ``auto_name``."""
+    out = clusters.copy()
+    out["auto_name"] = out["name"]
+    for level, by_id in names.items():
+        for cluster, name in by_id.items():
+            out.loc[(out["level"] == level) & (out["cluster"] == cluster), "name"] = name
+    return out

@@ -64,6 +64,12 @@ __all__ = [
     "load_run",
     "is_run_dir",
     "MAP_COLUMNS",
+    "CLUSTER_COLUMNS",
+    "cluster_tables",
+    "discover_run_slices",
+    "run_slice_features",
+    "run_slice_config",
+    "analysis_columns",
 ]
 
 STAGES = ("embeddings", "neighbors", "pca", "umap", "dynamics", "heldout", "scores", "clusters", "artefacts")
@@ -492,13 +498,15 @@ def run_slice_features(examples: pd.DataFrame, clusters: pd.DataFrame | None, co
                           categorical=[c for c in CLUSTER_COLUMNS if c in columns])
 
 
-def discover_run_slices(examples: pd.DataFrame, clusters: pd.DataFrame | None, config: SliceConfig,
-                        analysis_columns: set[str] | None = None) -> pd.DataFrame:
+def analysis_columns(examples: pd.DataFrame) -> set[str]:
+    """The columns of ``examples`` that the analysis added (scores, regions, predictions, clusters)."""
+    return (_score_column_names() | {"region", "predicted_label", "heldout_correct", "correct", *CLUSTER_COLUMNS}) \
+        & set(examples.columns)
+
+
+def discover_run_slices(examples: pd.DataFrame, clusters: pd.DataFrame | None, config: SliceConfig) -> pd.DataFrame:
     """``slices.parquet``: the run's slices ranked by error rate against overall."""
-    if analysis_columns is None:
-        analysis_columns = _score_column_names() | {"region", "predicted_label", "heldout_correct", "correct",
-                                                    *CLUSTER_COLUMNS}
-    features = run_slice_features(examples, clusters, config, analysis_columns)
+    features = run_slice_features(examples, clusters, config, analysis_columns(examples))
     return discover_slices(features, ~examples["correct"].to_numpy(dtype=bool), config=config,
                            no_pairs_between=[frozenset(CLUSTER_COLUMNS)])
 
@@ -548,3 +556,9 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def run_slice_config(manifest: dict) -> SliceConfig:
+    """The slice settings a run was made with (the defaults for runs that predate them)."""
+    saved = ((manifest.get("config") or {}).get("clusters") or {}).get("slices")
+    return SliceConfig(**saved) if saved else SliceConfig()

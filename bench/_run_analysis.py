@@ -37,6 +37,34 @@ def warm_up(dims: int, *, transform: bool) -> float:
     return time.perf_counter() - started
 
 
+class StagePeaks:
+    """Samples this process's RSS every 0.1 s and keeps the highest per stage (the stage named
+    by the last progress report), to find which stage sets the peak."""
+
+    def __init__(self, interval: float = 0.1):
+        import threading
+
+        import psutil
+
+        self.stage = "load"
+        self.peaks: dict[str, int] = {}
+        self._process = psutil.Process()
+        self._stopped = threading.Event()
+        self._interval = interval
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._interval):
+            rss = self._process.memory_info().rss
+            if rss > self.peaks.get(self.stage, 0):
+                self.peaks[self.stage] = rss
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True)
@@ -65,7 +93,10 @@ def main() -> int:
     print(f"[bench] warm-up done in {warmup_s:.1f} s", file=sys.stderr, flush=True)
     warm_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
+    sampler = StagePeaks()
+
     def progress(stage: str, fraction: float, message: str) -> None:
+        sampler.stage = stage
         if fraction in (0.0, 1.0):
             print(f"[bench] {message}", file=sys.stderr, flush=True)
 
@@ -81,6 +112,7 @@ def main() -> int:
     run = run_analysis(dataset, config, out_dir=args.out, workspace=Workspace(Path(workspace_dir)),
                        progress=progress)
     run_s = time.perf_counter() - started
+    sampler.stop()
     manifest = run.manifest
     report = {
         "n": dataset.n_examples,
@@ -99,6 +131,7 @@ def main() -> int:
         "artefact_bytes": {name: info["bytes"] for name, info in manifest["artefacts"].items()},
         "self_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "peak_rss_after_warmup_bytes": warm_rss,
+        "stage_peak_rss_bytes": sampler.peaks,
     }
     print("RESULT " + json.dumps(report), flush=True)
     return 0

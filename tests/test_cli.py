@@ -149,3 +149,29 @@ def test_analyze_with_one_checkpoint_per_epoch(tmp_path):
     logits = np.load(out / "dynamics.npy").astype(np.float32)
     with torch.no_grad():
         np.testing.assert_allclose(logits[0, 2], model(features).numpy(), atol=2e-2)
+    # errors (clusters, slices) are the model's own: its last checkpoint's predictions
+    with torch.no_grad():
+        predicted = model(features).numpy().argmax(axis=1)
+    assert run.manifest["clusters"]["errors"] == "model (last checkpoint)"
+    assert (run.examples["correct"].to_numpy() == (predicted == dataset.label_codes)).mean() > 0.99
+
+
+def test_analyze_with_hdbscan_clusters_and_a_set_k(tmp_path, capsys):
+    import pandas as pd
+
+    from analytics.pipeline import load_run
+
+    path = str(sample_by_key("breast-cancer").path)
+    assert main(["analyze", path, "--label", "diagnosis", "--projection", "pca", "--clusters", "hdbscan",
+                 "--min-slice-support", "15", "--out", str(tmp_path / "h")]) == 0
+    run = load_run(tmp_path / "h")
+    assert run.manifest["clusters"]["method"] == "hdbscan"
+    slices = pd.read_parquet(tmp_path / "h" / "slices.parquet")
+    assert (slices["support"] >= 15).all()
+    assert main(["analyze", path, "--label", "diagnosis", "--projection", "pca", "--n-clusters", "4",
+                 "--no-scores", "--out", str(tmp_path / "k")]) == 0
+    run = load_run(tmp_path / "k")
+    assert run.examples["cluster"].nunique() == 4
+    assert not (tmp_path / "k" / "slices.parquet").exists()  # no predictions, nothing to judge
+    assert main(["analyze", path, "--label", "diagnosis", "--n-clusters", "0", "--out", str(tmp_path / "z")]) == 2
+    assert "at least 1" in capsys.readouterr().err

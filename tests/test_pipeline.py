@@ -42,11 +42,11 @@ def test_run_writes_the_artefacts_and_manifest(dataset, tmp_path):
     assert manifest["neighbors"] == {"k": 8, "metric": "euclidean", "method": "exact", "recall": 1.0,
                                      "recall_queries": 150}
     assert set(manifest["timings_s"]) == {"embeddings", "neighbors", "pca", "dynamics", "heldout",
-                                          "scores", "artefacts", "total"}
+                                          "scores", "clusters", "artefacts", "total"}
     for column in ("confidence", "variability", "correctness", "forgetting_events", "never_learned", "aum",
                    "el2n", "grand", "loss", "margin", "entropy", "label_quality", "label_issue",
                    "knn_label_disagreement", "knn_density", "outlier_score", "knn_shapley", "region",
-                   "predicted_label", "heldout_correct"):
+                   "predicted_label", "heldout_correct", "correct", "cluster", "cluster_fine"):
         assert column in examples.columns, column
     assert manifest["dynamics"]["source"] == "probe" and manifest["dynamics"]["seeds"] == 3
     assert np.load(tmp_path / "run" / "dynamics.npy").shape == (3, 10, 150, 3)
@@ -57,6 +57,48 @@ def test_run_writes_the_artefacts_and_manifest(dataset, tmp_path):
         assert graph["indices"].shape == (150, 8)
     assert np.load(tmp_path / "run" / "embeddings.npy").shape == (150, 5)
     assert run.examples.equals(examples)
+    assert {"clusters.parquet", "slices.parquet"} <= set(manifest["artefacts"])
+
+
+def test_the_run_clusters_names_and_slices(dataset, tmp_path):
+    run = run_analysis(dataset, CONFIG, out_dir=tmp_path / "run", workspace=Workspace(tmp_path / "ws"))
+    examples = run.examples
+    clusters = pd.read_parquet(tmp_path / "run" / "clusters.parquet")
+    coarse = clusters[clusters["level"] == "coarse"].set_index("cluster")
+    fine = clusters[clusters["level"] == "fine"].set_index("cluster")
+    # one row per cluster id in the examples, sizes that add up, fine clusters inside their parent
+    assert sorted(coarse.index) == sorted(examples["cluster"].unique())
+    assert sorted(fine.index) == sorted(examples["cluster_fine"].unique())
+    assert coarse["size"].sum() == fine["size"].sum() == len(examples)
+    for fine_id, parent in fine["parent"].items():
+        assert set(examples.loc[examples["cluster_fine"] == fine_id, "cluster"]) == {parent}
+    # three well separated blobs, one per label: three pure coarse clusters, named from the features
+    assert len(coarse) == 3 and (coarse["purity"] > 0.95).all()
+    assert all(name for name in coarse["name"]) and all(len(r) for r in coarse["representatives"])
+    expected_accuracy = examples.groupby("cluster")["correct"].mean()
+    assert np.allclose(coarse["accuracy"].sort_index(), expected_accuracy.sort_index())
+    for column in ("label_mix", "mean_el2n", "label_issue_share", "ambiguous_share", "accuracy_low"):
+        assert column in clusters.columns
+    slices = pd.read_parquet(tmp_path / "run" / "slices.parquet")
+    assert list(slices.columns[:4]) == ["slice", "features", "codes", "support"]
+    assert (slices["error_rate"] > slices["overall_error_rate"]).all()
+    info = run.manifest["clusters"]
+    assert info["method"] == "kmeans" and info["k"] == 3 and 0 <= info["uniformity"]["harmony"] <= 1
+    assert info["errors"] == "probe (out-of-fold)"
+    # the dataset opened from the run folder does not carry the analysis columns
+    reopened = load_run(tmp_path / "run")
+    assert "cluster" not in reopened.dataset.table.columns and "correct" not in reopened.dataset.table.columns
+
+
+def test_clusters_can_be_switched_off_or_set(dataset, tmp_path):
+    from analytics.clusters import ClusterConfig
+
+    run = run_analysis(dataset, AnalysisConfig(projection="pca", k=8, clusters=None), out_dir=tmp_path / "a",
+                       workspace=Workspace(tmp_path / "ws"))
+    assert "cluster" not in run.examples.columns and not (tmp_path / "a" / "clusters.parquet").exists()
+    run = run_analysis(dataset, AnalysisConfig(projection="pca", k=8, clusters=ClusterConfig(k=5)),
+                       out_dir=tmp_path / "b", workspace=Workspace(tmp_path / "ws"))
+    assert run.examples["cluster"].nunique() == 5 and run.manifest["clusters"]["k"] == 5
 
 
 def test_a_second_run_resumes_from_the_cache(dataset, tmp_path, monkeypatch):
@@ -68,6 +110,7 @@ def test_a_second_run_resumes_from_the_cache(dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "project_pca", lambda *a, **k: calls.append("pca"))
     monkeypatch.setattr(pipeline, "train_probe", lambda *a, **k: calls.append("probe"))
     monkeypatch.setattr(pipeline, "cross_fit_probabilities", lambda *a, **k: calls.append("heldout"))
+    monkeypatch.setattr(pipeline, "cluster_embeddings", lambda *a, **k: calls.append("clusters"))
     again = run_analysis(dataset, CONFIG, workspace=workspace)
     assert calls == []  # every stage came from the workspace
     assert again.path.parent.parent == workspace.root / "runs"

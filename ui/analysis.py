@@ -6,6 +6,7 @@ import time
 
 import streamlit as st
 
+from analytics.clusters import ClusterConfig
 from analytics.datasets import Dataset
 from analytics.embeddings import EmbeddingError, EmbeddingSpec, default_spec
 from analytics.pipeline import AnalysisConfig, AnalysisRun, RunError, is_run_dir
@@ -13,6 +14,7 @@ from analytics.workspace import Workspace
 from ui import cached, jobs, state
 from ui.figures import map_figure
 
+CLUSTER_METHODS = {"kmeans": "k-means", "hdbscan": "HDBSCAN"}
 ACTIVE_CONFIG = "analysis_config"  # {fingerprint: AnalysisConfig}
 _SOURCE_LABELS = {
     "auto": "Automatic",
@@ -56,10 +58,23 @@ def analysis_settings(dataset: Dataset) -> AnalysisConfig:
         k = right.number_input("Neighbours (k)", 2, 100, value=active.k, key="analysis_k",
                                help="Size of the shared nearest-neighbour graph used by the map and "
                                     "every neighbourhood score.")
+        c1, c2 = st.columns(2)
+        active_clusters = active.clusters or ClusterConfig()
+        cluster_method = c1.radio("Clusters", list(CLUSTER_METHODS), horizontal=True, key="analysis_cluster_method",
+                                  index=list(CLUSTER_METHODS).index(active_clusters.method),
+                                  format_func=CLUSTER_METHODS.get,
+                                  help="k-means on the embeddings, or HDBSCAN on the map (it can leave "
+                                       "points unassigned as noise).")
+        cluster_k = c2.number_input("Number of clusters (0 = automatic)", 0, 200, value=active_clusters.k or 0,
+                                    key="analysis_cluster_k", disabled=cluster_method != "kmeans",
+                                    help="Automatic picks k by silhouette on a sample.")
         if st.button("Compute the map with these settings", key="analysis_apply"):
             try:
                 spec = None if source == "auto" else EmbeddingSpec(source=source, **spec_fields)
-                configs[dataset.fingerprint] = active = AnalysisConfig(embedding=spec, projection=projection, k=int(k))
+                clusters = ClusterConfig(method=cluster_method,
+                                         k=(int(cluster_k) or None) if cluster_method == "kmeans" else None)
+                configs[dataset.fingerprint] = active = AnalysisConfig(embedding=spec, projection=projection, k=int(k),
+                                                                       clusters=clusters)
                 st.session_state.pop(state.OPENED_RUN, None)
             except (EmbeddingError, ValueError) as exc:
                 st.error(str(exc))

@@ -165,3 +165,62 @@ def hardest(run_path: str, stamp: tuple, _examples, score: str, n: int):
     from analytics.hardness import hardest as _hardest
 
     return _hardest(_examples, score, n=n)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _run_table(run_path: str, stamp: tuple, name: str):
+    import pandas as pd
+
+    return pd.read_parquet(f"{run_path}/{name}")
+
+
+def clusters_table(run_path: str, stamp: tuple, fingerprint: str):
+    """The run's ``clusters.parquet`` with the names users gave (never cached: names change)."""
+    from pathlib import Path
+
+    from analytics.clusters import apply_names, load_cluster_names
+    from analytics.workspace import Workspace
+
+    if not (Path(run_path) / "clusters.parquet").is_file():
+        return None
+    return apply_names(_run_table(run_path, stamp, "clusters.parquet"),
+                       load_cluster_names(Workspace.default(), fingerprint, run_path))
+
+
+def slices_table(run_path: str, stamp: tuple):
+    from pathlib import Path
+
+    if not (Path(run_path) / "slices.parquet").is_file():
+        return None
+    return _run_table(run_path, stamp, "slices.parquet")
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def slice_features(run_path: str, stamp: tuple, _examples, _clusters, slice_config):
+    """The run's slice features, to rebuild a listed slice's members."""
+    from analytics.pipeline import analysis_columns, run_slice_features
+
+    return run_slice_features(_examples, _clusters, slice_config, analysis_columns(_examples))
+
+
+@st.cache_data(max_entries=32, show_spinner="Finding the worst slices inside the cluster…")
+def slices_within(run_path: str, stamp: tuple, column: str, cluster: int, _examples, _clusters, slice_config):
+    """Slices inside one cluster, ranked against that cluster's own error rate."""
+    from analytics.pipeline import discover_run_slices
+
+    members = _examples[_examples[column] == cluster].reset_index(drop=True)
+    if len(members) < 2 or "correct" not in members.columns:
+        return None
+    return discover_run_slices(members.drop(columns=["cluster", "cluster_fine"]), _clusters, slice_config)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def balanced_rows(run_path: str, stamp: tuple, column: str, _examples, size: int, cap: float, seed: int,
+                  include_noise: bool):
+    from analytics.clusters import balanced_sample
+
+    return balanced_sample(_examples[column].to_numpy(), size, cap=cap, seed=seed, include_noise=include_noise)
+
+
+# ----------------------------------------------------------------------------- review and export
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,15 @@ class MapFigure:
 def escape(text: object) -> str:
     """Escape dataset text for Plotly, which renders a subset of HTML in labels and hovers."""
     return html.escape(str(text), quote=False)
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+def escape_markdown(text: object) -> str:
+    """Dataset or user text made inert for Streamlit markdown (st.caption, st.subheader…): no
+    links, images, emphasis or HTML come from it."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
 
 
 def hover_previews(ids: pd.Series, texts: pd.Series | None, *, width: int = 60) -> np.ndarray:

@@ -19,4 +19,5 @@ PAGES: tuple[PageSpec, ...] = (
     PageSpec("views/map.py", "Map", "map", ":material/scatter_plot:"),
     PageSpec("views/data_map.py", "Data map", "data-map", ":material/insights:"),
     PageSpec("views/hardness.py", "Hardness", "hardness", ":material/leaderboard:"),
+    PageSpec("views/subpopulations.py", "Subpopulations", "subpopulations", ":material/workspaces:"),
 )

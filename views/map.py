@@ -79,9 +79,16 @@ selection = get_selection(dataset.fingerprint)
 xy = ("x", "y") if projection == "UMAP" else ("pca_x", "pca_y")
 hover = (cached.hover_previews(str(run.path), cached.run_stamp(run.path), examples)
          if n <= HOVER_TEXT_MAX_POINTS else None)
+colour = examples[colour_by]
+if colour_by in ("cluster", "cluster_fine"):  # categorical, shown with the clusters' names
+    clusters = cached.clusters_table(str(run.path), cached.run_stamp(run.path), dataset.fingerprint)
+    if clusters is not None:
+        level = clusters[clusters["level"] == ("coarse" if colour_by == "cluster" else "fine")]
+        names = {c: f"{c} · {name}" for c, name in zip(level["cluster"], level["name"])}
+        colour = colour.map(lambda c: names.get(c, "noise" if c < 0 else str(c)))
 started = time.perf_counter()
 built = map_figure(examples[xy[0]].to_numpy(), examples[xy[1]].to_numpy(),
-                   colour=examples[colour_by], colour_name=colour_by, visible=visible,
+                   colour=colour, colour_name=colour_by, visible=visible,
                    selected=selected_mask(ids, selection), hover=hover, size=size, opacity=opacity,
                    uirevision=f"{dataset.fingerprint}-{projection}")
 with map_column:

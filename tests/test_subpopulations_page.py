@@ -108,7 +108,8 @@ def test_selecting_a_slice(use_analysed_workspace):
 
 def test_balanced_subset_respects_the_cap(use_analysed_workspace):
     at = open_page("views/subpopulations.py", "digits")
-    at.number_input(key="subpop_balanced_size").set_value(500).run()
+    fingerprint = at.session_state[state.DATASET].fingerprint
+    at.number_input(key=f"subpop_balanced_size_{fingerprint}").set_value(500).run()
     at.slider(key="subpop_balanced_cap").set_value(0.1).run()
     at.button(key="subpop_balanced_send").click().run()
     selection = selection_of(at)

@@ -59,8 +59,9 @@ level_label = st.radio("Level", list(LEVELS), horizontal=True, key="subpop_level
                        help="Fine clusters split every coarse cluster again.")
 level, column = LEVELS[level_label]
 table = clusters[clusters["level"] == level].reset_index(drop=True)
-shown_columns = ["cluster", "name", "size", "share", "top_label", "purity", "label_mix"] + \
-    [c for c in ("accuracy", "easy-to-learn_share", "ambiguous_share", "hard-to-learn_share", "label_issue_share")
+shown_columns = ["cluster", "name", "size", "share"] + (["accuracy"] if "accuracy" in table.columns else []) + \
+    ["purity", "top_label", "label_mix"] + \
+    [c for c in ("easy-to-learn_share", "ambiguous_share", "hard-to-learn_share", "label_issue_share")
      if c in table.columns] + [c for c in table.columns if c.startswith("mean_")]
 if level == "fine":
     shown_columns.insert(1, "parent")
@@ -109,6 +110,12 @@ with st.container(border=True):
             st.rerun()
         except ValueError as exc:
             st.error(str(exc))
+
+    representatives = [str(i) for i in (row.get("representatives") if row.get("representatives") is not None else [])]
+    if representatives:
+        st.markdown("**Representative members** (nearest the cluster's centre)")
+        shown = examples.set_index("id").loc[[i for i in representatives if i in set(members["id"])]].reset_index()
+        example_table(shown[[c for c in ("id", "label", "text", "image") if c in shown.columns]], kind=dataset.kind)
 
     if level == "coarse":
         inside = clusters[(clusters["level"] == "fine") & (clusters["parent"] == picked)]
@@ -198,7 +205,7 @@ st.caption("Caps the share of any one cluster, as in cluster-based balanced samp
            "give up examples so small ones are represented. Members are drawn at random.")
 b1, b2, b3, b4 = st.columns(4)
 size = b1.number_input("Subset size", 1, len(examples), min(1000, max(1, len(examples) // 2)), step=100,
-                       key="subpop_balanced_size")
+                       key=f"subpop_balanced_size_{dataset.fingerprint}")
 cap = b2.slider("Cap per cluster", 0.01, 1.0, 0.2, 0.01, key="subpop_balanced_cap", format="%.2f",
                 help="The largest share of the subset one cluster may have.")
 balance_level = b3.radio("Across", list(LEVELS), horizontal=True, key="subpop_balanced_level")

@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 NOISE = -1
+ALGORITHM_VERSION = 2  # part of the cache key: bump when the clustering changes its results
 METHODS = ("kmeans", "hdbscan")
 K_LADDER = (2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50)
 Progress = Callable[[float, str], None]
@@ -63,7 +64,7 @@ class ClusterConfig:
             raise ValueError("k_max and fine_k_max must be at least 2")
 
     def params(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "version": ALGORITHM_VERSION}
 
 
 @dataclass(frozen=True, eq=False)

@@ -231,7 +231,7 @@ if rows is not None:
     st.caption(note)
     preview = map_figure(examples["x"].to_numpy(), examples["y"].to_numpy(),
                          colour=pd.Series(np.where(subset, "in the subset", "not in it")), colour_name="subset",
-                         selected=subset, size=4.0 if len(examples) > 20_000 else 6.0, opacity=0.8, height=420,
+                         size=4.0 if len(examples) > 20_000 else 6.0, opacity=0.8, height=420,
                          uirevision=f"balanced-{dataset.fingerprint}")
     st.plotly_chart(preview.figure, width="stretch", key="subpop_balanced_map")
     send, download = st.columns(2)

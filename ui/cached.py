@@ -222,5 +222,112 @@ def balanced_rows(run_path: str, stamp: tuple, column: str, _examples, size: int
     return balanced_sample(_examples[column].to_numpy(), size, cap=cap, seed=seed, include_noise=include_noise)
 
 
+
+def save_cluster_name(fingerprint: str, run_path: str, level: str, cluster: int, name: str) -> str:
+    """Rename a cluster of a run (saved in the workspace; read back by :func:`clusters_table`)."""
+    from analytics.clusters import save_cluster_name as _save
+    from analytics.workspace import Workspace
+
+    return _save(Workspace.default(), fingerprint, run_path, level, cluster, name)
+
+
+def slice_config(manifest: dict):
+    from analytics.pipeline import run_slice_config
+
+    return run_slice_config(manifest)
+
+
+def slice_members(features, names, codes):
+    """Mask of the examples in a listed slice."""
+    from analytics.slices import slice_mask
+
+    return slice_mask(features, list(names), list(codes))
+
 # ----------------------------------------------------------------------------- review and export
 
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _review_store(url: str | None, workspace_root: str):
+    from analytics.store import ReviewStore
+
+    return ReviewStore.open(url, workspace_root=workspace_root)
+
+
+def review_store():
+    """The review database, opened (created or upgraded) once per server and database: the
+    ``CARTOGRAPHER_DATABASE_URL`` server when set, else ``review.sqlite`` in the workspace."""
+    import os
+
+    from analytics.store import DATABASE_URL_ENV
+    from analytics.workspace import default_root
+
+    return _review_store(os.environ.get(DATABASE_URL_ENV) or None, str(default_root().resolve()))
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """The errors whose message is written for the user (review and export requests)."""
+    from analytics.export import ExportError
+    from analytics.store import ReviewError
+
+    return (ReviewError, ExportError)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def neighbors(run_path: str, stamp: tuple, _run):
+    """The run's k-nearest-neighbour graph: (indices, distances), each of shape (n, k)."""
+    return _run.neighbors()
+
+
+def reviewer_agreement(current):
+    """Pairwise percent agreement and Cohen's kappa, Fleiss' kappa for three or more (never
+    cached: decisions arrive all the time)."""
+    from analytics.agreement import reviewer_agreement as _agreement
+
+    return _agreement(current)
+
+
+def export_table(dataset, scores, *, ids=None, store=None, session=None, score_columns=(),
+                 apply_outcome: bool = False, description: str = ""):
+    """The rows to export and their provenance: a session's examples with its decisions when
+    ``session`` is given, else the examples ``ids``."""
+    from analytics.export import Provenance, session_frame, session_provenance, subset_frame
+
+    if session is not None:
+        frame = session_frame(dataset, store, session, scores=scores, score_columns=score_columns,
+                              apply_outcome=apply_outcome)
+        return frame, session_provenance(store, session, fingerprint=dataset.fingerprint,
+                                         applied_outcome=apply_outcome)
+    frame = subset_frame(dataset, ids=ids, scores=scores, score_columns=score_columns)
+    return frame, Provenance(fingerprint=dataset.fingerprint, description=description)
+
+
+def export_download(frame, provenance, fmt: str):
+    """The export in memory, for st.download_button (data, manifest, MIME type, suffix)."""
+    from analytics.export import export_bytes
+
+    return export_bytes(frame, provenance, fmt=fmt)
+
+
+def export_to_workspace(frame, provenance, fmt: str, stem: str):
+    """Write the export and its manifest under ``<workspace>/exports/``; returns the result
+    (paths, manifest, rows)."""
+    from analytics.export import EXPORT_FORMATS, write_export
+    from analytics.workspace import default_root
+
+    path = default_root().resolve() / "exports" / f"{stem}{EXPORT_FORMATS[fmt]}"
+    return write_export(frame, path, provenance, fmt=fmt)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def filter_columns(run_path: str, stamp: tuple, _examples, max_values: int) -> list[str]:
+    """Columns a filter can pick values of: at most ``max_values`` distinct values (labels,
+    splits, regions, clusters, metadata), not ids, texts, image paths or map coordinates."""
+    skip = {"id", "text", "image", "x", "y", "pca_x", "pca_y"}
+
+    def few_values(column) -> bool:
+        try:
+            return column.nunique(dropna=True) <= max_values
+        except TypeError:  # a column of vectors or lists
+            return False
+
+    return [c for c in _examples.columns if c not in skip and few_values(_examples[c])]

@@ -7,10 +7,6 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from analytics.clusters import save_cluster_name
-from analytics.pipeline import run_slice_config
-from analytics.slices import slice_mask
-from analytics.workspace import Workspace
 from ui import cached
 from ui.analysis import page_run
 from ui.components import example_table
@@ -106,7 +102,7 @@ with st.container(border=True):
                                  help=f"Automatic name: {row['auto_name']}. Leave empty to restore it.")
     if rename.button("Save name", key="subpop_save_name", disabled=new_name == row["name"]):
         try:
-            save_cluster_name(Workspace.default(), dataset.fingerprint, str(run.path), level, int(picked), new_name)
+            cached.save_cluster_name(dataset.fingerprint, str(run.path), level, int(picked), new_name)
             st.rerun()
         except ValueError as exc:
             st.error(str(exc))
@@ -143,7 +139,7 @@ with st.container(border=True):
     with right:
         st.markdown("**Its worst slices**")
         inner = cached.slices_within(str(run.path), stamp, column, int(picked), examples, clusters,
-                                     run_slice_config(run.manifest)) if has_errors else None
+                                     cached.slice_config(run.manifest)) if has_errors else None
         if inner is None or inner.empty:
             st.caption("No slice inside this cluster does clearly worse than the cluster as a whole.")
         else:
@@ -175,7 +171,7 @@ if slices is None:
 elif slices.empty:
     st.success("No slice does clearly worse than overall.")
 else:
-    config = run_slice_config(run.manifest)
+    config = cached.slice_config(run.manifest)
     st.caption(
         f"Clusters, metadata values, binned numeric columns and pairs of them with at least "
         f"{config.support(len(examples)):,} examples, ranked by the lower end of the 95% interval of "
@@ -193,7 +189,7 @@ else:
                                 format_func=lambda i: f"{i + 1}. {top.loc[i, 'slice']} ({top.loc[i, 'support']:,})")
     features = cached.slice_features(str(run.path), stamp, examples, clusters, config)
     chosen = top.loc[slice_choice]
-    mask = slice_mask(features, list(chosen["features"]), list(chosen["codes"]))
+    mask = cached.slice_members(features, chosen["features"], chosen["codes"])
     slice_mode = st.radio("A new selection", MODES, horizontal=True, key="subpop_slice_mode")
     if st.button(f"Select this slice ({int(mask.sum()):,})", key="subpop_select_slice"):
         set_selection(dataset.fingerprint, ids[mask], source=f"subpopulations: slice {chosen['slice']}", mode=slice_mode)

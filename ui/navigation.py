@@ -20,4 +20,5 @@ PAGES: tuple[PageSpec, ...] = (
     PageSpec("views/data_map.py", "Data map", "data-map", ":material/insights:"),
     PageSpec("views/hardness.py", "Hardness", "hardness", ":material/leaderboard:"),
     PageSpec("views/subpopulations.py", "Subpopulations", "subpopulations", ":material/workspaces:"),
+    PageSpec("views/review.py", "Review", "review", ":material/rate_review:"),
 )

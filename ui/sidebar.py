@@ -10,6 +10,7 @@ from analytics.datasets import AUTO, NO_COLUMN, ColumnRoles, DatasetError, Missi
 from analytics.pipeline import RunError, is_run_dir
 from analytics.samples import SAMPLES
 from ui import cached, state
+from ui.figures import escape_markdown
 
 _OPEN_PATH = "Open a file or folder…"
 _AUTO_LABEL, _NONE_LABEL = "(detect)", "(none)"
@@ -18,7 +19,13 @@ _ENCODINGS = ("utf-8", "latin-1", "cp1252", "utf-16")
 
 
 def dataset_sidebar() -> None:
-    """Draw the dataset picker and put the loaded dataset (or the error) in session state."""
+    """Draw the dataset picker and put the loaded dataset (or the error) in session state; then
+    who is reviewing."""
+    _dataset_picker()
+    reviewer_sidebar()
+
+
+def _dataset_picker() -> None:
     sidebar = st.sidebar
     sidebar.title("Data Cartographer")
     titles = [s.title for s in SAMPLES] + [_OPEN_PATH]
@@ -112,3 +119,26 @@ def _set_result(dataset, error: str | None) -> None:
         st.session_state.pop(state.DATASET_ERROR, None)
     else:
         st.session_state[state.DATASET_ERROR] = error
+
+
+def reviewer_sidebar() -> None:
+    """Who is reviewing: the signed-in user when the deployment configures Streamlit's login
+    (``st.login``), else a name typed here. Review decisions and sessions are recorded under it."""
+    login = _login_identity()
+    if login:
+        st.session_state[state.REVIEWER] = login
+        st.sidebar.caption(f"Reviewing as **{escape_markdown(login)}** (signed in).")
+        return
+    st.sidebar.text_input("Your name (for reviews)", key=state.REVIEWER, max_chars=200,
+                          placeholder="e.g. Ada",
+                          help="Recorded with every review decision and as the owner of the "
+                               "sessions you create. With a login configured, the login is used.")
+
+
+def _login_identity() -> str:
+    """The signed-in user's e-mail (unique, so two people of the same name stay apart), else
+    their name; "" without a configured login."""
+    user = st.user
+    if not user.get("is_logged_in"):
+        return ""
+    return str(user.get("email") or user.get("name") or "").strip()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
 from tests.browser.conftest import pick, wait_idle
@@ -16,9 +17,16 @@ def test_open_a_cluster_and_send_it_to_the_selection(page, app_url):
     expect(page.get_by_test_id("stSidebar").get_by_text("digits: 1,797 examples")).to_be_visible(timeout=60_000)
     expect(page.get_by_text("Harmony")).to_be_visible(timeout=60_000)
     wait_idle(page)
-    # open the second cluster of the list
-    page.locator("[data-testid=stSelectbox]").filter(has_text="Open a cluster").first.click()
+    # open the second cluster of the list (a click during a rerun can be lost: try again)
+    box = page.locator("[data-testid=stSelectbox]").filter(has_text="Open a cluster").first
     option = page.get_by_role("option").nth(1)
+    for attempt in range(4):
+        box.click()
+        try:
+            option.wait_for(state="visible", timeout=10_000)
+            break
+        except PlaywrightTimeout:
+            wait_idle(page)
     chosen = option.inner_text()
     cluster, size = re.match(r"(\d+) · .* \(([\d,]+)\)$", chosen).groups()
     option.click()

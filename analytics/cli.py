@@ -3,6 +3,7 @@
     cartographer analyze DATASET [--embeddings FILE | --checkpoint PATH] [--dynamics DIR]
                          [--clusters kmeans|hdbscan|none] [--n-clusters K] --out DIR
     cartographer export-dynamics RUN_DIR --out DIR [--seed S]
+    cartographer impact RUN_DIR --out DIR [--experiment pruning|easy-hard|what-if] [...]
     cartographer validate DATASET [--label COL] [--id COL] [--text COL] [--image COL] [--split COL]
     cartographer samples
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from analytics.datasets import ColumnRoles, DatasetError, MissingLabelsError, load_dataset
 from analytics.dynamics import DynamicsError
@@ -123,10 +125,130 @@ def _export_dynamics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _impact(args: argparse.Namespace) -> int:
+    """Run one curation-impact experiment on a run folder and write its report."""
+    from dataclasses import replace
+
+    import numpy as np
+    import pandas as pd
+
+    from analytics import impact
+    from analytics.impact_report import write_report
+    from analytics.pipeline import load_run
+
+    run = load_run(args.run)
+    data = impact.impact_data(run)
+    if data.scores.empty:
+        raise RunError(f"{run.path}: this run has no scores (it was analysed with --no-scores).")
+    if args.probe == "run":
+        if data.probe is None:
+            raise RunError(f"{run.path}: its dynamics did not come from a probe; use --probe linear.")
+        probe = data.probe
+    else:
+        probe = impact.IMPACT_PROBE
+    probe = replace(probe, device=args.device, **({"epochs": args.epochs} if args.epochs else {}))
+    evaluation = impact.Evaluation(method=args.evaluation, test_split=args.test_split, folds=args.folds,
+                                   repeats=args.repeats)
+    common = dict(seeds=args.seeds, evaluation=evaluation, probe=probe)
+    changes = None
+    if args.experiment == "pruning":
+        scores = tuple(args.scores or [s for s in impact.PRUNING_SCORES if s in data.scores.columns])
+        config = impact.PruningConfig(scores=scores, direction=args.direction, offset=args.offset,
+                                      fractions=tuple(args.fractions), class_balanced=args.class_balanced,
+                                      random_baseline=not args.no_random, **common)
+    elif args.experiment == "easy-hard":
+        config = impact.EasyHardConfig(score=args.score, buckets=args.buckets, by_cluster=args.by_cluster, **common)
+    else:
+        given = [bool(args.session), bool(args.remove_ids), bool(args.remove_flagged)]
+        if sum(given) != 1:
+            raise RunError("what-if needs exactly one of --session, --remove-ids or --remove-flagged.")
+        if args.session:
+            from analytics.store import ReviewStore
+
+            with ReviewStore.open(args.database_url) as store:
+                session = store.get_session(int(args.session) if args.session.isdigit() else args.session)
+                changes = impact.changes_from_outcome(store.outcome(session.id), source=f"session '{session.name}'")
+        elif args.remove_ids:
+            lines = Path(args.remove_ids).read_text(encoding="utf-8").splitlines()
+            changes = impact.changes_from_ids([line.strip() for line in lines if line.strip()],
+                                              source=f"ids in {Path(args.remove_ids).name}")
+        else:
+            column = args.remove_flagged
+            if column not in run.examples.columns:
+                raise RunError(f"{run.path}: no column '{column}' to remove flagged rows by.")
+            flagged = pd.to_numeric(run.examples[column], errors="coerce").fillna(0).to_numpy() != 0
+            changes = impact.changes_from_ids(run.examples["id"].astype(str).to_numpy()[flagged],
+                                              source=f"rows flagged by {column}")
+        config = impact.WhatIfConfig(evaluate_on=args.evaluate_on, **common)
+    print(f"{run.path}: {args.experiment} on {data.n:,} examples; {impact.describe_evaluation(data, evaluation)}; "
+          f"probe: {impact.describe_probe(probe)}", file=sys.stderr)
+    last = {"time": 0.0}
+
+    def progress(fraction: float, message: str) -> None:
+        now = time.monotonic()
+        if fraction >= 1.0 or now - last["time"] > 5:
+            print(f"[{fraction:4.0%}] {message}", file=sys.stderr, flush=True)
+            last["time"] = now
+
+    result = impact.run_experiment(args.experiment, data, config, changes=changes, progress=progress)
+    files = write_report(result, args.out)
+    with np.printoptions(precision=4):
+        print(result.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"wrote {', '.join(f.name for f in files)} to {args.out}"
+          + (" (from the workspace cache)" if result.info.get("cached") else ""))
+    return 0
+
+
 def _samples(_: argparse.Namespace) -> int:
     for sample in SAMPLES:
         print(f"{sample.key:<16} {sample.path}\n  {sample.description}")
     return 0
+
+
+def _add_impact_parser(commands) -> None:
+    from analytics.impact import DEFAULT_FRACTIONS, DIRECTIONS
+
+    impact = commands.add_parser(
+        "impact", help="retrain the probe to measure what curation does: pruning curves, easy-to-hard, what-if")
+    impact.add_argument("run", help="a run folder written by `cartographer analyze` or the app")
+    impact.add_argument("--out", required=True, metavar="DIR", help="folder for the CSV, JSON and HTML report")
+    impact.add_argument("--experiment", choices=("pruning", "easy-hard", "what-if"), default="pruning")
+    common = impact.add_argument_group("evaluation and probe")
+    common.add_argument("--evaluation", choices=("auto", "test-split", "cross-validation"), default="auto",
+                        help="auto: the test split when the data has one, else cross-validation")
+    common.add_argument("--test-split", default="test", metavar="NAME", help="the held-out split's name")
+    common.add_argument("--folds", type=int, default=5)
+    common.add_argument("--repeats", type=int, default=1, help="cross-validation repeats (reshuffled folds)")
+    common.add_argument("--seeds", type=int, default=3, help="probe seeds (and random draws) per point")
+    common.add_argument("--probe", choices=("linear", "run"), default="linear",
+                        help="linear: a cheap linear head; run: the probe the analysis trained")
+    common.add_argument("--epochs", type=int, default=None, help="override the probe's epochs")
+    common.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when present)")
+    pruning = impact.add_argument_group("pruning curves")
+    pruning.add_argument("--scores", nargs="+", metavar="SCORE",
+                         help="score columns to rank by (default: el2n, forgetting_events, aum, confidence, "
+                              "label_quality, knn_shapley, those present); random is added")
+    pruning.add_argument("--direction", choices=tuple(DIRECTIONS), default="drop-hardest")
+    pruning.add_argument("--offset", type=float, default=0.0,
+                         help="window only: share of the ranking skipped from the hardest end")
+    pruning.add_argument("--fractions", type=float, nargs="+", default=list(DEFAULT_FRACTIONS), metavar="F",
+                         help="kept fractions (default 0.1 0.2 … 1.0)")
+    pruning.add_argument("--class-balanced", action="store_true", help="keep the same fraction of every class")
+    pruning.add_argument("--no-random", action="store_true", help="leave out the random baseline")
+    easy = impact.add_argument_group("easy to hard")
+    easy.add_argument("--score", default="el2n", help="the hardness score that makes the buckets")
+    easy.add_argument("--buckets", type=int, default=3, choices=(2, 3, 4, 5))
+    easy.add_argument("--by-cluster", action="store_true", help="stratify by class and cluster")
+    what_if = impact.add_argument_group("what-if (one of --session, --remove-ids, --remove-flagged)")
+    what_if.add_argument("--session", metavar="NAME|ID", help="a review session: drops removed, relabels applied")
+    what_if.add_argument("--database-url", default=None,
+                         help="the review database (default: $CARTOGRAPHER_DATABASE_URL or the workspace's)")
+    what_if.add_argument("--remove-ids", metavar="FILE", help="a text file of example ids to remove, one a line")
+    what_if.add_argument("--remove-flagged", metavar="COLUMN",
+                         help="remove the rows where a run column is true, e.g. label_issue")
+    what_if.add_argument("--evaluate-on", choices=("curated", "original"), default="curated",
+                         help="judge on the labels after the changes (removed rows not judged) or the original ones")
+    impact.set_defaults(handler=_impact)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, metavar="DIR")
     export.add_argument("--seed", type=int, default=0, help="which probe seed to export")
     export.set_defaults(handler=_export_dynamics)
+    _add_impact_parser(commands)
     samples = commands.add_parser("samples", help="list the bundled sample datasets")
     samples.set_defaults(handler=_samples)
     return parser

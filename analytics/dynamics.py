@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -34,6 +36,9 @@ __all__ = [
     "checkpoint_dynamics",
     "train_probe",
     "cross_fit_probabilities",
+    "ProbeStack",
+    "fit_probes",
+    "predict_probes",
 ]
 
 Progress = Callable[[float, str], None]
@@ -340,3 +345,189 @@ def cross_fit_probabilities(features: np.ndarray, gold: np.ndarray, n_classes: i
         fold_of[held_out] = fold
     progress(1.0, "Held-out probabilities ready")
     return probabilities, fold_of
+
+
+# --------------------------------------------------------------------------- many probes at once
+
+
+@dataclass(frozen=True, eq=False)
+class ProbeStack:
+    """M probes of one architecture, trained side by side (see :func:`fit_probes`).
+
+    Attributes
+    ----------
+    layers : tuple of (weight, bias) torch tensors
+        weight of shape (M, d_in, d_out), bias of shape (M, 1, d_out); one pair for a linear
+        head, two (with a ReLU between) for a one-hidden-layer head.
+    n_classes : int
+    """
+
+    layers: tuple
+    n_classes: int
+
+    @property
+    def n_probes(self) -> int:
+        return int(self.layers[0][0].shape[0])
+
+    def logits(self, x):
+        """Logits of every probe on ``x`` (torch tensor (q, d) shared by all, or (M, q, d)):
+        a tensor of shape (M, q, n_classes)."""
+        import torch
+
+        out = x
+        for position, (weight, bias) in enumerate(self.layers):
+            out = torch.matmul(out, weight) + bias
+            if position < len(self.layers) - 1:
+                out = torch.relu(out)
+        return out
+
+
+# Members trained together are capped so one minibatch's activations stay near 64M floats.
+_STACK_FLOATS = 1 << 26
+# Below this many floats per minibatch, a CPU step is faster on one thread: handing tiny matrix
+# products to a second thread costs more than the arithmetic (25x slower on a busy 2-core box).
+_PARALLEL_FLOATS = 1 << 22
+_threads_lock = threading.Lock()
+_threads_state = {"users": 0, "saved": 1}
+
+
+@contextmanager
+def _one_thread_if_small(work: int, device):
+    """Run small CPU training on one thread; restores the thread count when the last user leaves."""
+    import torch
+
+    if device.type != "cpu" or work >= _PARALLEL_FLOATS:
+        yield
+        return
+    with _threads_lock:
+        if _threads_state["users"] == 0:
+            _threads_state["saved"] = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _threads_state["users"] += 1
+    try:
+        yield
+    finally:
+        with _threads_lock:
+            _threads_state["users"] -= 1
+            if _threads_state["users"] == 0:
+                torch.set_num_threads(_threads_state["saved"])
+
+
+def fit_probes(features, rows: np.ndarray, targets: np.ndarray, n_classes: int,
+               config: ProbeConfig = ProbeConfig(), *, seeds: Sequence[int],
+               progress: Progress | None = None) -> ProbeStack:
+    """Train M probes side by side, probe i on the rows ``rows[i]`` with labels ``targets[i]``.
+
+    Each probe is the probe of :func:`cross_fit_probabilities`, trained as it is: the head of
+    ``config`` initialised after ``torch.manual_seed(seed)``, AdamW with the same learning rate
+    and weight decay, ``config.epochs`` epochs over its rows in the order of
+    ``torch.randperm`` from a CPU generator seeded with ``seed``, minibatches of
+    ``config.batch_for(m)`` and the mean cross-entropy per minibatch. The probes share no
+    parameters and AdamW is element-wise, so training them in one batched pass is training
+    each alone (up to floating-point rounding); it only saves the per-step overhead that
+    dominates many small fits.
+
+    Parameters
+    ----------
+    features : ndarray or torch tensor of shape (n, d)
+        Used as given (standardise beforehand); a tensor already on the device is not copied.
+    rows : ndarray of shape (M, m), int
+        Probe i's training rows (every probe trains on m rows).
+    targets : ndarray of shape (M, m), int
+        The class index each probe learns for each of its rows.
+    seeds : sequence of M ints
+    """
+    import torch
+
+    from analytics.device import default_device
+
+    rows = np.asarray(rows, dtype=np.int64)
+    targets = np.asarray(targets, dtype=np.int64)
+    seeds = [int(s) for s in seeds]
+    if rows.ndim != 2 or rows.shape != targets.shape or len(seeds) != rows.shape[0]:
+        raise ValueError(f"rows {rows.shape} and targets {targets.shape} must both be (M, m), with "
+                         f"one seed per probe (got {len(seeds)}).")
+    if rows.shape[1] == 0:
+        raise ValueError("Every probe needs at least one training row.")
+    if targets.min() < 0 or targets.max() >= n_classes:
+        raise ValueError(f"targets must be class indices in 0..{n_classes - 1}.")
+    progress = progress or (lambda fraction, message: None)
+    device = default_device(config.device)
+    x_all = torch.as_tensor(np.asarray(features, dtype=np.float32) if isinstance(features, np.ndarray)
+                            else features, device=device)
+    d, m = x_all.shape[1], rows.shape[1]
+    batch_size = config.batch_for(m)
+    chunk = max(1, _STACK_FLOATS // (batch_size * max(d, config.hidden, n_classes)))
+    parts = []
+    width = max(d, config.hidden, n_classes)
+    for start in range(0, len(seeds), chunk):
+        progress(start / len(seeds), f"Training probes {start + 1}-{min(start + chunk, len(seeds))} of {len(seeds)}")
+        members = min(chunk, len(seeds) - start)
+        with _one_thread_if_small(members * batch_size * width, device):
+            parts.append(_fit_stack(x_all, rows[start:start + chunk], targets[start:start + chunk], n_classes,
+                                    config, seeds[start:start + chunk], batch_size, device))
+    progress(1.0, "Probes trained")
+    layers = tuple((torch.cat([p[i][0] for p in parts]), torch.cat([p[i][1] for p in parts]))
+                   for i in range(len(parts[0])))
+    return ProbeStack(layers=layers, n_classes=n_classes)
+
+
+def _fit_stack(x_all, rows: np.ndarray, targets: np.ndarray, n_classes: int, config: ProbeConfig,
+               seeds: list[int], batch_size: int, device) -> tuple:
+    import torch
+
+    d = x_all.shape[1]
+    initial = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        head = _head(d, n_classes, config.hidden)
+        linears = [head] if config.hidden <= 0 else [head[0], head[2]]
+        initial.append([(layer.weight.detach().T.contiguous(), layer.bias.detach()[None].clone())
+                        for layer in linears])
+    layers = [(torch.stack([member[i][0] for member in initial]).to(device).requires_grad_(),
+               torch.stack([member[i][1] for member in initial]).to(device).requires_grad_())
+              for i in range(len(initial[0]))]
+    stack = ProbeStack(layers=tuple(layers), n_classes=n_classes)
+    optimiser = torch.optim.AdamW([p for layer in layers for p in layer], lr=config.learning_rate,
+                                  weight_decay=config.weight_decay)
+    generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
+    member_rows = torch.from_numpy(rows).to(device)
+    member_targets = torch.from_numpy(targets).to(device)
+    members, m = rows.shape
+    for _ in range(config.epochs):
+        order = torch.stack([torch.randperm(m, generator=g) for g in generators]).to(device)
+        epoch_rows = member_rows.gather(1, order)
+        epoch_targets = member_targets.gather(1, order)
+        for start in range(0, m, batch_size):
+            batch = epoch_rows[:, start:start + batch_size]
+            output = stack.logits(x_all[batch])
+            losses = torch.nn.functional.cross_entropy(
+                output.reshape(-1, n_classes), epoch_targets[:, start:start + batch_size].reshape(-1),
+                reduction="none").view(members, -1).mean(1)
+            optimiser.zero_grad(set_to_none=True)
+            losses.sum().backward()  # each probe's gradient is that of its own mean loss
+            optimiser.step()
+    return tuple((w.detach(), b.detach()) for w, b in layers)
+
+
+def predict_probes(stack: ProbeStack, features, rows: np.ndarray) -> np.ndarray:
+    """Class probabilities of every probe of ``stack`` on the rows ``rows`` of ``features``.
+
+    Returns
+    -------
+    ndarray of shape (M, len(rows), n_classes), float32
+    """
+    import torch
+
+    weight = stack.layers[0][0]
+    x_all = torch.as_tensor(np.asarray(features, dtype=np.float32) if isinstance(features, np.ndarray)
+                            else features, device=weight.device)
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.empty((stack.n_probes, len(rows), stack.n_classes), dtype=np.float32)
+    widest = max(w.shape[2] for w, _ in stack.layers)
+    step = max(1, _STACK_FLOATS // (stack.n_probes * widest))
+    with torch.inference_mode():
+        for start in range(0, len(rows), step):
+            chunk = torch.from_numpy(rows[start:start + step]).to(weight.device)
+            out[:, start:start + len(chunk)] = torch.softmax(stack.logits(x_all[chunk]), -1).cpu().numpy()
+    return out

@@ -331,3 +331,14 @@ def filter_columns(run_path: str, stamp: tuple, _examples, max_values: int) -> l
             return False
 
     return [c for c in _examples.columns if c not in skip and few_values(_examples[c])]
+
+
+# ----------------------------------------------------------------------------- curation impact
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the embeddings for the experiments…")
+def impact_data(run_path: str, stamp: tuple, _run):
+    """The run's embeddings, labels and scores for the impact experiments (read once per run)."""
+    from analytics.impact import impact_data as _impact_data
+
+    return _impact_data(_run)

@@ -21,4 +21,5 @@ PAGES: tuple[PageSpec, ...] = (
     PageSpec("views/hardness.py", "Hardness", "hardness", ":material/leaderboard:"),
     PageSpec("views/subpopulations.py", "Subpopulations", "subpopulations", ":material/workspaces:"),
     PageSpec("views/review.py", "Review", "review", ":material/rate_review:"),
+    PageSpec("views/impact.py", "Impact", "impact", ":material/science:"),
 )

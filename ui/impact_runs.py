@@ -1,0 +1,181 @@
+"""The Impact page's link to the engine: configurations, results already in the workspace,
+experiments run in background threads with progress, figures and downloads.
+
+One job per experiment key (run × configuration × changes), shared by every session of the
+server, as the analysis jobs of :mod:`ui.jobs` are. Threads never touch Streamlit; the page polls
+the job and, once it is done, reads the result from the workspace.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+import time
+from dataclasses import dataclass, field
+
+import plotly.graph_objects as go
+
+from analytics.impact import (  # noqa: F401  (re-exported for the page)
+    BUCKET_NAMES,
+    DEFAULT_FRACTIONS,
+    DIRECTIONS,
+    IMPACT_PROBE,
+    PRUNING_SCORES,
+    RANDOM,
+    SCORE_NOTE,
+    VARIANTS,
+    Changes,
+    EasyHardConfig,
+    Evaluation,
+    ImpactData,
+    ImpactError,
+    ImpactResult,
+    PruningConfig,
+    WhatIfConfig,
+    changes_from_ids,
+    changes_from_outcome,
+    describe_evaluation,
+    describe_probe,
+    result_key,
+    run_experiment,
+    stored_result,
+)
+from analytics.impact_report import figure_html, figure_spec, report_stem
+from analytics.workspace import Workspace
+
+
+@dataclass
+class ImpactJob:
+    key: str
+    experiment: str
+    started: float = field(default_factory=time.monotonic)
+    fraction: float = 0.0
+    message: str = "Waiting to start"
+    result: ImpactResult | None = None
+    error: str | None = None
+    thread: threading.Thread | None = field(default=None, repr=False)
+
+    @property
+    def done(self) -> bool:
+        return self.result is not None or self.error is not None
+
+
+_jobs: dict[str, ImpactJob] = {}
+_lock = threading.Lock()
+
+
+def key(experiment: str, data: ImpactData, config, changes: Changes | None = None) -> str:
+    return result_key(experiment, data, config, changes=changes)
+
+
+def stored(experiment: str, data: ImpactData, config, changes: Changes | None = None) -> ImpactResult | None:
+    """The result in the workspace, or None (reads a few small files; never computes)."""
+    return stored_result(experiment, data, config, changes=changes, workspace=Workspace.default())
+
+
+def job(job_key: str) -> ImpactJob | None:
+    with _lock:
+        return _jobs.get(job_key)
+
+
+def start(experiment: str, data: ImpactData, config, changes: Changes | None = None) -> ImpactJob:
+    """Start the experiment in the background, or join the one already running."""
+    job_key = key(experiment, data, config, changes)
+    workspace = Workspace.default()
+    with _lock:
+        running = _jobs.get(job_key)
+        if running is not None and running.error is None:
+            return running
+        new = _jobs[job_key] = ImpactJob(key=job_key, experiment=experiment)
+
+    def progress(fraction: float, message: str) -> None:
+        new.fraction, new.message = fraction, message
+
+    def work() -> None:
+        try:
+            new.result = run_experiment(experiment, data, config, changes=changes, workspace=workspace,
+                                        progress=progress)
+        except Exception as exc:  # shown on the page; the app keeps running
+            new.error = f"{type(exc).__name__}: {exc}"
+
+    new.thread = threading.Thread(target=work, name=f"impact-{experiment}-{job_key}", daemon=True)
+    new.thread.start()
+    return new
+
+
+def forget(job_key: str) -> None:
+    """Drop a finished job (its result stays in the workspace)."""
+    with _lock:
+        found = _jobs.get(job_key)
+        if found is not None and found.done:
+            del _jobs[job_key]
+
+
+def wait_all(timeout: float = 300.0) -> bool:
+    """Wait for every running experiment (tests); True if all finished in time."""
+    deadline = time.monotonic() + timeout
+    with _lock:
+        threads = [j.thread for j in _jobs.values() if j.thread is not None]
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return not any(thread.is_alive() for thread in threads)
+
+
+def figure(result: ImpactResult) -> go.Figure:
+    return go.Figure(figure_spec(result))
+
+
+def figure_html_bytes(result: ImpactResult) -> bytes:
+    """The figure as a self-contained HTML page (built only when downloaded)."""
+    return figure_html(figure_spec(result), title=f"Data Cartographer · {result.experiment}").encode("utf-8")
+
+
+def png_available() -> bool:
+    """Static PNG export needs kaleido, which the app does not install."""
+    return importlib.util.find_spec("kaleido") is not None
+
+
+def figure_png_bytes(result: ImpactResult) -> bytes:
+    return figure(result).to_image(format="png", width=1200, height=600, scale=2)
+
+
+def file_stem(result: ImpactResult, dataset_name: str) -> str:
+    return f"{dataset_name}-{report_stem(result.experiment)}"
+
+
+def probe_count(experiment: str, data: ImpactData, config) -> int:
+    """How many probes the experiment trains (to say what the Run button costs)."""
+    from analytics.impact import evaluation_splits
+
+    splits = len(evaluation_splits(data, config.evaluation))
+    if experiment == "pruning":
+        per_split = (len(config.scores) + int(config.random_baseline)) * len(config.fractions)
+    elif experiment == "easy-hard":
+        per_split = config.buckets + 1
+    else:
+        per_split = len(VARIANTS)
+    return per_split * config.seeds * splits
+
+
+def save_buckets(fingerprint: str, buckets, *, score: str, author: str) -> list[str]:
+    """Save each easy-to-hard bucket as a named selection ("easy by el2n", …); returns the names.
+    Nothing is saved when one of the names is taken (raises the selection error)."""
+    from analytics.selections import SelectionError, list_selections, save_selection
+
+    workspace = Workspace.default()
+    groups = list(buckets.sort_values("bucket_index", kind="stable").groupby("bucket", sort=False))
+    names = [f"{bucket} by {score}" for bucket, _ in groups]
+    taken = sorted(set(names) & {s.name for s in list_selections(workspace, fingerprint)})
+    if taken:
+        raise SelectionError(f"Selections named {', '.join(repr(t) for t in taken)} already exist; "
+                             "rename or delete them first.")
+    for name, (bucket, rows) in zip(names, groups):
+        save_selection(workspace, fingerprint, name, rows["id"],
+                       source=f"impact: easy-to-hard bucket '{bucket}' by {score}", author=author)
+    return names
+
+
+def selection_errors() -> tuple[type[Exception], ...]:
+    from analytics.selections import SelectionError
+
+    return (SelectionError,)

@@ -46,3 +46,17 @@ def clean_app_caches():
     yield
     assert jobs.wait_all(timeout=300), "a background analysis job did not finish"
     cached.clear_all()
+
+
+def open_page(page: str, sample: str):
+    """An AppTest of the app with ``sample`` chosen in the sidebar, switched to ``page``
+    (a file under views/)."""
+    from streamlit.testing.v1 import AppTest
+
+    from analytics.samples import sample_by_key
+    from ui import state
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.session_state[state.DATASET_CHOICE] = sample_by_key(sample).title
+    at.run()
+    return at.switch_page(page).run()

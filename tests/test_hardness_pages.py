@@ -6,25 +6,14 @@ import json
 
 import numpy as np
 import pytest
-from streamlit.testing.v1 import AppTest
 
-from analytics.samples import sample_by_key
-from tests.conftest import ROOT
+from tests.conftest import open_page
 from ui import state
-
-APP = str(ROOT / "app.py")
 
 
 @pytest.fixture(autouse=True)
 def clean_caches(clean_app_caches):
     yield
-
-
-def open_page(page: str, sample: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.session_state[state.DATASET_CHOICE] = sample_by_key(sample).title
-    at.run()
-    return at.switch_page(page).run()
 
 
 def test_data_map_shows_regions_with_counts(use_analysed_workspace):

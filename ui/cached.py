@@ -204,14 +204,15 @@ def slice_features(run_path: str, stamp: tuple, _examples, _clusters, slice_conf
 
 
 @st.cache_data(max_entries=32, show_spinner="Finding the worst slices inside the cluster…")
-def slices_within(run_path: str, stamp: tuple, column: str, cluster: int, _examples, _clusters, slice_config):
+def slices_within(run_path: str, stamp: tuple, column: str, cluster: int, _examples, slice_config):
     """Slices inside one cluster, ranked against that cluster's own error rate."""
     from analytics.pipeline import discover_run_slices
 
     members = _examples[_examples[column] == cluster].reset_index(drop=True)
     if len(members) < 2 or "correct" not in members.columns:
         return None
-    return discover_run_slices(members.drop(columns=["cluster", "cluster_fine"]), _clusters, slice_config)
+    # the cluster columns are constant inside one cluster: not slice features here
+    return discover_run_slices(members.drop(columns=["cluster", "cluster_fine"]), None, slice_config)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

@@ -138,7 +138,7 @@ with st.container(border=True):
                 st.caption(" · ".join(f"{name}: {count:,}" for name, count in members["region"].value_counts().items()))
     with right:
         st.markdown("**Its worst slices**")
-        inner = cached.slices_within(str(run.path), stamp, column, int(picked), examples, clusters,
+        inner = cached.slices_within(str(run.path), stamp, column, int(picked), examples,
                                      cached.slice_config(run.manifest)) if has_errors else None
         if inner is None or inner.empty:
             st.caption("No slice inside this cluster does clearly worse than the cluster as a whole.")

@@ -669,10 +669,13 @@ def _fingerprint(table: pd.DataFrame, kind: str, image_hashes: np.ndarray | None
     digest.update(json.dumps({"kind": kind, "columns": list(map(str, table.columns)),
                               "dtypes": [str(t) for t in table.dtypes]}).encode())
     hashable = table.drop(columns=["image"]) if "image" in table.columns else table
-    # Object columns holding lists (e.g. precomputed vectors) are not hashable as-is.
-    hashable = hashable.apply(lambda c: c.map(repr) if c.dtype == object and
-                              c.map(lambda v: isinstance(v, (list, dict, np.ndarray))).any() else c)
-    digest.update(pd.util.hash_pandas_object(hashable, index=False).to_numpy().tobytes())
+    try:  # vectorised; no Python call per value
+        hashed = pd.util.hash_pandas_object(hashable, index=False).to_numpy()
+    except TypeError:  # object columns holding lists (e.g. precomputed vectors) are not hashable as-is
+        hashable = hashable.apply(lambda c: c.map(repr) if c.dtype == object and
+                                  c.map(lambda v: isinstance(v, (list, dict, np.ndarray))).any() else c)
+        hashed = pd.util.hash_pandas_object(hashable, index=False).to_numpy()
+    digest.update(hashed.tobytes())
     if image_hashes is not None:
         digest.update("\n".join(image_hashes).encode())
     return digest.hexdigest()[:20]

@@ -21,7 +21,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, ClassVar, Sequence
 
 import numpy as np
 
@@ -36,6 +36,9 @@ __all__ = [
     "checkpoint_dynamics",
     "train_probe",
     "cross_fit_probabilities",
+    "cross_fit_dynamics",
+    "fit_probe_run",
+    "resolve_scheme",
     "ProbeStack",
     "fit_probes",
     "predict_probes",
@@ -199,7 +202,13 @@ def checkpoint_dynamics(checkpoints: Sequence[str | Path], gold: np.ndarray, *, 
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    """A probe trained on the embeddings. ``hidden=0`` is a linear head."""
+    """A probe trained on the embeddings. ``hidden=0`` is a linear head.
+
+    ``scheme``: "independent" trains ``seeds`` probes on every example for the dynamics and
+    ``folds`` more for the out-of-fold probabilities; "cross-fit" gets both from ``seeds + 1``
+    probes (:func:`cross_fit_dynamics`; ``folds`` is then unused); "auto" picks cross-fit from
+    ``CROSS_FIT_FROM`` examples on (see :func:`resolve_scheme`).
+    """
 
     hidden: int = 256
     epochs: int = 10
@@ -209,6 +218,10 @@ class ProbeConfig:
     weight_decay: float = 1e-4
     folds: int = 5
     device: str | None = None
+    scheme: str = "auto"
+
+    #: "auto" trains cross-fitted dynamics (see :func:`cross_fit_dynamics`) from this many examples on.
+    CROSS_FIT_FROM: ClassVar[int] = 200_000
 
     def batch_for(self, n: int) -> int:
         """The given batch size, or about 100 steps per epoch (between 32 and 2048 examples)."""
@@ -234,15 +247,30 @@ def _head(d: int, k: int, hidden: int):
     return torch.nn.Sequential(torch.nn.Linear(d, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, k))
 
 
-def train_probe(features: np.ndarray, gold: np.ndarray, n_classes: int, config: ProbeConfig = ProbeConfig(),
-                *, progress: Progress | None = None) -> TrainingDynamics:
-    """Train the probe ``config.seeds`` times, recording every example's logits each epoch.
+def fit_probe_run(features, gold, train_rows: np.ndarray, held_rows: np.ndarray | None, seed: int,
+                  n_classes: int, config: ProbeConfig, *, record: bool = True,
+                  progress: Progress | None = None) -> dict:
+    """Train one probe on ``train_rows`` and return what it saw and what it predicts.
 
-    The logits are those of the training-mode forward pass of the minibatch that contains the
-    example, before that minibatch's update (as the reference implementation logs them). At the
-    early epoch, the squared norm of the last layer's input is recorded too, for GraNd.
+    The unit of work behind :func:`train_probe`, :func:`cross_fit_probabilities` and
+    :func:`cross_fit_dynamics` (and what a Ray worker runs): the head of ``config`` initialised
+    after ``torch.manual_seed(seed)``, AdamW, ``config.epochs`` epochs over ``train_rows`` in the
+    order of ``torch.randperm`` from a CPU generator seeded with ``seed``, minibatches of
+    ``config.batch_for(len(train_rows))``. With ``record``, each training row's logits are kept
+    from the training-mode forward pass of its minibatch, before that minibatch's update (as
+    the Dataset Cartography reference code logs them), and at ``config.early_epoch`` the
+    squared norm of the last layer's input (for GraNd).
 
-    Returns dynamics with logits of shape (seeds, epochs, n, n_classes), float32.
+    Parameters
+    ----------
+    features : ndarray or torch tensor of shape (n, d), float32, standardised
+    gold : ndarray or torch tensor of shape (n,), int64
+
+    Returns
+    -------
+    dict with ``logits`` (epochs, len(train_rows), n_classes) float32 and ``norms``
+    (len(train_rows),) float32 (both None without ``record``), and ``held_probs``
+    (len(held_rows), n_classes) float32: softmax of the trained probe on ``held_rows``.
     """
     import torch
 
@@ -250,101 +278,216 @@ def train_probe(features: np.ndarray, gold: np.ndarray, n_classes: int, config: 
 
     progress = progress or (lambda fraction, message: None)
     device = default_device(config.device)
-    x_all = torch.from_numpy(_standardise(features)).to(device)
-    y_all = torch.from_numpy(np.asarray(gold, dtype=np.int64)).to(device)
-    n, d = x_all.shape
-    batch_size = config.batch_for(n)
+    x_all = torch.as_tensor(features, device=device)
+    y_all = torch.as_tensor(gold, device=device)
+    train_rows = np.asarray(train_rows, dtype=np.int64)
+    m, d = len(train_rows), x_all.shape[1]
+    torch.manual_seed(seed)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    model = _head(d, n_classes, config.hidden).to(device)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    train_index = torch.from_numpy(train_rows).to(device)
+    batch_size = config.batch_for(m)
+    logits = np.empty((config.epochs, m, n_classes), dtype=np.float32) if record else None
+    norms = np.empty(m, dtype=np.float32) if record else None
+    captured = {}
+    last = model if config.hidden <= 0 else model[2]
+    hook = last.register_forward_hook(lambda module, inputs, output: captured.__setitem__("h", inputs[0])) \
+        if record else None
+    model.train()
+    for epoch in range(config.epochs):
+        progress(epoch / config.epochs, f"epoch {epoch + 1} of {config.epochs}")
+        permutation = torch.randperm(m, generator=generator).to(device)
+        order = train_index[permutation]
+        epoch_logits = torch.empty((m, n_classes), device=device) if record else None
+        for start in range(0, m, batch_size):
+            batch = order[start:start + batch_size]
+            output = model(x_all[batch])
+            if record:
+                positions = permutation[start:start + batch_size]
+                epoch_logits[positions] = output.detach()
+                if epoch == config.early_epoch:
+                    norms[positions.cpu().numpy()] = captured["h"].detach().pow(2).sum(1).cpu().numpy()
+            loss = torch.nn.functional.cross_entropy(output, y_all[batch])
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+        if record:
+            logits[epoch] = epoch_logits.cpu().numpy()
+    if hook is not None:
+        hook.remove()
+    held = np.asarray(held_rows if held_rows is not None else [], dtype=np.int64)
+    held_probs = np.empty((len(held), n_classes), dtype=np.float32)
+    model.eval()
+    with torch.inference_mode():
+        held_index = torch.from_numpy(held).to(device)
+        for start in range(0, len(held), 65536):
+            chunk = held_index[start:start + 65536]
+            held_probs[start:start + len(chunk)] = torch.softmax(model(x_all[chunk]), 1).cpu().numpy()
+    progress(1.0, "trained")
+    return {"logits": logits, "norms": norms, "held_probs": held_probs}
+
+
+def resolve_scheme(config: ProbeConfig, gold: np.ndarray) -> str:
+    """The training scheme a probe run uses: "independent" or "cross-fit" (see
+    :func:`cross_fit_dynamics`). "auto" is cross-fit from ``ProbeConfig.CROSS_FIT_FROM``
+    examples on, when every class has at least ``seeds + 1`` examples."""
+    if config.scheme not in ("auto", "independent", "cross-fit"):
+        raise ValueError(f"scheme must be 'auto', 'independent' or 'cross-fit', not {config.scheme!r}")
+    counts = np.bincount(np.asarray(gold, dtype=np.int64))
+    feasible = int(counts[counts > 0].min()) >= config.seeds + 1 and config.seeds >= 1
+    if config.scheme == "cross-fit":
+        if not feasible:
+            raise DynamicsError(f"Cross-fitted dynamics need at least {config.seeds + 1} examples of "
+                                f"every class; the smallest class has {int(counts[counts > 0].min())}.")
+        return "cross-fit"
+    if config.scheme == "auto" and feasible and len(gold) >= ProbeConfig.CROSS_FIT_FROM:
+        return "cross-fit"
+    return "independent"
+
+
+def _shared_inputs(features: np.ndarray, gold: np.ndarray, executor, config: ProbeConfig) -> dict:
+    """The standardised features and labels every unit reads: torch tensors on the device when
+    the units run here (no copy per unit), numpy arrays for a remote executor."""
+    x = _standardise(features)
+    y = np.asarray(gold, dtype=np.int64)
+    if executor is None or executor.name == "local":
+        import torch
+
+        from analytics.device import default_device
+
+        device = default_device(config.device)
+        return {"features": torch.from_numpy(x).to(device), "gold": torch.from_numpy(y).to(device)}
+    return {"features": x, "gold": y}
+
+
+def train_probe(features: np.ndarray, gold: np.ndarray, n_classes: int, config: ProbeConfig = ProbeConfig(),
+                *, progress: Progress | None = None, executor=None) -> TrainingDynamics:
+    """Train the probe ``config.seeds`` times on every example, recording every example's logits
+    each epoch (see :func:`fit_probe_run`; seed ``s`` for run ``s``).
+
+    Returns dynamics with logits of shape (seeds, epochs, n, n_classes), float32.
+    """
+    from analytics.parallel import LOCAL
+
+    executor = executor or LOCAL
+    n = len(gold)
     logits = np.empty((config.seeds, config.epochs, n, n_classes), dtype=np.float32)
     hidden_norms = np.empty((config.seeds, n), dtype=np.float32)
-    steps = config.seeds * config.epochs
-    for seed in range(config.seeds):
-        generator = torch.Generator(device="cpu").manual_seed(seed)
-        torch.manual_seed(seed)
-        model = _head(d, n_classes, config.hidden).to(device)
-        last = model if config.hidden <= 0 else model[2]
-        optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
-                                      weight_decay=config.weight_decay)
-        captured = {}
-        hook = last.register_forward_hook(lambda module, inputs, output: captured.__setitem__("h", inputs[0]))
-        model.train()
-        for epoch in range(config.epochs):
-            progress((seed * config.epochs + epoch) / steps,
-                     f"Probe: seed {seed + 1} of {config.seeds}, epoch {epoch + 1} of {config.epochs}")
-            order = torch.randperm(n, generator=generator).to(device)
-            epoch_logits = torch.empty((n, n_classes), device=device)
-            for start in range(0, n, batch_size):
-                batch = order[start:start + batch_size]
-                output = model(x_all[batch])
-                epoch_logits[batch] = output.detach()
-                if epoch == config.early_epoch:
-                    hidden_norms[seed, batch.cpu().numpy()] = captured["h"].detach().pow(2).sum(1).cpu().numpy()
-                loss = torch.nn.functional.cross_entropy(output, y_all[batch])
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-            logits[seed, epoch] = epoch_logits.cpu().numpy()
-        hook.remove()
-    progress(1.0, "Probe trained")
+    everything = np.arange(n, dtype=np.int64)
+
+    def consume(seed: int, result: dict) -> None:
+        logits[seed] = result["logits"]
+        hidden_norms[seed] = result["norms"]
+
+    executor.map(fit_probe_run, [{"seed": seed} for seed in range(config.seeds)],
+                 shared={**_shared_inputs(features, gold, executor, config), "train_rows": everything,
+                         "held_rows": None, "n_classes": n_classes, "config": config},
+                 progress=progress, label="Probe: seed", on_result=consume)
+    (progress or (lambda fraction, message: None))(1.0, "Probe trained")
     return TrainingDynamics(logits=logits, gold=np.asarray(gold, dtype=np.int64), source="probe",
                             hidden_norms=hidden_norms, early_epoch=config.early_epoch)
 
 
+def _stratified_folds(gold: np.ndarray, folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    from sklearn.model_selection import StratifiedKFold
+
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
+    return list(splitter.split(np.zeros(len(gold)), gold))
+
+
 def cross_fit_probabilities(features: np.ndarray, gold: np.ndarray, n_classes: int,
-                            config: ProbeConfig = ProbeConfig(), *, progress: Progress | None = None
-                            ) -> tuple[np.ndarray, np.ndarray]:
+                            config: ProbeConfig = ProbeConfig(), *, progress: Progress | None = None,
+                            executor=None) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold class probabilities by stratified K-fold cross-fitting.
 
-    Each example's probabilities come from a probe that never saw it (seed 0, same head and
-    epochs as :func:`train_probe`).
+    Each example's probabilities come from a probe that never saw it (fold ``f`` trained with
+    seed ``f``, same head and epochs as :func:`train_probe`).
 
     Returns
     -------
     probabilities : ndarray of shape (n, n_classes), float32
     fold : ndarray of shape (n,), int — the fold each example was held out in
     """
-    import torch
-    from sklearn.model_selection import StratifiedKFold
+    from analytics.parallel import LOCAL
 
-    from analytics.device import default_device
-
-    progress = progress or (lambda fraction, message: None)
-    device = default_device(config.device)
+    executor = executor or LOCAL
     gold = np.asarray(gold, dtype=np.int64)
-    x_all = torch.from_numpy(_standardise(features)).to(device)
-    y_all = torch.from_numpy(gold).to(device)
     n = len(gold)
     smallest = np.bincount(gold, minlength=n_classes)
     folds = max(2, min(config.folds, int(smallest[smallest > 0].min())))
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
+    splits = _stratified_folds(gold, folds)
     probabilities = np.zeros((n, n_classes), dtype=np.float32)
     fold_of = np.empty(n, dtype=np.int64)
-    for fold, (train, held_out) in enumerate(splitter.split(np.zeros(n), gold)):
-        progress(fold / folds, f"Held-out probabilities: fold {fold + 1} of {folds}")
-        torch.manual_seed(fold)
-        generator = torch.Generator(device="cpu").manual_seed(fold)
-        model = _head(x_all.shape[1], n_classes, config.hidden).to(device)
-        optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
-                                      weight_decay=config.weight_decay)
-        train_index = torch.from_numpy(train).to(device)
-        model.train()
-        for _ in range(config.epochs):
-            order = train_index[torch.randperm(len(train), generator=generator).to(device)]
-            batch_size = config.batch_for(len(train))
-            for start in range(0, len(order), batch_size):
-                batch = order[start:start + batch_size]
-                loss = torch.nn.functional.cross_entropy(model(x_all[batch]), y_all[batch])
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-        model.eval()
-        with torch.inference_mode():
-            held = torch.from_numpy(held_out).to(device)
-            for start in range(0, len(held), 65536):
-                chunk = held[start:start + 65536]
-                probabilities[chunk.cpu().numpy()] = torch.softmax(model(x_all[chunk]), 1).cpu().numpy()
-        fold_of[held_out] = fold
-    progress(1.0, "Held-out probabilities ready")
+
+    def consume(fold: int, result: dict) -> None:
+        probabilities[splits[fold][1]] = result["held_probs"]
+        fold_of[splits[fold][1]] = fold
+
+    executor.map(fit_probe_run, [{"seed": fold, "train_rows": train, "held_rows": held}
+                                 for fold, (train, held) in enumerate(splits)],
+                 shared={**_shared_inputs(features, gold, executor, config), "n_classes": n_classes,
+                         "config": config, "record": False},
+                 progress=progress, label="Held-out probabilities: fold", on_result=consume)
+    (progress or (lambda fraction, message: None))(1.0, "Held-out probabilities ready")
     return probabilities, fold_of
+
+
+def cross_fit_dynamics(features: np.ndarray, gold: np.ndarray, n_classes: int,
+                       config: ProbeConfig = ProbeConfig(), *, progress: Progress | None = None,
+                       executor=None) -> tuple[TrainingDynamics, np.ndarray, np.ndarray]:
+    """Training dynamics and out-of-fold probabilities from the same ``seeds + 1`` probes.
+
+    The examples are split into K = ``config.seeds + 1`` stratified folds and probe ``j``
+    (seed ``j``) trains on every fold but ``j``, recording the logits of its training rows
+    each epoch as :func:`train_probe` does. Every example is thus trained on by K − 1 = seeds
+    probes, whose trajectories are its seeds (in probe order), and held out from exactly one,
+    whose prediction is its out-of-fold probability. Compared with :func:`train_probe` plus
+    :func:`cross_fit_probabilities` (seeds runs on all n and ``folds`` runs on (folds − 1)/folds
+    of n), this trains on seeds · n examples per epoch instead of about (seeds + folds − 1) · n:
+    at 3 seeds and 5 folds, 2.3× less work. Each trajectory comes from a probe trained on
+    seeds/(seeds + 1) of the data rather than all of it, a difference that shrinks as n grows;
+    the pipeline uses it from ``ProbeConfig.CROSS_FIT_FROM`` examples on and records it.
+
+    Returns
+    -------
+    dynamics : TrainingDynamics, logits of shape (seeds, epochs, n, n_classes)
+    probabilities : ndarray of shape (n, n_classes), float32
+    fold : ndarray of shape (n,), int
+    """
+    from analytics.parallel import LOCAL
+
+    executor = executor or LOCAL
+    gold = np.asarray(gold, dtype=np.int64)
+    n, seeds = len(gold), config.seeds
+    splits = _stratified_folds(gold, seeds + 1)
+    fold_of = np.empty(n, dtype=np.int64)
+    for fold, (_, held) in enumerate(splits):
+        fold_of[held] = fold
+    logits = np.empty((seeds, config.epochs, n, n_classes), dtype=np.float32)
+    hidden_norms = np.empty((seeds, n), dtype=np.float32)
+    probabilities = np.zeros((n, n_classes), dtype=np.float32)
+
+    def consume(model: int, result: dict) -> None:
+        train, held = splits[model]
+        # a row held out in fold f gets probe j as its seed j (j < f) or j - 1 (j > f)
+        slot = np.where(model < fold_of[train], model, model - 1)
+        for seed in (model - 1, model):
+            if 0 <= seed < seeds:
+                positions = np.flatnonzero(slot == seed)
+                rows = train[positions]
+                logits[seed][:, rows] = result["logits"][:, positions]
+                hidden_norms[seed, rows] = result["norms"][positions]
+        probabilities[held] = result["held_probs"]
+
+    executor.map(fit_probe_run, [{"seed": model, "train_rows": train, "held_rows": held}
+                                 for model, (train, held) in enumerate(splits)],
+                 shared={**_shared_inputs(features, gold, executor, config), "n_classes": n_classes, "config": config},
+                 progress=progress, label="Cross-fitted probe", on_result=consume)
+    (progress or (lambda fraction, message: None))(1.0, "Probes trained")
+    dynamics = TrainingDynamics(logits=logits, gold=gold, source="probe", hidden_norms=hidden_norms,
+                                early_epoch=config.early_epoch)
+    return dynamics, probabilities, fold_of
 
 
 # --------------------------------------------------------------------------- many probes at once

@@ -43,13 +43,16 @@ from analytics.dynamics import (
     ProbeConfig,
     TrainingDynamics,
     checkpoint_dynamics,
+    cross_fit_dynamics,
     cross_fit_probabilities,
+    resolve_scheme,
     read_reference_dynamics,
     train_probe,
 )
 from analytics.embeddings import EmbeddingSpec, checkpoint_outputs, compute_embeddings, default_spec
 from analytics.neighbors import KnnGraph, build_knn
-from analytics.projection import PROJECTIONS, project_pca, project_umap
+from analytics.parallel import LOCAL, Executor
+from analytics.projection import PCA_START_FROM, PROJECTIONS, UMAP_INITS, project_pca, project_umap
 from analytics.slices import SliceConfig, discover_slices, slice_features, uniformity
 from analytics.scores import SCORES, RegionThresholds, ScoreInputs, assign_regions, available_scores, compute_scores
 from analytics.workspace import Workspace, atomic_write, atomic_write_text, file_sha256, params_key
@@ -78,6 +81,14 @@ ROLE_COLUMNS = ("id", "text", "image")
 MAP_COLUMNS = ("x", "y", "pca_x", "pca_y")
 FORMAT = "data-cartographer-run"
 FORMAT_VERSION = 1
+SCHEME_NOTES = {
+    "independent": "probe seeds each trained on every example; out-of-fold probabilities from "
+                   "separate stratified K-fold probes",
+    "cross-fit": "seeds + 1 probes, each trained on all but one stratified fold: each example's "
+                 "seeds are the probes that trained on it, its out-of-fold probabilities come from "
+                 "the one that held it out (used from 200,000 examples on; see "
+                 "analytics.dynamics.cross_fit_dynamics)",
+}
 StageProgress = Callable[[str, float, str], None]
 
 
@@ -96,6 +107,7 @@ class AnalysisConfig:
     seed: int | None = None
     exact_knn_max: int = 50_000
     umap_fit_max: int = 2_000_000
+    umap_init: str = "auto"
     device: str | None = None
     scores: bool = True
     dynamics_dir: str | None = None
@@ -111,6 +123,8 @@ class AnalysisConfig:
             raise ValueError(f"projection must be one of {PROJECTIONS}, not {self.projection!r}")
         if self.k < 1:
             raise ValueError("k must be at least 1")
+        if self.umap_init not in UMAP_INITS:
+            raise ValueError(f"umap_init must be one of {UMAP_INITS}, not {self.umap_init!r}")
 
     def resolved(self, dataset: Dataset) -> "AnalysisConfig":
         return self if self.embedding else replace(self, embedding=default_spec(dataset))
@@ -148,6 +162,7 @@ def run_analysis(
     workspace: Workspace | None = None,
     progress: StageProgress | None = None,
     on_stage: Callable[[str, object], None] | None = None,
+    executor: Executor | None = None,
 ) -> AnalysisRun:
     """Run every stage on ``dataset`` and write the run folder.
 
@@ -160,7 +175,12 @@ def run_analysis(
     on_stage : callable, optional
         ``on_stage(stage, result)`` when a stage finishes (the app shows the PCA map while UMAP
         still runs).
+    executor : Executor, optional
+        Where the independent units of the parallel stages run (probe seeds and folds,
+        checkpoints, embedding chunks): here by default, or on Ray (:mod:`analytics.ray_executor`).
+        The artefacts are the same either way.
     """
+    executor = executor or LOCAL
     config = (config or AnalysisConfig()).resolved(dataset)
     workspace = workspace or Workspace.default()
     out = Path(out_dir) if out_dir else run_dir_for(dataset, config, workspace)
@@ -193,11 +213,14 @@ def run_analysis(
     pca = timed("pca", lambda: workspace.cached(fingerprint, "pca", {"embedding": embed_params},
                                                 lambda: project_pca(vectors), fmt="npy"))
     if config.projection == "umap":
-        umap_params = {"knn": knn_params, "seed": config.seed, "fit_max": config.umap_fit_max}
+        umap_init = _umap_init(config, dataset.n_examples)
+        umap_params = {"knn": knn_params, "seed": config.seed, "fit_max": config.umap_fit_max,
+                       **({"init": umap_init} if umap_init != "spectral" else {})}
         coords = timed("umap", lambda: workspace.cached(
             fingerprint, "umap", umap_params,
             lambda: project_umap(vectors, knn=graph, n_neighbors=config.k + 1, metric=spec.metric,
                                  seed=config.seed, fit_max=config.umap_fit_max,
+                                 init=pca if umap_init == "pca" else None,
                                  progress=lambda f, m: report("umap", f, m)),
             fmt="npy"))
     else:
@@ -209,13 +232,18 @@ def run_analysis(
     if config.scores:
         labels = dataset.label_codes
         n_classes = len(dataset.classes)
-        dyn_params = {"embedding": embed_params, **_dynamics_params(config)}
+        scheme = resolve_scheme(config.probe, labels) if _probe_source(config) else None
+        dyn_params = {"embedding": embed_params, **_dynamics_params(config),
+                      **({"scheme": scheme} if scheme else {})}
+        heldout_params = {"embedding": embed_params, "probe": asdict(config.probe), "v": 1,
+                          **({"scheme": scheme} if scheme == "cross-fit" else {})}
         dynamics = timed("dynamics", lambda: _cached_dynamics(
-            workspace, fingerprint, dyn_params, dataset, vectors, config, notes,
+            workspace, fingerprint, dyn_params, dataset, vectors, config, notes, scheme=scheme,
+            heldout_params=heldout_params, executor=executor,
             progress=lambda f, m: report("dynamics", f, m)))
         heldout = timed("heldout", lambda: workspace.cached(
-            fingerprint, "heldout", {"embedding": embed_params, "probe": asdict(config.probe), "v": 1},
-            lambda: cross_fit_probabilities(vectors, labels, n_classes, config.probe,
+            fingerprint, "heldout", heldout_params,
+            lambda: cross_fit_probabilities(vectors, labels, n_classes, config.probe, executor=executor,
                                             progress=lambda f, m: report("heldout", f, m))[0],
             fmt="npy"))
         inputs = ScoreInputs(labels=dynamics.gold, logits_by_epoch=dynamics.logits,
@@ -286,6 +314,7 @@ def run_analysis(
         "neighbors": {"k": graph.k, "metric": graph.metric, "method": graph.method,
                       "recall": round(float(graph.recall), 5), "recall_queries": graph.recall_queries},
         "projection": {"method": config.projection, "seeded": config.seed is not None,
+                       "init": _umap_init(config, dataset.n_examples) if config.projection == "umap" else None,
                        "seed": config.seed, "umap_fit_max": config.umap_fit_max},
         "map_columns": list(MAP_COLUMNS),
         "score_columns": list(score_table.columns),
@@ -294,7 +323,9 @@ def run_analysis(
                    for score in (available_scores(inputs) if config.scores else [])},
         "dynamics": ({"source": dynamics.source, "seeds": dynamics.n_seeds, "epochs": dynamics.n_epochs,
                       "early_epoch": dynamics.early_epoch, "notes": notes,
-                      **({"probe": asdict(config.probe)} if dynamics.source == "probe" else {})}
+                      **({"probe": asdict(config.probe), "scheme": scheme,
+                          "folds": _folds_used(config.probe, scheme, dynamics.gold),
+                          "scheme_note": SCHEME_NOTES[scheme]} if dynamics.source == "probe" else {})}
                      if dynamics is not None else None),
         "region_thresholds": asdict(RegionThresholds()) if config.scores else None,
         "clusters": cluster_info,
@@ -391,15 +422,33 @@ def _cached_knn(workspace: Workspace, fingerprint: str, params: dict, vectors: n
     return graph
 
 
+def _umap_init(config: AnalysisConfig, n: int) -> str:
+    if config.umap_init != "auto":
+        return config.umap_init
+    return "pca" if n >= PCA_START_FROM else "spectral"
+
+
+def _folds_used(probe: ProbeConfig, scheme: str | None, gold: np.ndarray) -> int:
+    if scheme == "cross-fit":
+        return probe.seeds + 1
+    counts = np.bincount(gold)
+    return max(2, min(probe.folds, int(counts[counts > 0].min())))
+
+
+def _probe_source(config: AnalysisConfig) -> bool:
+    return not config.dynamics_dir and not config.checkpoints
+
+
 def _cached_dynamics(workspace: Workspace, fingerprint: str, params: dict, dataset: Dataset,
                      vectors: np.ndarray, config: AnalysisConfig, notes: list[str], *,
-                     progress) -> TrainingDynamics:
+                     scheme: str | None, heldout_params: dict, executor, progress) -> TrainingDynamics:
     logits = workspace.load(fingerprint, "dynamics_logits", params, fmt="npy")
     info = workspace.load(fingerprint, "dynamics_info", params, fmt="json")
-    if logits is not None and info is not None:
+    gold = workspace.load(fingerprint, "dynamics_gold", params, fmt="npy")
+    if logits is not None and info is not None and gold is not None:
         notes.extend(info["notes"])
         norms = workspace.load(fingerprint, "dynamics_norms", params, fmt="npy") if info["has_norms"] else None
-        return TrainingDynamics(logits=logits, gold=np.asarray(info["gold"], dtype=np.int64),
+        return TrainingDynamics(logits=logits, gold=np.asarray(gold, dtype=np.int64),
                                 source=info["source"], hidden_norms=norms, early_epoch=info["early_epoch"])
     labels = dataset.label_codes
     if config.dynamics_dir:
@@ -413,15 +462,22 @@ def _cached_dynamics(workspace: Workspace, fingerprint: str, params: dict, datas
             config.checkpoints, labels, progress=progress,
             run_one=lambda path: checkpoint_outputs(dataset, path, architecture=config.architecture,
                                                     trust=config.trust, device=config.device, output="logits"))
+    elif scheme == "cross-fit":
+        # one set of probes gives both the dynamics and the held-out probabilities
+        dynamics, heldout, _ = cross_fit_dynamics(vectors, labels, len(dataset.classes), config.probe,
+                                                  progress=progress, executor=executor)
+        workspace.save(fingerprint, "heldout", heldout_params, heldout, fmt="npy")
     else:
-        dynamics = train_probe(vectors, labels, len(dataset.classes), config.probe, progress=progress)
+        dynamics = train_probe(vectors, labels, len(dataset.classes), config.probe, progress=progress,
+                               executor=executor)
     # float32, not float16: imported logits must give the reference formulas' values to 1e-9.
-    workspace.save(fingerprint, "dynamics_logits", params, dynamics.logits.astype(np.float32), fmt="npy")
+    workspace.save(fingerprint, "dynamics_logits", params, dynamics.logits.astype(np.float32, copy=False), fmt="npy")
     if dynamics.hidden_norms is not None:
         workspace.save(fingerprint, "dynamics_norms", params, dynamics.hidden_norms, fmt="npy")
+    workspace.save(fingerprint, "dynamics_gold", params, dynamics.gold, fmt="npy")
     workspace.save(fingerprint, "dynamics_info", params, {
         "source": dynamics.source, "early_epoch": dynamics.early_epoch, "notes": notes,
-        "has_norms": dynamics.hidden_norms is not None, "gold": dynamics.gold.tolist()}, fmt="json")
+        "has_norms": dynamics.hidden_norms is not None}, fmt="json")
     return dynamics
 
 
@@ -429,6 +485,8 @@ def _config_params(config: AnalysisConfig) -> dict:
     params = {"embedding": config.embedding.cache_params() if config.embedding else None,
               "projection": config.projection, "k": config.k, "seed": config.seed,
               "exact_knn_max": config.exact_knn_max, "umap_fit_max": config.umap_fit_max}
+    if config.umap_init != "auto":
+        params["umap_init"] = config.umap_init
     if config.scores:
         params["scores"] = _dynamics_params(config)
     if config.clusters is not None:

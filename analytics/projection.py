@@ -17,9 +17,12 @@ import numpy as np
 
 from analytics.neighbors import KnnGraph
 
-__all__ = ["project_pca", "project_umap", "PROJECTIONS"]
+__all__ = ["project_pca", "project_umap", "scaled_start", "PROJECTIONS", "UMAP_INITS", "PCA_START_FROM"]
 
 PROJECTIONS = ("umap", "pca")
+UMAP_INITS = ("auto", "spectral", "pca")
+#: "auto" starts UMAP from the PCA map from this many points on (spectral below).
+PCA_START_FROM = 200_000
 
 
 def project_pca(vectors: np.ndarray, *, seed: int = 0) -> np.ndarray:
@@ -33,6 +36,18 @@ def project_pca(vectors: np.ndarray, *, seed: int = 0) -> np.ndarray:
                random_state=seed).fit_transform(vectors).astype(np.float32)
 
 
+def scaled_start(coords: np.ndarray, seed: int | None = None) -> np.ndarray:
+    """``coords`` scaled so the largest absolute coordinate is 10, plus N(0, 1e-4) jitter
+    (umap-learn's ``noisy_scale_coords``). Returns float32 (n, 2)."""
+    coords = np.asarray(coords, dtype=np.float32)
+    if coords.ndim != 2 or coords.shape[1] != 2:
+        raise ValueError(f"a UMAP start must have shape (n, 2), not {coords.shape}")
+    largest = float(np.abs(coords).max()) if coords.size else 0.0
+    scaled = coords * (10.0 / largest) if largest > 0 else coords.copy()
+    rng = np.random.default_rng(0 if seed is None else seed)
+    return scaled + rng.normal(scale=1e-4, size=coords.shape).astype(np.float32)
+
+
 def project_umap(
     vectors: np.ndarray,
     *,
@@ -44,6 +59,7 @@ def project_umap(
     fit_sample: int = 50_000,
     n_epochs: int | None = None,
     seed: int | None = None,
+    init: np.ndarray | None = None,
     progress: Callable[[float, str], None] | None = None,
 ) -> np.ndarray:
     """UMAP to 2-D (McInnes et al. 2018). Returns ndarray of shape (n, 2), float32.
@@ -51,6 +67,13 @@ def project_umap(
     With ``knn`` of at least ``n_neighbors - 1`` neighbours and ``n <= fit_max``, UMAP uses that
     graph directly. Above ``fit_max``, it is fitted on ``fit_sample`` random points and the rest
     are transformed into that map.
+
+    ``init``: starting 2-D coordinates (n, 2), e.g. the PCA map, instead of UMAP's spectral
+    initialisation. A scaled PCA start keeps the global structure as well as the spectral one
+    (Kobak & Linderman 2021, "Initialization is critical for preserving global data structure
+    in both t-SNE and UMAP") and skips the eigen-solve of the n × n graph Laplacian, which costs
+    minutes at 1M points. They are scaled and jittered as umap-learn treats its own spectral
+    and PCA starts (:func:`scaled_start`); umap-learn then rescales every start to [0, 10].
     """
     import umap
 
@@ -73,6 +96,8 @@ def project_umap(
         if n <= fit_max:
             if knn is not None and knn.k >= n_neighbors - 1 and knn.metric == metric:
                 options["precomputed_knn"] = knn.with_self()
+            if init is not None:
+                options["init"] = scaled_start(init, seed)
             progress(0.0, f"UMAP on {n:,} points")
             return umap.UMAP(**options).fit_transform(vectors).astype(np.float32)
         rng = np.random.default_rng(0 if seed is None else seed)

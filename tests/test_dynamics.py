@@ -122,3 +122,65 @@ def test_cross_fitting_never_scores_an_example_with_a_model_that_saw_it():
 
     gold_probability = probs[np.arange(300), labels]
     assert roc_auc_score(flipped, -gold_probability) > 0.9
+
+
+# --------------------------------------------------------------------------- cross-fitted dynamics
+
+
+def test_cross_fitted_dynamics_come_from_the_probes_that_trained_on_each_example():
+    """Seed s of an example held out in fold f is probe s (s < f) or s + 1 (s >= f); its held-out
+    probabilities are probe f's. Checked against each probe trained alone."""
+    from analytics.dynamics import _standardise, _stratified_folds, cross_fit_dynamics, fit_probe_run
+
+    features, labels, _ = separable(n=240, noise=0.05)
+    config = ProbeConfig(hidden=16, epochs=4, seeds=2)
+    dynamics, probs, fold = cross_fit_dynamics(features, labels, 3, config)
+    assert dynamics.logits.shape == (2, 4, 240, 3) and dynamics.hidden_norms.shape == (2, 240)
+    assert np.isfinite(dynamics.logits).all() and np.allclose(probs.sum(1), 1, atol=1e-5)
+    splits = _stratified_folds(labels, 3)
+    x = _standardise(features)
+    for model, (train, held) in enumerate(splits):
+        assert (fold[held] == model).all() and not np.isin(held, train).any()
+        alone = fit_probe_run(x, labels, train, held, model, 3, config)
+        np.testing.assert_allclose(probs[held], alone["held_probs"], rtol=1e-5, atol=1e-6)
+        for position, row in enumerate(train):
+            seed = model if model < fold[row] else model - 1
+            np.testing.assert_allclose(dynamics.logits[seed, :, row], alone["logits"][:, position],
+                                       rtol=1e-5, atol=1e-5)
+            assert dynamics.hidden_norms[seed, row] == pytest.approx(alone["norms"][position], rel=1e-5)
+
+
+def test_cross_fitted_scores_agree_with_independent_training():
+    """Same science, less work: confidence from the cross-fitted probes ranks examples like the
+    independent probes' and both find the flipped labels."""
+    from scipy.stats import spearmanr
+    from sklearn.metrics import roc_auc_score
+
+    from analytics.dynamics import cross_fit_dynamics
+
+    features, labels, flipped = separable(n=600, noise=0.1, seed=3)
+    config = ProbeConfig(hidden=32, epochs=6, seeds=3)
+    crossed, probs, _ = cross_fit_dynamics(features, labels, 3, config)
+    independent = train_probe(features, labels, 3, config)
+    confidence = {}
+    for name, dyn in (("cross", crossed), ("independent", independent)):
+        confidence[name] = cartography(dyn.logits, dyn.gold)["confidence"]
+        assert roc_auc_score(flipped, -confidence[name]) > 0.9
+    assert spearmanr(confidence["cross"], confidence["independent"]).statistic > 0.9
+    assert roc_auc_score(flipped, -probs[np.arange(600), labels]) > 0.9
+
+
+def test_the_scheme_is_cross_fit_only_for_large_data_with_enough_of_every_class(monkeypatch):
+    from analytics.dynamics import DynamicsError, resolve_scheme
+
+    labels = np.repeat([0, 1, 2], 100)
+    assert resolve_scheme(ProbeConfig(), labels) == "independent"
+    monkeypatch.setattr(ProbeConfig, "CROSS_FIT_FROM", 300)
+    assert resolve_scheme(ProbeConfig(), labels) == "cross-fit"
+    assert resolve_scheme(ProbeConfig(scheme="independent"), labels) == "independent"
+    rare = np.concatenate([labels, [3, 3]])  # a class with 2 examples cannot fill 4 folds
+    assert resolve_scheme(ProbeConfig(), rare) == "independent"
+    with pytest.raises(DynamicsError, match="smallest class has 2"):
+        resolve_scheme(ProbeConfig(scheme="cross-fit"), rare)
+    with pytest.raises(ValueError, match="scheme must be"):
+        resolve_scheme(ProbeConfig(scheme="bagging"), labels)

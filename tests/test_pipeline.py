@@ -162,3 +162,35 @@ def test_precomputed_embeddings_file(dataset, tmp_path):
     run = run_analysis(dataset, config, out_dir=tmp_path / "run", workspace=Workspace(tmp_path / "ws"))
     assert run.manifest["embedding"]["dims"] == 12 and run.manifest["embedding"]["metric"] == "cosine"
     np.testing.assert_allclose(run.embeddings(), vectors, atol=1e-2)
+
+
+def test_large_data_methods_are_used_and_recorded(dataset, tmp_path, monkeypatch):
+    """From the size thresholds on, UMAP starts from the PCA map and one set of cross-fitted
+    probes gives the dynamics and the held-out probabilities (no separate fold probes)."""
+    from analytics.dynamics import ProbeConfig
+
+    monkeypatch.setattr(ProbeConfig, "CROSS_FIT_FROM", 100)
+    monkeypatch.setattr(pipeline, "PCA_START_FROM", 100)
+    starts = []
+    real_umap = pipeline.project_umap
+    monkeypatch.setattr(pipeline, "project_umap",
+                        lambda *a, **k: starts.append(k.get("init")) or real_umap(*a, **k))
+    real_cross_fit = pipeline.cross_fit_probabilities
+    monkeypatch.setattr(pipeline, "cross_fit_probabilities",
+                        lambda *a, **k: pytest.fail("the cross-fitted probes already held every example out"))
+    config = AnalysisConfig(k=8, probe=ProbeConfig(hidden=0, epochs=10, learning_rate=0.05), clusters=None)
+    run = run_analysis(dataset, config, out_dir=tmp_path / "run", workspace=Workspace(tmp_path / "ws"))
+    assert len(starts) == 1 and starts[0] is not None and starts[0].shape == (150, 2)
+    assert run.manifest["projection"]["init"] == "pca"
+    dynamics = run.manifest["dynamics"]
+    assert dynamics["scheme"] == "cross-fit" and dynamics["folds"] == 4 and dynamics["seeds"] == 3
+    held = np.load(run.path / "heldout_probs.npy")
+    assert held.shape == (150, 3) and np.allclose(held.sum(1), 1, atol=1e-5)
+    assert run.examples["heldout_correct"].mean() > 0.9
+    # below the thresholds: the spectral start and independent probes plus fold probes
+    monkeypatch.setattr(ProbeConfig, "CROSS_FIT_FROM", 1000)
+    monkeypatch.setattr(pipeline, "PCA_START_FROM", 1000)
+    monkeypatch.setattr(pipeline, "cross_fit_probabilities", real_cross_fit)
+    small = run_analysis(dataset, config, out_dir=tmp_path / "small", workspace=Workspace(tmp_path / "ws2"))
+    assert starts[-1] is None and small.manifest["projection"]["init"] == "spectral"
+    assert small.manifest["dynamics"]["scheme"] == "independent" and small.manifest["dynamics"]["folds"] == 5

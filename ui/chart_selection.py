@@ -5,21 +5,30 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from ui.figures import MapFigure, rows_from_event
+from ui.figures import MapFigure, rows_from_event, rows_in_shapes
 from ui.selection import set_selection
 
 
 def apply_chart_selection(event, built: MapFigure, ids: np.ndarray, fingerprint: str, *, key: str,
                           origin: str, mode: str = "Replace") -> None:
-    """Apply a new selection event once (not on every rerun) and rerun the app."""
-    points = event.selection.get("points", []) if event else []
-    signature = (len(points), tuple((p.get("curve_number"), p.get("point_index")) for p in points[:50]))
+    """Apply a new selection event once (not on every rerun) and rerun the app.
+
+    When the chart draws only a sample of the points, a box or lasso selects every point
+    inside it (by its coordinates), not only the drawn ones.
+    """
+    selection = event.selection if event else {}
+    points = selection.get("points", []) if event else []
+    shapes = [(s.get("x"), s.get("y")) for s in (selection.get("box") or []) + (selection.get("lasso") or [])] \
+        if event else []
+    signature = (len(points), tuple((p.get("curve_number"), p.get("point_index")) for p in points[:50]), repr(shapes)[:2000])
     memory = f"{key}_last_event"
-    if points and st.session_state.get(memory) != signature:
+    if (points or (shapes and built.sampled)) and st.session_state.get(memory) != signature:
         st.session_state[memory] = signature
-        rows = rows_from_event(points, built.trace_rows)
+        rows = rows_in_shapes(selection, built) if built.sampled else None
+        if rows is None:
+            rows = rows_from_event(points, built.trace_rows)
         kind = "lasso" if event.selection.get("lasso") else "box" if event.selection.get("box") else "click"
         set_selection(fingerprint, ids[rows], source=f"{origin}: {kind}", mode=mode)
         st.rerun()
-    elif not points:
+    elif not points and not shapes:
         st.session_state.pop(memory, None)

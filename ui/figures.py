@@ -12,6 +12,9 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 
 HOVER_TEXT_MAX_POINTS = 25_000  # above this, hover shows label and row only (payload budget)
+# Above this, a chart draws a fixed random sample (selected points first): 1M points would send
+# 40 MB to the browser on every recolour. Box and lasso still select every point inside them.
+DRAW_MAX_POINTS = 200_000
 MAX_CATEGORIES = 20
 PALETTE = qualitative.Plotly + qualitative.D3 + qualitative.Alphabet
 FILTERED_OUT = "filtered out"
@@ -22,6 +25,75 @@ class MapFigure:
     figure: go.Figure
     trace_rows: list[np.ndarray | None]  # curve number -> row indices (None: not selectable)
     hover_text: bool
+    n_total: int = 0
+    n_drawn: int = 0
+    x: np.ndarray | None = None  # every point's coordinates (drawn or not), for box/lasso geometry
+    y: np.ndarray | None = None
+    selectable: np.ndarray | None = None  # (n,) bool: points a box or lasso may select
+
+    @property
+    def sampled(self) -> bool:
+        """True when only some of the points are drawn."""
+        return self.n_drawn < self.n_total
+
+    def caption(self) -> str:
+        """What the chart shows, for the page to say on screen."""
+        if not self.sampled:
+            return f"All {self.n_total:,} points drawn (WebGL)."
+        return (f"Showing {self.n_drawn:,} of {self.n_total:,} points: a fixed random sample, with the "
+                "selected points first. A box or lasso selects every point inside it, drawn or not.")
+
+
+def drawn_rows(n: int, max_points: int | None, selected: np.ndarray | None = None) -> np.ndarray:
+    """(n,) bool: which points a chart draws. All of them up to ``max_points``; above it the
+    selected points first, then the same seeded random order on every rerun."""
+    if max_points is None or n <= max_points:
+        return np.ones(n, dtype=bool)
+    priority = np.empty(n, dtype=np.int64)
+    priority[np.random.default_rng(0).permutation(n)] = np.arange(n)
+    if selected is not None:
+        priority[selected] -= n
+    drawn = np.zeros(n, dtype=bool)
+    drawn[np.argpartition(priority, max_points - 1)[:max_points]] = True
+    return drawn
+
+
+def rows_in_shapes(selection: dict, built: MapFigure) -> np.ndarray | None:
+    """Rows of every selectable point (drawn or not) inside the event's boxes and lassos, or
+    None when the event has no box or lasso."""
+    shapes = [("box", shape) for shape in selection.get("box") or []] + \
+             [("lasso", shape) for shape in selection.get("lasso") or []]
+    if not shapes or built.x is None:
+        return None
+    candidates = np.flatnonzero(built.selectable & np.isfinite(built.x) & np.isfinite(built.y))
+    x, y = built.x[candidates], built.y[candidates]
+    inside = np.zeros(len(candidates), dtype=bool)
+    for kind, shape in shapes:
+        xs, ys = np.asarray(shape.get("x", []), float), np.asarray(shape.get("y", []), float)
+        if kind == "box" and len(xs) >= 2 and len(ys) >= 2:
+            inside |= (x >= xs.min()) & (x <= xs.max()) & (y >= ys.min()) & (y <= ys.max())
+        elif kind == "lasso" and len(xs) >= 3 and len(xs) == len(ys):
+            inside |= points_in_polygon(x, y, xs, ys)
+    return candidates[inside]
+
+
+def points_in_polygon(x: np.ndarray, y: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
+    """(len(x),) bool: whether each point lies inside the closed polygon (px, py), by the
+    even-odd rule (a ray to the right crosses the boundary an odd number of times). Points
+    outside the polygon's bounding box are ruled out first; the rest take one vectorised
+    pass per edge."""
+    result = np.zeros(len(x), dtype=bool)
+    box = np.flatnonzero((x >= px.min()) & (x <= px.max()) & (y >= py.min()) & (y <= py.max()))
+    bx, by = x[box].astype(np.float64), y[box].astype(np.float64)
+    inside = np.zeros(len(box), dtype=bool)
+    for x1, y1, x2, y2 in zip(px, py, np.roll(px, -1), np.roll(py, -1)):
+        if y1 == y2:
+            continue
+        crosses = (y1 > by) != (y2 > by)
+        at = x1 + (by - y1) * (x2 - x1) / (y2 - y1)
+        inside ^= crosses & (bx < at)
+    result[box] = inside
+    return result
 
 
 def escape(text: object) -> str:
@@ -61,6 +133,7 @@ def map_figure(
     uirevision: str = "map",
     height: int = 640,
     axis_titles: tuple[str, str] | None = None,
+    max_points: int | None = DRAW_MAX_POINTS,
 ) -> MapFigure:
     """A WebGL scatter of every point, coloured by ``colour``.
 
@@ -68,12 +141,17 @@ def map_figure(
     as "other"), numeric ones a colour scale. Points outside ``visible`` are drawn faint and
     cannot be selected; ``selected`` (the shared selection) is highlighted with Plotly's
     selected/unselected styling. Each point's row index travels as ``customdata``. With
-    ``axis_titles`` the axes are labelled and free (a chart of two scores, not a map).
+    ``axis_titles`` the axes are labelled and free (a chart of two scores, not a map). Above
+    ``max_points`` points only a sample is drawn (:func:`drawn_rows`); the figure's
+    ``caption()`` says so.
     """
     n = len(x)
     x = np.asarray(x, dtype=np.float32)
     y = np.asarray(y, dtype=np.float32)
-    visible = np.ones(n, dtype=bool) if visible is None else visible
+    visible = np.ones(n, dtype=bool) if visible is None else np.asarray(visible, dtype=bool)
+    selectable = visible
+    drawn = drawn_rows(n, max_points, selected if selected is not None and selected.any() else None)
+    visible = visible & drawn
     traces: list[go.Scattergl] = []
     trace_rows: list[np.ndarray | None] = []
 
@@ -91,11 +169,11 @@ def map_figure(
         else:
             trace.update(hovertemplate="row %{customdata}<extra>%{fullData.name}</extra>")
         if selectable and selected is not None and selected.any():
-            trace.update(selectedpoints=np.flatnonzero(selected[rows]).tolist())
+            trace.update(selectedpoints=np.flatnonzero(selected[rows]))
         traces.append(trace)
         trace_rows.append(rows if selectable else None)
 
-    hidden = np.flatnonzero(~visible)
+    hidden = np.flatnonzero(~selectable & drawn)
     if len(hidden):
         add(hidden, FILTERED_OUT, dict(color="#bbbbbb"), selectable=False)
 
@@ -137,7 +215,8 @@ def map_figure(
                              legend=dict(title=dict(text=escape(colour_name)), itemsizing="constant"),
                              xaxis=dict(title=escape(axis_titles[0]), gridcolor="#eeeeee", zeroline=False),
                              yaxis=dict(title=escape(axis_titles[1]), gridcolor="#eeeeee", zeroline=False))
-        return MapFigure(figure=figure, trace_rows=trace_rows, hover_text=hover is not None)
+        return MapFigure(figure=figure, trace_rows=trace_rows, hover_text=hover is not None, n_total=n,
+                         n_drawn=int(drawn.sum()), x=x, y=y, selectable=selectable)
     figure.update_layout(
         height=height, margin=dict(l=0, r=0, t=10, b=0), dragmode="lasso", uirevision=uirevision,
         legend=dict(title=dict(text=escape(colour_name)), itemsizing="constant"),
@@ -146,7 +225,8 @@ def map_figure(
                    scaleanchor="x", scaleratio=1),
         plot_bgcolor="white", hoverlabel=dict(namelength=30),
     )
-    return MapFigure(figure=figure, trace_rows=trace_rows, hover_text=hover is not None)
+    return MapFigure(figure=figure, trace_rows=trace_rows, hover_text=hover is not None, n_total=n,
+                     n_drawn=int(drawn.sum()), x=x, y=y, selectable=selectable)
 
 
 def _natural_order(values: list) -> list:

@@ -87,7 +87,7 @@ with chart_column:
                             config={"displaylogo": False})
     st.caption("Regions follow the thresholds on the right (the paper draws them without fixed "
                "thresholds). Lasso or box points, or select a whole region; the selection is shared "
-               "with the Map and the other pages.")
+               "with the Map and the other pages." + (f" {built.caption()}" if built.sampled else ""))
 apply_chart_selection(event, built, ids, dataset.fingerprint, key="datamap", origin="data map", mode=mode)
 
 selection_panel(dataset, examples, key="datamap_selection")

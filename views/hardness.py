@@ -82,7 +82,8 @@ built.figure.add_hline(y=y_median, line=dict(color="#444", dash="dot", width=1))
 event = st.plotly_chart(built.figure, key="hardness_quad", on_select="rerun",
                         selection_mode=("lasso", "box", "points"), width="stretch")
 st.caption("Dotted lines are the medians. With loss against density, for example: high loss in a "
-           "dense region suggests a label error; high loss in a sparse region, a rare subgroup.")
+           "dense region suggests a label error; high loss in a sparse region, a rare subgroup."
+           + (f" {built.caption()}" if built.sampled else ""))
 apply_chart_selection(event, built, ids, dataset.fingerprint, key="hardness_quad", origin="hardness quadrant")
 
 # ----------------------------------------------------------------------------- stability

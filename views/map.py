@@ -95,7 +95,7 @@ with map_column:
     event = st.plotly_chart(built.figure, key="map_chart", on_select="rerun",
                             selection_mode=("lasso", "box", "points"), width="stretch",
                             config={"displaylogo": False, "scrollZoom": True})
-    notes = [f"All {n:,} points drawn (WebGL); figure built in {time.perf_counter() - started:.2f} s."]
+    notes = [f"{built.caption()} Figure built in {time.perf_counter() - started:.2f} s."]
     if hover is None:
         notes.append(f"Above {HOVER_TEXT_MAX_POINTS:,} points, hovering shows the label and row only; "
                      "select points to see their text.")

@@ -134,6 +134,8 @@ with st.container(border=True):
                                axis_titles=("variability", "confidence"))
             built.figure.update_yaxes(range=[-0.02, 1.02])
             st.plotly_chart(built.figure, width="stretch", key="subpop_datamap")
+            if built.sampled:
+                st.caption(built.caption())
             if "region" in members.columns:
                 st.caption(" · ".join(f"{name}: {count:,}" for name, count in members["region"].value_counts().items()))
     with right:
@@ -230,6 +232,8 @@ if rows is not None:
                          size=4.0 if len(examples) > 20_000 else 6.0, opacity=0.8, height=420,
                          uirevision=f"balanced-{dataset.fingerprint}")
     st.plotly_chart(preview.figure, width="stretch", key="subpop_balanced_map")
+    if preview.sampled:
+        st.caption(preview.caption())
     send, download = st.columns(2)
     balanced_mode = send.radio("A new selection", MODES, horizontal=True, key="subpop_balanced_mode")
     if send.button(f"Send the {len(rows):,} examples to the selection", key="subpop_balanced_send"):

@@ -8,9 +8,13 @@ own neighbour, and never materialises an n×n matrix (exact search works in row 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
+
+from analytics.progress import ProgressStream
 
 __all__ = ["KnnGraph", "build_knn", "exact_knn", "knn_recall"]
 
@@ -108,7 +112,8 @@ def knn_recall(vectors: np.ndarray, indices: np.ndarray, *, metric: str = "cosin
 
 
 def build_knn(vectors: np.ndarray, *, k: int = 15, metric: str = "cosine", exact_max: int = 50_000,
-              seed: int = 0, recall_queries: int = 1000) -> KnnGraph:
+              seed: int = 0, recall_queries: int = 1000,
+              progress: Callable[[float, str], None] | None = None) -> KnnGraph:
     """Build the k-nearest-neighbour graph of ``vectors`` (array of shape (n, d)).
 
     Exact for ``n <= exact_max``; NN-descent otherwise (its recall measured on
@@ -130,8 +135,12 @@ def build_knn(vectors: np.ndarray, *, k: int = 15, metric: str = "cosine", exact
     # measured below and reported, not assumed.
     data = np.ascontiguousarray(vectors, dtype=np.float32)
     search_k = min(k, n - 1)
-    index = NNDescent(data, n_neighbors=search_k + 1, metric=metric, random_state=seed,
-                      low_memory=True, n_jobs=-1)
+    progress = progress or (lambda fraction, message: None)
+    progress(0.0, f"NN-descent on {n:,} points: building the random-projection forest")
+    # pynndescent prints its iterations ("i / n") when verbose; they become progress reports
+    with contextlib.redirect_stdout(ProgressStream(progress, "NN-descent: iteration", start=0.3, end=0.9)):
+        index = NNDescent(data, n_neighbors=search_k + 1, metric=metric, random_state=seed,
+                          low_memory=True, n_jobs=-1, verbose=True)
     raw_index, raw_dist = index.neighbor_graph
     del index  # its random-projection forest (about 1.5 GB at 1M × 384) goes before the recall check
     # Drop the point itself wherever it appears (duplicates may precede it), keep the k nearest.
@@ -139,5 +148,6 @@ def build_knn(vectors: np.ndarray, *, k: int = 15, metric: str = "cosine", exact
     order = np.argsort(is_self, axis=1, kind="stable")[:, :k]
     indices = np.take_along_axis(raw_index, order, axis=1).astype(np.int32)
     distances = np.take_along_axis(raw_dist, order, axis=1).astype(np.float32)
+    progress(0.9, f"Measuring recall against exact search on {min(recall_queries, n):,} points")
     recall, queries = knn_recall(vectors, indices, metric=metric, n_queries=recall_queries, seed=seed)
     return KnnGraph(indices, np.maximum(distances, 0.0), metric, "nndescent", recall, queries)

@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from analytics.neighbors import KnnGraph
+from analytics.progress import ProgressStream
 
 __all__ = ["project_pca", "project_umap", "scaled_start", "PROJECTIONS", "UMAP_INITS", "PCA_START_FROM"]
 
@@ -99,6 +100,8 @@ def project_umap(
             if init is not None:
                 options["init"] = scaled_start(init, seed)
             progress(0.0, f"UMAP on {n:,} points")
+            options["tqdm_kwds"] = {"disable": False, "file": ProgressStream(progress, "UMAP: epoch", start=0.1),
+                                    "bar_format": "{n}/{total}", "mininterval": 1.0}
             return umap.UMAP(**options).fit_transform(vectors).astype(np.float32)
         rng = np.random.default_rng(0 if seed is None else seed)
         sample = np.sort(rng.choice(n, size=fit_sample, replace=False))

@@ -9,7 +9,7 @@ export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export STREAMLIT_BROWSER_GATHER_USAGE_STATS := false
 
-.PHONY: run test install browser postgres clean
+.PHONY: run test install browser postgres bench-peers clean
 
 install: $(STAMP)
 
@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first, from the local CPU wheel (see constraints.txt)
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
+	# the ray extra too, so tests/test_ray.py runs against a real local cluster
+	$(BIN)/pip install --quiet -e '.[dev,ray]'
 	touch $(STAMP)
 
 # Debian's Chromium drives the browser tests; never `playwright install`.
@@ -38,6 +39,12 @@ run: $(STAMP)
 
 test: $(STAMP) browser postgres
 	$(BIN)/python -m pytest
+
+# Our pipeline against cleanlab Datalab and umap-learn (bench/README.md); about two hours on 2 cores.
+# The peers' extra packages go into .venv only for the benchmark, under constraints.txt.
+bench-peers: $(STAMP)
+	$(BIN)/pip install --quiet -r bench/requirements-peers.txt
+	$(BIN)/python bench/peers.py
 
 clean:
 	rm -rf $(VENV) workspace .pytest_cache

@@ -172,29 +172,41 @@ def write_reference_dynamics(dynamics: TrainingDynamics, ids: Sequence[str], fol
 
 
 def checkpoint_dynamics(checkpoints: Sequence[str | Path], gold: np.ndarray, *, run_one: Callable,
-                        progress: Progress | None = None) -> TrainingDynamics:
+                        progress: Progress | None = None, executor=None) -> TrainingDynamics:
     """Logits of each checkpoint (in epoch order) on the dataset.
 
     ``run_one(path)`` returns the logits of one checkpoint, shape (n, K): the caller binds the
     dataset's inputs (texts, images or features) so this module stays free of data loading.
+    Each checkpoint is one unit of ``executor`` (this process by default); for a remote one,
+    ``run_one`` must pickle by reference: a module-level function or a ``functools.partial`` of one.
     """
-    progress = progress or (lambda fraction, message: None)
-    per_epoch = []
-    for epoch, path in enumerate(checkpoints):
-        progress(epoch / len(checkpoints), f"Checkpoint {epoch + 1} of {len(checkpoints)}: {Path(path).name}")
-        logits = np.asarray(run_one(path), dtype=np.float32)
+    from analytics.parallel import LOCAL
+
+    per_epoch: list = [None] * len(checkpoints)
+
+    def keep(epoch: int, logits) -> None:
+        logits = np.array(logits, dtype=np.float32)  # a copy: a remote result is a read-only buffer
         if logits.ndim != 2 or logits.shape[0] != len(gold):
-            raise DynamicsError(f"{path}: gave outputs of shape {logits.shape}; expected "
+            raise DynamicsError(f"{checkpoints[epoch]}: gave outputs of shape {logits.shape}; expected "
                                 f"({len(gold)}, n_classes) logits.")
-        if per_epoch and logits.shape != per_epoch[0].shape:
-            raise DynamicsError(f"{path}: gives {logits.shape[1]} outputs but the first checkpoint "
-                                f"gave {per_epoch[0].shape[1]}.")
-        per_epoch.append(logits)
+        earlier = next((e for e, kept in enumerate(per_epoch) if kept is not None), None)
+        if earlier is not None and logits.shape != per_epoch[earlier].shape:
+            raise DynamicsError(f"{checkpoints[epoch]}: gives {logits.shape[1]} outputs but {checkpoints[earlier]} "
+                                f"gave {per_epoch[earlier].shape[1]}.")
+        per_epoch[epoch] = logits
+
+    (executor or LOCAL).map(_run_checkpoint, [{"path": path} for path in checkpoints], shared={"run_one": run_one},
+                            progress=progress, label="Checkpoint", on_result=keep)
     if int(gold.max()) >= per_epoch[0].shape[1]:
         raise DynamicsError(f"The checkpoints give {per_epoch[0].shape[1]} outputs but the dataset "
                             f"has label index {int(gold.max())}: they are not logits over its classes.")
     return TrainingDynamics(logits=np.stack(per_epoch)[None], gold=gold, source="checkpoints",
                             early_epoch=min(len(per_epoch) - 1, max(0, len(per_epoch) // 5)))
+
+
+def _run_checkpoint(run_one: Callable, path: str | Path) -> np.ndarray:
+    """One unit of :func:`checkpoint_dynamics` (module-level, so a Ray worker can import it)."""
+    return run_one(path)
 
 
 # --------------------------------------------------------------------------- probe
@@ -362,9 +374,9 @@ def _shared_inputs(features: np.ndarray, gold: np.ndarray, executor, config: Pro
 
 
 def train_probe(features: np.ndarray, gold: np.ndarray, n_classes: int, config: ProbeConfig = ProbeConfig(),
-                *, progress: Progress | None = None, executor=None) -> TrainingDynamics:
+                *, progress: Progress | None = None, executor=None, first_seed: int = 0) -> TrainingDynamics:
     """Train the probe ``config.seeds`` times on every example, recording every example's logits
-    each epoch (see :func:`fit_probe_run`; seed ``s`` for run ``s``).
+    each epoch (see :func:`fit_probe_run`; seed ``first_seed + s`` for run ``s``).
 
     Returns dynamics with logits of shape (seeds, epochs, n, n_classes), float32.
     """
@@ -380,7 +392,7 @@ def train_probe(features: np.ndarray, gold: np.ndarray, n_classes: int, config: 
         logits[seed] = result["logits"]
         hidden_norms[seed] = result["norms"]
 
-    executor.map(fit_probe_run, [{"seed": seed} for seed in range(config.seeds)],
+    executor.map(fit_probe_run, [{"seed": first_seed + seed} for seed in range(config.seeds)],
                  shared={**_shared_inputs(features, gold, executor, config), "train_rows": everything,
                          "held_rows": None, "n_classes": n_classes, "config": config},
                  progress=progress, label="Probe: seed", on_result=consume)
@@ -398,11 +410,11 @@ def _stratified_folds(gold: np.ndarray, folds: int) -> list[tuple[np.ndarray, np
 
 def cross_fit_probabilities(features: np.ndarray, gold: np.ndarray, n_classes: int,
                             config: ProbeConfig = ProbeConfig(), *, progress: Progress | None = None,
-                            executor=None) -> tuple[np.ndarray, np.ndarray]:
+                            executor=None, first_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold class probabilities by stratified K-fold cross-fitting.
 
     Each example's probabilities come from a probe that never saw it (fold ``f`` trained with
-    seed ``f``, same head and epochs as :func:`train_probe`).
+    seed ``first_seed + f``, same head and epochs as :func:`train_probe`).
 
     Returns
     -------
@@ -424,7 +436,7 @@ def cross_fit_probabilities(features: np.ndarray, gold: np.ndarray, n_classes: i
         probabilities[splits[fold][1]] = result["held_probs"]
         fold_of[splits[fold][1]] = fold
 
-    executor.map(fit_probe_run, [{"seed": fold, "train_rows": train, "held_rows": held}
+    executor.map(fit_probe_run, [{"seed": first_seed + fold, "train_rows": train, "held_rows": held}
                                  for fold, (train, held) in enumerate(splits)],
                  shared={**_shared_inputs(features, gold, executor, config), "n_classes": n_classes,
                          "config": config, "record": False},

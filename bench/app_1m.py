@@ -95,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
                 page.wait_for_selector("[data-testid=stApp]")
 
                 def idle():
-                    page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')",
+                    """Until the script has finished its rerun and nothing on screen is stale."""
+                    time.sleep(0.5)  # let a rerun the last action triggered begin
+                    page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')"
+                                           " && !document.querySelector('[data-stale=true]')",
                                            timeout=timeout_ms)
 
                 def nav(title: str):
@@ -168,11 +171,14 @@ def main(argv: list[str] | None = None) -> int:
                 result["box_inside_all_points"] = {"box": inside(0), "shrunk_2px": inside(-2), "grown_2px": inside(2)}
                 page.screenshot(path=str(args.out / "map_box_selection.png"))
 
-                for title, name in (("Data map", "data_map"), ("Hardness", "hardness")):
+                # the Data map draws one chart; Hardness a box plot and the score-agreement heatmap
+                for title, name, charts in (("Data map", "data_map", 1), ("Hardness", "hardness", 2)):
                     started = time.perf_counter()
                     nav(title)
                     expect(page.get_by_role("heading", name=title, exact=True)).to_be_visible(timeout=timeout_ms)
-                    page.wait_for_function(PLOT_READY, timeout=timeout_ms)
+                    page.wait_for_function(
+                        f"() => [...document.querySelectorAll('.js-plotly-plot')]"
+                        f".filter(p => p._fullData?.length > 0).length >= {charts}", timeout=timeout_ms)
                     idle()
                     result[f"{name}_s"] = round(time.perf_counter() - started, 1)
                     page.screenshot(path=str(args.out / f"{name}.png"), full_page=True)

@@ -169,7 +169,8 @@ def map_figure(
         else:
             trace.update(hovertemplate="row %{customdata}<extra>%{fullData.name}</extra>")
         if selectable and selected is not None and selected.any():
-            trace.update(selectedpoints=np.flatnonzero(selected[rows]))
+            # a plain list: plotly.js does not decode a typed array here (selectedpoints is "any")
+            trace.update(selectedpoints=np.flatnonzero(selected[rows]).tolist())
         traces.append(trace)
         trace_rows.append(rows if selectable else None)
 

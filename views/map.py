@@ -85,7 +85,8 @@ if colour_by in ("cluster", "cluster_fine"):  # categorical, shown with the clus
     if clusters is not None:
         level = clusters[clusters["level"] == ("coarse" if colour_by == "cluster" else "fine")]
         names = {c: f"{c} · {name}" for c, name in zip(level["cluster"], level["name"])}
-        colour = colour.map(lambda c: names.get(c, "noise" if c < 0 else str(c)))
+        fallback = pd.Series(np.where(colour < 0, "noise", colour.astype(str)), index=colour.index)
+        colour = colour.map(names).fillna(fallback)  # a dict lookup per value, no Python call per row
 started = time.perf_counter()
 built = map_figure(examples[xy[0]].to_numpy(), examples[xy[1]].to_numpy(),
                    colour=colour, colour_name=colour_by, visible=visible,

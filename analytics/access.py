@@ -1,0 +1,192 @@
+"""Who may do what, and what the server may touch: the one place for the operator's rules.
+
+Everything a browser user types that names a thing on the server (a path, a model class) or a
+person (a reviewer's name) goes through this module before the engine acts on it.
+
+The operator sets the rules in the environment of the server process (or the CLI):
+
+===================================  =========================================================
+``CARTOGRAPHER_DATA_ROOTS``          folders the app may open, separated by ``os.pathsep``
+                                     (``:`` on Linux). Required in team mode.
+``CARTOGRAPHER_TRUST_CHECKPOINTS``   ``1`` lets the app unpickle checkpoints fully (runs code
+                                     from the file). Off by default; never a browser choice.
+``CARTOGRAPHER_ARCHITECTURES``       comma-separated allow-list of model classes for state-dict
+                                     checkpoints: ``pkg.mod:Class`` or ``pkg.mod:*``.
+``CARTOGRAPHER_TRUSTED_USER_HEADER`` the request header an auth proxy sets to the signed-in
+                                     user (e.g. ``X-Forwarded-Email``). Turns on team mode.
+``CARTOGRAPHER_ADMINS``              comma-separated identities that are admins.
+``CARTOGRAPHER_MAX_FILE_MB``         largest single file the app opens (default 2048).
+``CARTOGRAPHER_MAX_IMAGES``          most images in a folder before the app asks (default 200000).
+``CARTOGRAPHER_MAX_COLUMNS``         most columns in a table (default 10000).
+``CARTOGRAPHER_MAX_JOBS``            background jobs running at once, server-wide (default 2).
+``CARTOGRAPHER_MAX_JOBS_PER_USER``   running or queued jobs per user (default 2).
+===================================  =========================================================
+
+*Local mode* (no sign-in configured) keeps the single-user behaviour: any readable path, typed
+reviewer names. *Team mode* (``st.login`` configured, or a trusted user header) needs data
+roots, takes identity only from the sign-in, and enforces roles in the review store.
+"""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+__all__ = [
+    "ADMINS_ENV",
+    "ARCHITECTURES_ENV",
+    "AccessError",
+    "DATA_ROOTS_ENV",
+    "MAX_COLUMNS_ENV",
+    "MAX_FILE_MB_ENV",
+    "MAX_IMAGES_ENV",
+    "MAX_JOBS_ENV",
+    "MAX_JOBS_PER_USER_ENV",
+    "Policy",
+    "TRUSTED_USER_HEADER_ENV",
+    "TRUST_CHECKPOINTS_ENV",
+    "normalize_identity",
+]
+
+DATA_ROOTS_ENV = "CARTOGRAPHER_DATA_ROOTS"
+TRUST_CHECKPOINTS_ENV = "CARTOGRAPHER_TRUST_CHECKPOINTS"
+ARCHITECTURES_ENV = "CARTOGRAPHER_ARCHITECTURES"
+TRUSTED_USER_HEADER_ENV = "CARTOGRAPHER_TRUSTED_USER_HEADER"
+ADMINS_ENV = "CARTOGRAPHER_ADMINS"
+MAX_FILE_MB_ENV = "CARTOGRAPHER_MAX_FILE_MB"
+MAX_IMAGES_ENV = "CARTOGRAPHER_MAX_IMAGES"
+MAX_COLUMNS_ENV = "CARTOGRAPHER_MAX_COLUMNS"
+MAX_JOBS_ENV = "CARTOGRAPHER_MAX_JOBS"
+MAX_JOBS_PER_USER_ENV = "CARTOGRAPHER_MAX_JOBS_PER_USER"
+
+_TRUE = {"1", "true", "yes", "on"}
+_MAX_IDENTITY_CHARS = 200
+
+
+class AccessError(PermissionError):
+    """The operator's rules refuse this. The message is safe to show a browser user: it names
+    what they typed, never a server path outside the data roots, and says what to do."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The operator's rules, read once from the environment (:meth:`from_env`).
+
+    Attributes
+    ----------
+    data_roots : tuple of Path
+        Resolved folders the app may read from; empty means any path (local mode only).
+    trust_checkpoints : bool
+        Full unpickling of checkpoints is allowed (operator setting).
+    architectures : tuple of str
+        Allowed model classes, ``"pkg.mod:Class"`` or ``"pkg.mod:*"``.
+    trusted_user_header : str or None
+        The auth proxy's user header, when the server runs behind one.
+    login_configured : bool
+        ``st.login`` (OIDC) is configured; the UI passes this in, the engine cannot see it.
+    admins : tuple of str
+        Normalised identities that are admins.
+    max_file_bytes, max_images, max_columns : int
+        Caps on what one dataset may bring in.
+    max_jobs, max_jobs_per_user : int
+        Background work: running at once server-wide; running or queued per user.
+    """
+
+    data_roots: tuple[Path, ...] = ()
+    trust_checkpoints: bool = False
+    architectures: tuple[str, ...] = ()
+    trusted_user_header: str | None = None
+    login_configured: bool = False
+    admins: tuple[str, ...] = ()
+    max_file_bytes: int = 2048 * 2**20
+    max_images: int = 200_000
+    max_columns: int = 10_000
+    max_jobs: int = 2
+    max_jobs_per_user: int = 2
+    extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def team_mode(self) -> bool:
+        """A sign-in is configured: identities come from it, roles are enforced."""
+        return self.login_configured or bool(self.trusted_user_header)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, login_configured: bool = False) -> "Policy":
+        """The rules in ``environ`` (``os.environ`` by default).
+
+        Raises
+        ------
+        AccessError
+            A value cannot be read, or team mode is on without data roots.
+        """
+        env = os.environ if environ is None else environ
+        roots = tuple(Path(part).expanduser().resolve()
+                      for part in env.get(DATA_ROOTS_ENV, "").split(os.pathsep) if part.strip())
+        policy = cls(
+            data_roots=roots,
+            trust_checkpoints=env.get(TRUST_CHECKPOINTS_ENV, "").strip().lower() in _TRUE,
+            architectures=tuple(part.strip() for part in env.get(ARCHITECTURES_ENV, "").split(",") if part.strip()),
+            trusted_user_header=env.get(TRUSTED_USER_HEADER_ENV, "").strip() or None,
+            login_configured=login_configured,
+            admins=tuple(normalize_identity(part) for part in env.get(ADMINS_ENV, "").split(",") if part.strip()),
+            max_file_bytes=_positive_int(env, MAX_FILE_MB_ENV, 2048) * 2**20,
+            max_images=_positive_int(env, MAX_IMAGES_ENV, 200_000),
+            max_columns=_positive_int(env, MAX_COLUMNS_ENV, 10_000),
+            max_jobs=_positive_int(env, MAX_JOBS_ENV, 2),
+            max_jobs_per_user=_positive_int(env, MAX_JOBS_PER_USER_ENV, 2),
+        )
+        if policy.team_mode and not policy.data_roots:
+            raise AccessError(f"Team mode (a sign-in is configured) needs {DATA_ROOTS_ENV}: the folders "
+                              "the app may open. Set it before starting the server (docs/DEPLOY.md).")
+        return policy
+
+
+def normalize_identity(name: object) -> str:
+    """A person's identity as stored and compared: Unicode NFKC, case-folded, trimmed.
+
+    Look-alikes are refused rather than kept apart: a name that mixes letters of several scripts
+    (a Cyrillic "а" inside "alice") raises :class:`AccessError`.
+
+    Raises
+    ------
+    AccessError
+        Empty, too long, control characters, or letters of mixed scripts.
+    """
+    if not isinstance(name, str):
+        raise AccessError(f"A name must be text, not {type(name).__name__}.")
+    folded = unicodedata.normalize("NFKC", name).casefold().strip()
+    folded = unicodedata.normalize("NFKC", folded)  # case folding can leave non-NFKC forms
+    if not folded:
+        raise AccessError("A name must not be empty.")
+    if len(folded) > _MAX_IDENTITY_CHARS:
+        raise AccessError(f"A name has at most {_MAX_IDENTITY_CHARS} characters.")
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp") for ch in folded):
+        raise AccessError("A name must not contain control or invisible characters.")
+    scripts = {_script(ch) for ch in folded if ch.isalpha()}
+    if len(scripts) > 1:
+        raise AccessError(f"The name {name!r} mixes letters of several scripts ({', '.join(sorted(scripts))}), "
+                          "so it could pass for another person's name; use one script.")
+    return folded
+
+
+def _script(ch: str) -> str:
+    """The script of a letter, from its Unicode name (LATIN, CYRILLIC, GREEK, CJK, …)."""
+    name = unicodedata.name(ch, "")
+    word = name.split(" ", 1)[0] if name else "UNKNOWN"
+    return "CJK" if word in ("CJK", "HIRAGANA", "KATAKANA") else word
+
+
+def _positive_int(env: Mapping[str, str], key: str, default: int) -> int:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise AccessError(f"{key} must be a whole number, got {raw!r}.") from None
+    if value < 1:
+        raise AccessError(f"{key} must be at least 1, got {value}.")
+    return value

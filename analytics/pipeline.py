@@ -12,7 +12,9 @@ A run folder holds:
   ``text``/``image``/``split`` and metadata), then ``x``, ``y`` (the map) and ``pca_x``,
   ``pca_y``; later stages add their per-example scores as columns;
 - ``manifest.json`` — dataset fingerprint, sources, parameters, versions, timings per stage,
-  and the size and SHA-256 of every artefact (written last: a folder without it is not a run);
+  and the size and SHA-256 of every other file of the run (written last: a folder without it
+  is not a run). :func:`load_run` checks every file against it (:func:`verify_run`), and every
+  file read later goes through the same check (:func:`read_artefact`);
 - ``embeddings.npy`` (float16, n × d) and ``neighbors.npz`` (``indices`` int32 and
   ``distances`` float16, n × k) so later stages need not recompute them;
 - ``dynamics.npy`` (float16, seeds × epochs × n × classes: the logits of every epoch) and
@@ -62,10 +64,14 @@ __all__ = [
     "AnalysisConfig",
     "AnalysisRun",
     "RunError",
+    "DamagedRunError",
+    "RunProblem",
     "STAGES",
     "run_analysis",
     "run_dir_for",
     "load_run",
+    "verify_run",
+    "read_artefact",
     "is_run_dir",
     "MAP_COLUMNS",
     "CLUSTER_COLUMNS",
@@ -95,6 +101,26 @@ StageProgress = Callable[[str, float, str], None]
 
 class RunError(ValueError):
     """A run folder is missing, incomplete or was modified; the message names the file."""
+
+
+@dataclass(frozen=True)
+class RunProblem:
+    """One file of a run folder that cannot be trusted: its name within the folder and why."""
+
+    file: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file} {self.reason}"
+
+
+class DamagedRunError(RunError):
+    """Files of a run folder do not match its manifest (truncated, edited, partly copied or
+    missing); ``problems`` lists them by their names within the folder, never a server path."""
+
+    def __init__(self, problems: list[RunProblem] | tuple[RunProblem, ...]):
+        self.problems = tuple(problems)
+        super().__init__("The run is damaged: " + "; ".join(str(p) for p in self.problems) + ".")
 
 
 @dataclass(frozen=True)
@@ -140,13 +166,22 @@ class AnalysisRun:
     examples: pd.DataFrame
     manifest: dict = field(repr=False)
 
+    def read(self, name: str, *, mmap: bool = False):
+        """The run's file ``name``, checked against the manifest (see :func:`read_artefact`)."""
+        return read_artefact(self.path, name, manifest=self.manifest, mmap=mmap)
+
     def embeddings(self) -> np.ndarray:
         """ndarray of shape (n, d), float32 (stored as float16)."""
-        return np.load(self.path / "embeddings.npy", allow_pickle=False).astype(np.float32)
+        return self.read("embeddings.npy").astype(np.float32)
 
     def neighbors(self) -> tuple[np.ndarray, np.ndarray]:
-        with np.load(self.path / "neighbors.npz", allow_pickle=False) as archive:
-            return archive["indices"], archive["distances"].astype(np.float32)
+        """(indices int32, distances float32), each of shape (n, k)."""
+        archive = self.read("neighbors.npz")
+        return archive["indices"], archive["distances"].astype(np.float32)
+
+    def dynamics(self) -> np.ndarray:
+        """Memory-mapped float16 logits of shape (seeds, epochs, n, classes)."""
+        return self.read("dynamics.npy", mmap=True)
 
 
 def run_dir_for(dataset: Dataset, config: AnalysisConfig, workspace: Workspace) -> Path:
@@ -281,6 +316,8 @@ def run_analysis(
 
     start = time.perf_counter()
     report("artefacts", 0.0, f"Writing the run to {out}")
+    # A folder being rewritten (a damaged run recomputed) is not a run until its new manifest lands.
+    (out / "manifest.json").unlink(missing_ok=True)
     examples = dataset.table.copy()
     examples["x"], examples["y"] = coords[:, 0], coords[:, 1]
     examples["pca_x"], examples["pca_y"] = pca[:, 0], pca[:, 1]
@@ -367,42 +404,165 @@ def is_run_dir(path: str | Path) -> bool:
 def load_run(path: str | Path, *, verify: bool = True) -> AnalysisRun:
     """Open a run folder written by :func:`run_analysis` (from the app or the CLI).
 
-    With ``verify`` the size and SHA-256 of ``examples.parquet`` are checked against the
-    manifest, so a partial copy or an edited file is refused rather than trusted.
+    With ``verify`` the size and SHA-256 of every file of the run are checked against the
+    manifest (:func:`verify_run`), so a partial copy, a truncated or an edited file is refused
+    rather than trusted.
+
+    Raises
+    ------
+    RunError
+        The folder is not a run; :class:`DamagedRunError` when a file of it does not match the
+        manifest or cannot be read (the message names the file within the run).
     """
     path = Path(path).expanduser()
-    manifest_path = path / "manifest.json"
-    if not manifest_path.is_file():
-        raise RunError(f"{path}: not a run folder (no manifest.json). Run `cartographer analyze` first.")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunError(f"{manifest_path}: not valid JSON ({exc}).") from None
-    if manifest.get("format") != FORMAT:
-        raise RunError(f"{manifest_path}: not a Data Cartographer run manifest.")
-    examples_path = path / "examples.parquet"
-    if not examples_path.is_file():
-        raise RunError(f"{examples_path}: missing; the run is incomplete.")
-    expected = manifest.get("artefacts", {}).get("examples.parquet", {})
-    if verify and (examples_path.stat().st_size != expected.get("bytes")
-                   or file_sha256(examples_path) != expected.get("sha256")):
-        raise RunError(f"{examples_path}: does not match its manifest (size or checksum differs); "
-                       "it was changed or only partly copied. Re-run the analysis.")
-    try:
-        examples = pd.read_parquet(examples_path)
-    except Exception as exc:
-        raise RunError(f"{examples_path}: not readable ({exc}).") from None
+    if not (path / "manifest.json").is_file():
+        raise RunError(f"'{path.name}' is not a run folder (no manifest.json). Run `cartographer analyze` first.")
+    manifest, problems = _read_manifest(path)
+    if not problems and verify:
+        problems = _verify_files(path, manifest)
+    if problems:
+        raise DamagedRunError(problems)
+    examples = read_artefact(path, "examples.parquet", manifest=manifest, verify=False)
     info = manifest["dataset"]
     analysis_columns = [c for c in examples.columns if c in manifest.get("map_columns", MAP_COLUMNS)
                         or c in manifest.get("score_columns", [])]
-    dataset = Dataset(
-        name=info["name"], source=Path(info["source"]),
-        table=examples.drop(columns=analysis_columns).reset_index(drop=True),
-        classes=tuple(info["classes"]), kind=info["kind"], roles=ColumnRoles(**info["roles"]),
-        fingerprint=info["fingerprint"], ids_generated=info.get("ids_generated", False),
-        notes=tuple(info.get("notes", [])),
-    )
+    try:
+        dataset = Dataset(
+            name=info["name"], source=Path(info["source"]),
+            table=examples.drop(columns=analysis_columns).reset_index(drop=True),
+            classes=tuple(info["classes"]), kind=info["kind"], roles=ColumnRoles(**info["roles"]),
+            fingerprint=info["fingerprint"], ids_generated=info.get("ids_generated", False),
+            notes=tuple(info.get("notes", [])),
+        )
+    except (KeyError, TypeError) as exc:
+        raise DamagedRunError([RunProblem("manifest.json", f"is incomplete: its dataset lacks {exc}")]) from None
     return AnalysisRun(path=path, dataset=dataset, examples=examples, manifest=manifest)
+
+
+def verify_run(path: str | Path) -> list[RunProblem]:
+    """Every file of the run folder ``path`` that does not match its manifest.
+
+    Checks that ``manifest.json`` is a readable run manifest, that it lists every file the run
+    needs, and that each listed file exists with the recorded size and SHA-256.
+
+    Returns
+    -------
+    list of RunProblem
+        Empty when the run is intact; otherwise one entry per untrusted file, named by its name
+        within the folder.
+    """
+    path = Path(path).expanduser()
+    manifest, problems = _read_manifest(path)
+    return problems or _verify_files(path, manifest)
+
+
+def read_artefact(path: str | Path, name: str, *, manifest: dict | None = None, mmap: bool = False,
+                  verify: bool = True):
+    """Read the file ``name`` of the run folder ``path`` after checking it against the manifest.
+
+    Parameters
+    ----------
+    manifest : dict, optional
+        The manifest the run was opened with (read from the folder when omitted), so a file
+        rewritten since is refused rather than mixed with the rest of the run.
+    mmap : bool
+        Memory-map a ``.npy`` file instead of reading it.
+
+    Returns
+    -------
+    ndarray (``.npy``), dict of ndarray (``.npz``) or DataFrame (``.parquet``).
+
+    Raises
+    ------
+    DamagedRunError
+        The file is missing, does not match the manifest or cannot be read.
+    """
+    path = Path(path).expanduser()
+    if manifest is None:
+        manifest, problems = _read_manifest(path)
+        if problems:
+            raise DamagedRunError(problems)
+    expected = manifest["artefacts"].get(name)
+    if expected is None:
+        raise DamagedRunError([RunProblem(name, "is not listed in manifest.json")])
+    problem = _check_file(path, name, expected) if verify else None
+    if problem is not None:
+        raise DamagedRunError([problem])
+    try:
+        return _ARTEFACT_READERS[Path(name).suffix](path / name, mmap)
+    except Exception as exc:  # whatever the reader says, the user learns which file and why
+        detail = str(exc).replace(str(path / name), name).replace(str(path), "the run folder")
+        raise DamagedRunError([RunProblem(name, f"cannot be read ({type(exc).__name__}: {detail})")]) from None
+
+
+def _read_npz(file: Path, mmap: bool) -> dict[str, np.ndarray]:
+    with np.load(file, allow_pickle=False) as archive:
+        return {key: archive[key] for key in archive.files}
+
+
+_ARTEFACT_READERS: dict[str, Callable[[Path, bool], object]] = {
+    ".npy": lambda file, mmap: np.load(file, allow_pickle=False, mmap_mode="r" if mmap else None),
+    ".npz": _read_npz,
+    ".parquet": lambda file, mmap: pd.read_parquet(file),
+}
+
+
+def _read_manifest(path: Path) -> tuple[dict | None, list[RunProblem]]:
+    """The run's manifest, or None and why it cannot be used."""
+    manifest_path = path / "manifest.json"
+    if not manifest_path.is_file():
+        return None, [RunProblem("manifest.json", "is missing: this is not a run folder")]
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return None, [RunProblem("manifest.json", f"is not valid JSON ({exc}): truncated or edited")]
+    except OSError as exc:
+        return None, [RunProblem("manifest.json", f"cannot be read ({type(exc).__name__})")]
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        return None, [RunProblem("manifest.json", "is not a Data Cartographer run manifest")]
+    if not isinstance(manifest.get("artefacts"), dict) or not isinstance(manifest.get("dataset"), dict):
+        return None, [RunProblem("manifest.json", "is incomplete: it lacks the dataset or the files of the run")]
+    return manifest, []
+
+
+def _expected_files(manifest: dict) -> set[str]:
+    """The files every run with this manifest has (slices are optional)."""
+    expected = {"examples.parquet", "embeddings.npy", "neighbors.npz"}
+    if manifest.get("dynamics"):
+        expected |= {"dynamics.npy", "heldout_probs.npy"}
+    if manifest.get("clusters"):
+        expected.add("clusters.parquet")
+    return expected
+
+
+def _verify_files(path: Path, manifest: dict) -> list[RunProblem]:
+    artefacts = manifest["artefacts"]
+    problems = [RunProblem(name, "is not listed in manifest.json with its checksum")
+                for name in sorted(_expected_files(manifest) - set(artefacts))]
+    for name, expected in artefacts.items():
+        problem = _check_file(path, name, expected)
+        if problem is not None:
+            problems.append(problem)
+    return problems
+
+
+def _check_file(path: Path, name: str, expected: object) -> RunProblem | None:
+    """Why the file ``name`` does not match its manifest entry, or None when it does."""
+    if not isinstance(name, str) or name in ("", ".", "..", "manifest.json") or Path(name).name != name:
+        return RunProblem(str(name)[:80], "is not a file name of a run folder")
+    if not isinstance(expected, dict) or not isinstance(expected.get("bytes"), int) or "sha256" not in expected:
+        return RunProblem(name, "has no size and checksum in manifest.json")
+    file = path / name
+    if not file.is_file():
+        return RunProblem(name, "is missing")
+    size = file.stat().st_size
+    if size != expected["bytes"]:
+        return RunProblem(name, f"does not match its manifest ({size:,} bytes, {expected['bytes']:,} "
+                                "expected): it was truncated, changed or only partly copied")
+    if file_sha256(file) != expected["sha256"]:
+        return RunProblem(name, "does not match its manifest (checksum differs): it was changed "
+                                "or only partly copied")
+    return None
 
 
 # --------------------------------------------------------------------------- helpers

@@ -11,7 +11,15 @@ import pytest
 import analytics.pipeline as pipeline
 from analytics.datasets import load_dataset
 from analytics.embeddings import EmbeddingSpec
-from analytics.pipeline import AnalysisConfig, RunError, load_run, run_analysis
+from analytics.pipeline import (
+    AnalysisConfig,
+    DamagedRunError,
+    RunError,
+    load_run,
+    read_artefact,
+    run_analysis,
+    verify_run,
+)
 from analytics.workspace import Workspace
 
 
@@ -194,3 +202,76 @@ def test_large_data_methods_are_used_and_recorded(dataset, tmp_path, monkeypatch
     small = run_analysis(dataset, config, out_dir=tmp_path / "small", workspace=Workspace(tmp_path / "ws2"))
     assert starts[-1] is None and small.manifest["projection"]["init"] == "spectral"
     assert small.manifest["dynamics"]["scheme"] == "independent" and small.manifest["dynamics"]["folds"] == 5
+
+
+RUN_FILES = ["examples.parquet", "neighbors.npz", "dynamics.npy", "heldout_probs.npy", "embeddings.npy",
+             "clusters.parquet", "slices.parquet", "manifest.json"]
+
+
+def truncate(file):
+    data = file.read_bytes()
+    file.write_bytes(data[: len(data) // 2])
+
+
+def test_every_file_of_a_run_is_in_the_manifest(dataset, tmp_path):
+    run = run_analysis(dataset, CONFIG, out_dir=tmp_path / "run", workspace=Workspace(tmp_path / "ws"))
+    written = {f.name for f in (tmp_path / "run").iterdir()} - {"manifest.json"}
+    assert set(run.manifest["artefacts"]) == written == set(RUN_FILES) - {"manifest.json"}
+    assert verify_run(tmp_path / "run") == []
+
+
+@pytest.mark.parametrize("name", RUN_FILES)
+def test_a_truncated_file_is_named_and_the_run_recomputed(dataset, tmp_path, monkeypatch, name):
+    workspace = Workspace(tmp_path / "ws")
+    run = run_analysis(dataset, CONFIG, workspace=workspace)  # where the app keeps its runs
+    truncate(run.path / name)
+
+    assert [problem.file for problem in verify_run(run.path)] == [name]
+    with pytest.raises(DamagedRunError) as caught:
+        load_run(run.path)
+    message = str(caught.value)
+    assert name in message and str(tmp_path) not in message
+    assert caught.value.problems[0].file == name
+
+    embedded = []  # the stages come back from the workspace cache: only the run folder is rewritten
+    real = pipeline.compute_embeddings
+    monkeypatch.setattr(pipeline, "compute_embeddings", lambda *a, **k: embedded.append(1) or real(*a, **k))
+    again = run_analysis(dataset, CONFIG, workspace=workspace)
+    assert embedded == [] and again.path == run.path
+    assert verify_run(run.path) == []
+    pd.testing.assert_frame_equal(load_run(run.path).examples, run.examples)
+
+
+@pytest.mark.parametrize("name, read", [("neighbors.npz", lambda run: run.neighbors()),
+                                        ("dynamics.npy", lambda run: run.dynamics()),
+                                        ("embeddings.npy", lambda run: run.embeddings())])
+def test_files_read_later_are_checked_too(dataset, tmp_path, name, read):
+    run_analysis(dataset, CONFIG, out_dir=tmp_path / "run", workspace=Workspace(tmp_path / "ws"))
+    run = load_run(tmp_path / "run")
+    assert read(run) is not None
+    truncate(tmp_path / "run" / name)
+    with pytest.raises(DamagedRunError, match=f"{name} does not match its manifest") as caught:
+        read(run)
+    assert str(tmp_path) not in str(caught.value)
+    with pytest.raises(DamagedRunError, match=name):
+        read_artefact(tmp_path / "run", name)
+
+
+def test_a_changed_byte_and_a_hostile_manifest_are_refused(dataset, tmp_path):
+    run_analysis(dataset, CONFIG, out_dir=tmp_path / "run", workspace=Workspace(tmp_path / "ws"))
+    file = tmp_path / "run" / "heldout_probs.npy"
+    data = bytearray(file.read_bytes())
+    data[-1] ^= 0xFF
+    file.write_bytes(bytes(data))
+    assert [str(p) for p in verify_run(tmp_path / "run")] == [
+        "heldout_probs.npy does not match its manifest (checksum differs): it was changed or only partly copied"]
+
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    manifest["artefacts"]["../outside.npy"] = {"bytes": 1, "sha256": "0"}
+    del manifest["artefacts"]["neighbors.npz"]
+    (tmp_path / "run" / "manifest.json").write_text(json.dumps(manifest))
+    problems = {p.file: p.reason for p in verify_run(tmp_path / "run")}
+    assert problems["neighbors.npz"] == "is not listed in manifest.json with its checksum"
+    assert problems["../outside.npy"] == "is not a file name of a run folder"
+    with pytest.raises(DamagedRunError):
+        load_run(tmp_path / "run")

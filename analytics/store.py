@@ -19,13 +19,31 @@ upgraded in place, in one transaction, when a store is opened by newer code: not
 dropped. A database written by *newer* code is refused rather than guessed at.
 
 Every write is one transaction, so a writer killed half way leaves no partial row.
+
+Who may do what is enforced here, not only in the page. Every write names its acting identity
+(normalised by :func:`analytics.access.normalize_identity`: NFKC, case-folded, mixed-script
+look-alikes refused), and a blank or unknown actor writes nothing:
+
+- *admins* (``CARTOGRAPHER_ADMINS``, or granted) grant and revoke team roles, adjudicate and
+  archive any session;
+- a session's *owner* (its creator) and its listed *reviewers* record decisions in it; nobody
+  else does;
+- only the owner or an admin adjudicates;
+- *viewers* read; creating sessions, exporting and renaming clusters need the team role
+  ``reviewer`` or above (:meth:`ReviewStore.authorize`).
+
+Team roles are an append-only log (table ``role_grants``, schema version 3): a person's role is
+their latest grant, else the store's ``default_role`` (``reviewer`` for a one-person local app,
+``viewer`` on a team server with sign-in).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,22 +54,29 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from analytics.access import ADMINS_ENV, AccessError, normalize_identity
 from analytics.agreement import decision_categories
 from analytics.workspace import Workspace
 
 __all__ = [
     "ADJUDICATION",
+    "ADMIN",
     "DATABASE_URL_ENV",
     "DECISIONS",
     "DEFAULT_DB_NAME",
     "MAX_NOTE_CHARS",
+    "OWNER",
     "REVIEW",
+    "REVIEWER",
     "SCHEMA_VERSION",
+    "TEAM_ROLES",
+    "VIEWER",
     "Decision",
     "Progress",
     "ReviewError",
     "ReviewSession",
     "ReviewStore",
+    "SessionSnapshot",
     "category_of",
 ]
 
@@ -62,6 +87,12 @@ DECISIONS = ("keep", "drop", "relabel", "flag")
 #: Kinds of decision rows: a reviewer's review, or the session owner's adjudication.
 REVIEW, ADJUDICATION = "review", "adjudication"
 MAX_NOTE_CHARS = 10_000
+#: Roles, weakest first. ``owner`` is per session (its creator); the others are team roles.
+VIEWER, REVIEWER, OWNER, ADMIN = "viewer", "reviewer", "owner", "admin"
+#: Roles an admin can grant (the team roles).
+TEAM_ROLES = (VIEWER, REVIEWER, ADMIN)
+_RANK = {VIEWER: 0, REVIEWER: 1, OWNER: 2, ADMIN: 3}
+_REVOKED = "none"
 _MAX_NAME_CHARS = 200
 _BUSY_TIMEOUT_S = 30
 # Key of the PostgreSQL advisory lock that serialises concurrent schema upgrades.
@@ -134,6 +165,28 @@ class Progress:
     adjudicated: int
 
 
+@dataclass(frozen=True)
+class SessionSnapshot:
+    """A session's outcome and decision counts read in one transaction (one snapshot), so an
+    export and its manifest agree even while reviewers keep writing.
+
+    Attributes
+    ----------
+    session : ReviewSession
+    outcome : DataFrame
+        As :meth:`ReviewStore.outcome`.
+    decision_counts : dict
+        As :meth:`ReviewStore.decision_counts`.
+    actor : str
+        The normalised identity that read it (the exporter).
+    """
+
+    session: ReviewSession
+    outcome: pd.DataFrame
+    decision_counts: dict[str, dict[str, int]]
+    actor: str
+
+
 def category_of(decision: str, new_label: str | None) -> str:
     """A decision as one category: relabels are told apart by target (``relabel:cat``)."""
     return f"relabel:{new_label}" if decision == "relabel" else decision
@@ -191,6 +244,16 @@ DECISIONS_TABLE = sa.Table(
     sa.CheckConstraint("decision IN ('keep', 'drop', 'relabel', 'flag')", name="ck_decisions_decision"),
     sa.CheckConstraint("kind IN ('review', 'adjudication')", name="ck_decisions_kind"),
     sa.CheckConstraint("(decision = 'relabel') = (new_label IS NOT NULL)", name="ck_decisions_new_label"),
+    sqlite_autoincrement=True,
+)
+ROLE_GRANTS = sa.Table(
+    "role_grants", _metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("identity", sa.String(_MAX_NAME_CHARS), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("granted_by", sa.String(_MAX_NAME_CHARS), nullable=False),
+    sa.Column("created_at", sa.String(40), nullable=False),
+    sa.CheckConstraint("role IN ('viewer', 'reviewer', 'admin', 'none')", name="ck_role_grants_role"),
     sqlite_autoincrement=True,
 )
 
@@ -271,11 +334,43 @@ def _v2_archive_and_append_only(conn: Connection) -> None:
             "FOR EACH STATEMENT EXECUTE FUNCTION cartographer_decisions_append_only()")
 
 
+def _v3_team_roles(conn: Connection) -> None:
+    """Version 3: ``role_grants``, the append-only log of team roles (a revoke is a row with
+    role ``none``)."""
+    v3 = sa.MetaData()
+    sa.Table(
+        "role_grants", v3,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("identity", sa.String(200), nullable=False),
+        sa.Column("role", sa.String(16), nullable=False),
+        sa.Column("granted_by", sa.String(200), nullable=False),
+        sa.Column("created_at", sa.String(40), nullable=False),
+        sa.CheckConstraint("role IN ('viewer', 'reviewer', 'admin', 'none')", name="ck_role_grants_role"),
+        sqlite_autoincrement=True,
+    )
+    v3.create_all(conn)
+    conn.exec_driver_sql("CREATE INDEX ix_role_grants_identity ON role_grants (identity, id)")
+    message = "role grants are append-only; grant again instead"
+    if conn.dialect.name == "sqlite":
+        for event in ("UPDATE", "DELETE"):
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER role_grants_no_{event.lower()} BEFORE {event} ON role_grants "
+                f"BEGIN SELECT RAISE(ABORT, '{message}'); END")
+    elif conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(
+            "CREATE FUNCTION cartographer_role_grants_append_only() RETURNS trigger "
+            f"LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION '{message}'; END $$")
+        conn.exec_driver_sql(
+            "CREATE TRIGGER role_grants_append_only BEFORE UPDATE OR DELETE ON role_grants "
+            "FOR EACH ROW EXECUTE FUNCTION cartographer_role_grants_append_only()")
+
+
 #: Migrations in order: ``MIGRATIONS[k]`` takes a database from version k to k + 1. Append
 #: new ones; never edit one that has shipped.
 MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _v1_base_tables,
     _v2_archive_and_append_only,
+    _v3_team_roles,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -402,6 +497,25 @@ def _clean_name(value: object, what: str) -> str:
     return value
 
 
+def _identity(value: object, what: str = "acting") -> str:
+    """A person's normalised identity, or :class:`ReviewError` saying why it is refused."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ReviewError(f"No {what} identity was given (nobody is signed in, or the name is empty); "
+                          "nothing was written.")
+    try:
+        return normalize_identity(value)
+    except AccessError as exc:
+        raise ReviewError(str(exc)) from None
+
+
+def _stored_identity(value: str) -> str:
+    """A name stored before identities were normalised (schema version 2), as compared now."""
+    try:
+        return normalize_identity(value)
+    except AccessError:
+        return value.strip()
+
+
 def _check_text(value: str, what: str) -> None:
     # PostgreSQL text cannot hold NUL, and SQLite would truncate it in some tools.
     if "\x00" in value:
@@ -459,14 +573,20 @@ class ReviewStore:
     Methods taking ``session`` accept a session id (int) or name (str).
     """
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, *, admins: Iterable[str] = (), default_role: str = REVIEWER):
+        if default_role not in (VIEWER, REVIEWER):
+            raise ReviewError(f"default_role must be '{VIEWER}' or '{REVIEWER}', not {default_role!r}.")
         self.engine = engine
+        self.admins = frozenset(_identity(a, "admin") for a in admins)
+        self.default_role = default_role
         self._sessions: dict[int, ReviewSession] = {}
+        self._local = threading.local()  # the connection of a read snapshot, per thread
 
     # ----------------------------------------------------------------- opening
 
     @classmethod
-    def open(cls, url: str | None = None, workspace_root: str | Path | None = None) -> "ReviewStore":
+    def open(cls, url: str | None = None, workspace_root: str | Path | None = None, *,
+             admins: Iterable[str] | None = None, default_role: str = REVIEWER) -> "ReviewStore":
         """Open (creating or upgrading) the review database.
 
         Parameters
@@ -477,6 +597,11 @@ class ReviewStore:
             workspace folder.
         workspace_root : str or Path, optional
             Folder of the default SQLite file (default: the workspace root).
+        admins : iterable of str, optional
+            Identities that are always admins (default: ``CARTOGRAPHER_ADMINS``, comma-separated).
+        default_role : {"reviewer", "viewer"}, default "reviewer"
+            The team role of someone with no grant: ``reviewer`` for a one-person local app,
+            ``viewer`` for a team server with sign-in.
 
         Raises
         ------
@@ -484,13 +609,16 @@ class ReviewStore:
             When the database was written by a newer version, or holds tables of unknown layout.
         """
         url = url or os.environ.get(DATABASE_URL_ENV) or _default_url(workspace_root)
+        if admins is None:
+            admins = [part for part in os.environ.get(ADMINS_ENV, "").split(",") if part.strip()]
+        admins = tuple(_identity(a, "admin") for a in admins)
         engine = _make_engine(url)
         try:
             _upgrade(engine)
         except BaseException:
             engine.dispose()
             raise
-        return cls(engine)
+        return cls(engine, admins=admins, default_role=default_role)
 
     def close(self) -> None:
         """Release the database connections."""
@@ -510,6 +638,115 @@ class ReviewStore:
     def _write(self) -> Connection:
         """A connection whose transactions take the write lock at once (SQLite)."""
         return self.engine.connect().execution_options(sqlite_begin="IMMEDIATE")
+
+    @contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        """The open read snapshot's connection on this thread, else a new connection."""
+        snapshot = getattr(self._local, "connection", None)
+        if snapshot is not None:
+            yield snapshot
+            return
+        with self.engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def read_snapshot(self) -> Iterator[None]:
+        """Every read of this store on this thread inside the ``with`` block sees one snapshot
+        of the database: one read transaction (SQLite: ``BEGIN``, whose first read fixes the
+        snapshot in WAL mode; PostgreSQL: ``REPEATABLE READ``). Nested blocks share it."""
+        if getattr(self._local, "connection", None) is not None:
+            yield
+            return
+        options = ({"isolation_level": "REPEATABLE READ"} if self.engine.dialect.name == "postgresql"
+                   else {"sqlite_begin": "DEFERRED"})
+        with self.engine.connect().execution_options(**options) as conn, conn.begin():
+            self._local.connection = conn
+            try:
+                yield
+            finally:
+                self._local.connection = None
+
+    # ----------------------------------------------------------------- roles
+
+    def team_role(self, actor: str) -> str:
+        """``actor``'s team role: ``admin`` (listed in ``CARTOGRAPHER_ADMINS`` or granted),
+        their latest grant, else the store's ``default_role``."""
+        identity = _identity(actor)
+        if identity in self.admins:
+            return ADMIN
+        with self._connect() as conn:
+            role = conn.execute(sa.select(ROLE_GRANTS.c.role).where(ROLE_GRANTS.c.identity == identity)
+                                .order_by(ROLE_GRANTS.c.id.desc()).limit(1)).scalar()
+        return self.default_role if role in (None, _REVOKED) else role
+
+    def session_role(self, session: int | str, actor: str) -> str:
+        """``actor``'s role in a session: ``admin``, ``owner``, ``reviewer`` (listed) or ``viewer``."""
+        found = self._session(session)
+        identity = _identity(actor)
+        if self.team_role(identity) == ADMIN:
+            return ADMIN
+        if identity == _stored_identity(found.owner):
+            return OWNER
+        return REVIEWER if self.is_member(found.id, identity) else VIEWER
+
+    def is_member(self, session: int | str, actor: str) -> bool:
+        """``actor`` is the session's owner or one of its listed reviewers: they may decide."""
+        found = self._session(session)
+        identity = _identity(actor)
+        if identity not in _members(found):
+            found = self.get_session(found.id)  # reviewers may have been added since it was cached
+        return identity in _members(found)
+
+    def authorize(self, actor: str, *, at_least: str = REVIEWER, session: int | str | None = None,
+                  action: str = "do this") -> str:
+        """``actor``'s normalised identity when their role (in ``session``, else their team role)
+        is ``at_least``; :class:`ReviewError` naming the role needed otherwise."""
+        identity = _identity(actor)
+        role = self.session_role(session, identity) if session is not None else self.team_role(identity)
+        if _RANK[role] < _RANK[at_least]:
+            where = f" in session '{self._session(session).name}'" if session is not None else ""
+            raise ReviewError(f"{identity} is a {role}{where} and may not {action}: that needs the role "
+                              f"{at_least} or above. An admin can grant it.")
+        return identity
+
+    def grant_role(self, identity: str, role: str, *, actor: str) -> str:
+        """Give ``identity`` the team role ``role`` (one of :data:`TEAM_ROLES`); only an admin may.
+        Returns the normalised identity."""
+        if role not in TEAM_ROLES:
+            raise ReviewError(f"Unknown role {role!r}; use one of {', '.join(TEAM_ROLES)}.")
+        return self._record_grant(identity, role, actor)
+
+    def revoke_role(self, identity: str, *, actor: str) -> str:
+        """Take back ``identity``'s granted role (they fall back to the default role); only an
+        admin may."""
+        return self._record_grant(identity, _REVOKED, actor)
+
+    def _record_grant(self, identity: str, role: str, actor: str) -> str:
+        granted_by = self.authorize(actor, at_least=ADMIN, action="grant or revoke roles")
+        identity = _identity(identity, "grantee's")
+        if identity in self.admins and role != ADMIN:
+            raise ReviewError(f"{identity} is an admin by the server's configuration ({ADMINS_ENV}); "
+                              "change it there.")
+        with self._write() as conn, conn.begin():
+            conn.execute(sa.insert(ROLE_GRANTS).values(identity=identity, role=role, granted_by=granted_by,
+                                                       created_at=_now()))
+        return identity
+
+    def team(self) -> pd.DataFrame:
+        """Current team roles: the configured admins and everyone with a grant in force.
+
+        Columns: identity, role, granted_by (``"configuration"`` for configured admins), granted_at.
+        """
+        latest = sa.select(sa.func.max(ROLE_GRANTS.c.id).label("id")).group_by(ROLE_GRANTS.c.identity).subquery()
+        query = (sa.select(ROLE_GRANTS.c.identity, ROLE_GRANTS.c.role, ROLE_GRANTS.c.granted_by,
+                           ROLE_GRANTS.c.created_at)
+                 .join(latest, latest.c.id == ROLE_GRANTS.c.id).where(ROLE_GRANTS.c.role != _REVOKED)
+                 .order_by(ROLE_GRANTS.c.identity))
+        granted = self._frame(query, ["identity", "role", "granted_by", "granted_at"])
+        granted = granted[~granted["identity"].isin(self.admins)]
+        configured = pd.DataFrame({"identity": sorted(self.admins), "role": ADMIN,
+                                   "granted_by": "configuration", "granted_at": ""})
+        return pd.concat([configured, granted], ignore_index=True)
 
     # ----------------------------------------------------------------- sessions
 
@@ -535,7 +772,8 @@ class ReviewStore:
         example_ids : iterable of str
             The examples to review (dataset ids).
         owner : str
-            Who created it; the only one who may adjudicate.
+            Who creates it (the acting identity; needs the team role ``reviewer`` or above). The
+            owner records decisions and adjudicates.
         fingerprint : str
             The dataset's fingerprint.
         classes : sequence of str
@@ -544,11 +782,14 @@ class ReviewStore:
             Free text: what the session is for; where its examples came from (``"selection"``,
             ``"cluster 3"``, ``"top 50 by el2n"``); the analysis run (path or key).
         reviewers : iterable of str
-            Invited reviewers (anyone may still record decisions).
+            The reviewers: only they and the owner record decisions in the session. Stored
+            normalised (``"Alice"`` is ``"alice"``); a look-alike name is refused.
         """
         name = _clean_name(name, "session")
-        owner = _clean_name(owner, "owner")
-        reviewers = tuple(dict.fromkeys(_clean_name(r, "reviewer") for r in reviewers))
+        owner = self.authorize(owner, action="create review sessions")
+        if isinstance(reviewers, str):
+            raise ReviewError("reviewers must be a list of names, not one string.")
+        reviewers = tuple(dict.fromkeys(_identity(r, "reviewer's") for r in reviewers))
         classes = tuple(dict.fromkeys(str(c) for c in classes))
         if not classes or any(not c.strip() for c in classes):
             raise ReviewError("A session needs the dataset's classes (non-empty names), "
@@ -589,7 +830,7 @@ class ReviewStore:
             query = query.where(SESSIONS.c.fingerprint == fingerprint)
         if not include_archived:
             query = query.where(SESSIONS.c.archived == sa.false())
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(query.order_by(SESSIONS.c.id.desc())).mappings().all()
         return [_session_from_row(row) for row in rows]
 
@@ -601,7 +842,7 @@ class ReviewStore:
             raise ReviewError(f"A session is named by its id (int) or name (str), not {session!r}.")
         column = SESSIONS.c.name if isinstance(session, str) else SESSIONS.c.id
         key = session.strip() if isinstance(session, str) else int(session)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             row = conn.execute(_session_query().where(column == key)).mappings().first()
         if row is None:
             raise ReviewError(f"No review session {'named ' if isinstance(session, str) else 'with id '}"
@@ -610,12 +851,27 @@ class ReviewStore:
         self._sessions[found.id] = found
         return found
 
-    def archive_session(self, session: int | str) -> ReviewSession:
+    def archive_session(self, session: int | str, *, actor: str) -> ReviewSession:
         """Hide a session from :meth:`list_sessions` and refuse new decisions in it (its data
-        stays)."""
+        stays); only its owner or an admin may."""
         found = self.get_session(session)
+        self.authorize(actor, at_least=OWNER, session=found.id, action="archive the session")
         with self._write() as conn, conn.begin():
             conn.execute(sa.update(SESSIONS).where(SESSIONS.c.id == found.id).values(archived=True))
+        return self.get_session(found.id)
+
+    def add_reviewers(self, session: int | str, names: Iterable[str], *, actor: str) -> ReviewSession:
+        """Add reviewers to a session (its owner or an admin may); returns the updated session."""
+        found = self.get_session(session)
+        self.authorize(actor, at_least=OWNER, session=found.id, action="change the reviewers")
+        if isinstance(names, str):
+            raise ReviewError("names must be a list of names, not one string.")
+        added = [_identity(name, "reviewer's") for name in names]
+        with self._write() as conn, conn.begin():
+            stored = conn.execute(sa.select(SESSIONS.c.reviewers).where(SESSIONS.c.id == found.id)).scalar()
+            reviewers = list(dict.fromkeys([*json.loads(stored), *added]))
+            conn.execute(sa.update(SESSIONS).where(SESSIONS.c.id == found.id)
+                         .values(reviewers=json.dumps(reviewers)))
         return self.get_session(found.id)
 
     def session_items(self, session: int | str) -> pd.DataFrame:
@@ -640,7 +896,8 @@ class ReviewStore:
     ) -> Decision:
         """Append a reviewer's decision on one example; returns the stored row.
 
-        ``new_label`` is required for ``relabel`` (one of the session's classes) and refused
+        ``reviewer`` is the acting identity: the session's owner or one of its listed reviewers
+        (anyone else is refused and nothing is written); it is stored normalised. ``new_label`` is required for ``relabel`` (one of the session's classes) and refused
         otherwise. ``note`` (at most 10,000 characters) is stored as given: escape it when
         showing it. ``origin`` says which view or selection the decision came from.
         """
@@ -666,23 +923,30 @@ class ReviewStore:
         self,
         session: int | str,
         example_id: str,
-        owner_name: str,
+        actor: str,
         decision: str,
         new_label: str | None = None,
         note: str = "",
     ) -> Decision:
-        """The session owner's final word on an example (a row of kind ``adjudication``)."""
+        """The final word on an example (a row of kind ``adjudication``), by the session's owner
+        or an admin (``actor``)."""
         found = self._session(session)
-        owner_name = _clean_name(owner_name, "owner")
-        if owner_name != found.owner:
-            raise ReviewError(f"Only the session's owner ({found.owner}) may adjudicate; "
-                              f"{owner_name} is not the owner.")
-        return self._append(found.id, [example_id], owner_name, decision, new_label=new_label,
+        return self._append(found.id, [example_id], actor, decision, new_label=new_label,
                             note=note, origin="adjudication", kind=ADJUDICATION)[0]
 
     def _append(self, session, example_ids, reviewer, decision, *, new_label, note, origin, kind) -> list[Decision]:
         found = self._session(session)
-        reviewer = _clean_name(reviewer, "reviewer")
+        if kind == ADJUDICATION:
+            role = self.session_role(found.id, reviewer)
+            if role not in (OWNER, ADMIN):
+                raise ReviewError(f"Only the session's owner ({found.owner}) or an admin may adjudicate; "
+                                  f"{_identity(reviewer)} is a {role} of session '{found.name}'.")
+        elif not self.is_member(found.id, reviewer):
+            listed = ", ".join(found.reviewers) or "none besides the owner"
+            raise ReviewError(f"{_identity(reviewer)} is not a reviewer of session '{found.name}' "
+                              f"(owner {found.owner}; reviewers: {listed}); nothing was recorded. "
+                              "The owner or an admin can add reviewers.")
+        reviewer = _identity(reviewer)
         new_label = _check_decision(decision, new_label, found.classes)
         note = _check_note(note)
         origin = "" if origin is None else str(origin)
@@ -815,6 +1079,18 @@ class ReviewStore:
             counts.setdefault(str(reviewer), {})[str(category)] = int(count)
         return counts
 
+    def export_snapshot(self, session: int | str, *, actor: str) -> SessionSnapshot:
+        """The session's outcome and decision counts from one snapshot, for an export and its
+        manifest; ``actor`` needs the role ``reviewer`` or above (a session reviewer, its owner,
+        or a team reviewer or admin)."""
+        found = self.get_session(session)
+        identity = _identity(actor)
+        if not self.is_member(found.id, identity):
+            self.authorize(identity, action=f"export session '{found.name}'")
+        with self.read_snapshot():
+            return SessionSnapshot(session=self.get_session(found.id), outcome=self.outcome(found.id),
+                                   decision_counts=self.decision_counts(found.id), actor=identity)
+
     # ----------------------------------------------------------------- internals
 
     def _session(self, session: int | str | ReviewSession) -> ReviewSession:
@@ -830,7 +1106,7 @@ class ReviewStore:
             return conn.execute(sa.select(SESSIONS.c.id).where(SESSIONS.c.name == name)).scalar()
 
     def _frame(self, query, columns: list[str]) -> pd.DataFrame:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(query).all()
         return pd.DataFrame([tuple(r) for r in rows], columns=columns)
 
@@ -875,6 +1151,10 @@ class ReviewStore:
             has_adjudication & (table["adjudication_id"] > table["last_decision_id"]))
         table["last_decision_id"] = table["last_decision_id"].astype("Int64")
         return table.reset_index(drop=True)
+
+
+def _members(session: ReviewSession) -> set[str]:
+    return {_stored_identity(name) for name in (session.owner, *session.reviewers)}
 
 
 def _session_query():

@@ -89,7 +89,7 @@ def test_list_sessions_newest_first_and_by_dataset(store):
     third = make_session(store, "three")
     assert [s.name for s in store.list_sessions()] == ["three", "two", "one"]
     assert [s.id for s in store.list_sessions("fp1")] == [third.id, first.id]
-    store.archive_session(second.id)
+    store.archive_session(second.id, actor="olga")
     assert [s.name for s in store.list_sessions()] == ["three", "one"]
     assert {s.name for s in store.list_sessions(include_archived=True)} == {"one", "two", "three"}
 
@@ -121,8 +121,8 @@ def test_unknown_session_is_reported(store):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(reviewer=""), "reviewer name is empty"),
-        (dict(reviewer="   \t"), "reviewer name is empty"),
+        (dict(reviewer=""), "No acting identity was given"),
+        (dict(reviewer="   \t"), "No acting identity was given"),
         (dict(decision="approve"), "Unknown decision 'approve'; use one of keep, drop, relabel, flag"),
         (dict(decision="relabel"), "relabel needs the new label: one of 'cat', 'dog', 'bird'"),
         (dict(decision="relabel", new_label="cow"),
@@ -176,7 +176,7 @@ def test_a_failed_batch_writes_nothing(store):
 def test_archived_sessions_take_no_decisions(store):
     session = make_session(store)
     store.record_decision(session.id, "e1", "ann", "keep")
-    assert store.archive_session(session.id).archived
+    assert store.archive_session(session.id, actor="olga").archived
     with pytest.raises(ReviewError, match="archived"):
         store.record_decision(session.id, "e2", "ann", "keep")
     assert len(store.history(session.id)) == 1
@@ -229,7 +229,8 @@ def test_decision_log_refuses_update_and_delete_in_the_database(store):
 
 def test_only_the_owner_adjudicates(store):
     session = make_session(store)
-    with pytest.raises(ReviewError, match=r"Only the session's owner \(olga\) may adjudicate; ann is not"):
+    with pytest.raises(ReviewError, match=r"Only the session's owner \(olga\) or an admin may adjudicate; "
+                                          r"ann is a reviewer"):
         store.adjudicate(session.id, "e1", "ann", "keep")
     with pytest.raises(ReviewError, match="Cannot relabel to 'fish'"):
         store.adjudicate(session.id, "e1", "olga", "relabel", "fish")
@@ -242,7 +243,8 @@ def test_progress(store):
     store.record_decisions(session.id, ["e1", "e2", "e3"], "ann", "keep")
     store.record_decision(session.id, "e1", "ann", "drop")  # a changed mind is not a new example
     store.record_decision(session.id, "e4", "bob", "keep")
-    store.record_decision(session.id, "e1", "dora", "flag")  # not invited, still counted
+    store.add_reviewers(session.id, ["dora"], actor="olga")  # invited late, still counted
+    store.record_decision(session.id, "e1", "dora", "flag")
     store.adjudicate(session.id, "e5", "olga", "drop")
     progress = store.progress(session.id)
     assert progress.n_items == 10
@@ -603,7 +605,7 @@ def _hold_an_uncommitted_insert(url, session_id, ready):
 
 def test_concurrent_writers_lose_nothing(store_url, writer_pool):
     with ReviewStore.open(store_url) as opened:
-        session = make_session(opened)
+        session = make_session(opened, reviewers=[f"writer{k}" for k in range(N_WRITERS)])
     # One task per process: each blocks on the barrier until all eight have started writing.
     returned = writer_pool.starmap(_write_decisions, [(store_url, session.id, k) for k in range(N_WRITERS)],
                                    chunksize=1)
@@ -650,3 +652,149 @@ def test_history_is_a_plain_dataframe(store):
     assert isinstance(history, pd.DataFrame)
     assert str(history["created_at"].dt.tz) == "UTC"
     assert history["id"].dtype == "int64"
+
+
+# --------------------------------------------------------------------------- roles (issue 12)
+
+
+@pytest.fixture
+def team_store(store_url):
+    """A team server's store: no grant means viewer; "root" is an admin by configuration."""
+    opened = ReviewStore.open(store_url, admins=["Root"], default_role="viewer")
+    opened.grant_role("alice", "reviewer", actor="root")
+    opened.grant_role("carol", "reviewer", actor="root")
+    yield opened
+    opened.close()
+
+
+def alice_and_carol(store):
+    return store.create_session("alice's", ITEMS, owner="alice", fingerprint="fp1", classes=CLASSES,
+                                reviewers=["carol"])
+
+
+def test_only_listed_reviewers_and_the_owner_decide(store):
+    session = store.create_session("alice's", ITEMS, owner="alice", fingerprint="fp1", classes=CLASSES,
+                                   reviewers=["carol"])
+    with pytest.raises(ReviewError, match=r"mallory is not a reviewer of session 'alice's' \(owner alice; "
+                                          r"reviewers: carol\); nothing was recorded"):
+        store.record_decision(session.id, "e1", "mallory", "drop")
+    with pytest.raises(ReviewError, match="mallory is not a reviewer"):
+        store.record_decisions(session.id, ["e1", "e2"], "mallory", "drop")
+    assert store.history(session.id).empty
+    store.record_decision(session.id, "e1", "carol", "keep")
+    store.record_decision(session.id, "e1", "alice", "drop")
+    assert store.history(session.id)["reviewer"].tolist() == ["carol", "alice"]
+
+
+def test_an_empty_reviewer_list_leaves_only_the_owner(store):
+    session = store.create_session("solo", ITEMS, owner="ana", fingerprint="fp1", classes=CLASSES)
+    store.record_decision(session.id, "e1", "ana", "keep")
+    with pytest.raises(ReviewError, match="bob is not a reviewer of session 'solo' .*reviewers: none besides"):
+        store.record_decision(session.id, "e1", "bob", "keep")
+
+
+def test_a_reviewer_cannot_adjudicate_the_owner_and_an_admin_can(team_store):
+    session = alice_and_carol(team_store)
+    with pytest.raises(ReviewError, match=r"Only the session's owner \(alice\) or an admin may adjudicate; "
+                                          r"carol is a reviewer"):
+        team_store.adjudicate(session.id, "e1", "carol", "drop")
+    with pytest.raises(ReviewError, match="mallory is a viewer"):
+        team_store.adjudicate(session.id, "e1", "mallory", "drop")
+    assert team_store.history(session.id).empty
+    assert team_store.adjudicate(session.id, "e1", "alice", "keep").reviewer == "alice"
+    assert team_store.adjudicate(session.id, "e2", "ROOT", "drop").reviewer == "root"
+    # an admin adjudicates but does not review unless listed
+    with pytest.raises(ReviewError, match="root is not a reviewer"):
+        team_store.record_decision(session.id, "e1", "root", "keep")
+
+
+def test_names_are_normalised_so_case_and_width_do_not_make_a_second_person(store):
+    session = store.create_session("s", ITEMS, owner="  Alice ", fingerprint="fp1", classes=CLASSES,
+                                   reviewers=["Carol", "CAROL", "ｃａｒｏｌ"])
+    assert (session.owner, session.reviewers) == ("alice", ("carol",))
+    store.record_decision(session.id, "e1", "ALICE", "keep")
+    store.record_decision(session.id, "e2", "ｃａｒｏｌ", "drop")  # full-width letters: NFKC
+    assert store.history(session.id)["reviewer"].tolist() == ["alice", "carol"]
+    assert store.adjudicate(session.id, "e3", "Alice", "keep").reviewer == "alice"
+    assert set(store.progress(session.id).decided_by_reviewer) == {"alice", "carol"}
+
+
+def test_a_cyrillic_look_alike_is_refused(store):
+    lookalike = "\u0430lice"  # Cyrillic "а" followed by Latin "lice"
+    session = store.create_session("s", ITEMS, owner="alice", fingerprint="fp1", classes=CLASSES)
+    with pytest.raises(ReviewError, match="mixes letters of several scripts"):
+        store.record_decision(session.id, "e1", lookalike, "keep")
+    with pytest.raises(ReviewError, match="mixes letters of several scripts"):
+        store.adjudicate(session.id, "e1", lookalike, "keep")
+    with pytest.raises(ReviewError, match="mixes letters of several scripts"):
+        store.create_session("t", ITEMS, owner="bob", fingerprint="fp1", classes=CLASSES, reviewers=[lookalike])
+    assert store.history(session.id).empty
+    assert [s.name for s in store.list_sessions()] == ["s"]
+
+
+def test_a_blank_actor_writes_nothing(store):
+    session = make_session(store)
+    for actor in ("", "  ", None):
+        with pytest.raises(ReviewError, match="No acting identity was given"):
+            store.record_decision(session.id, "e1", actor, "keep")
+        with pytest.raises(ReviewError, match="No acting identity"):
+            store.create_session(f"by {actor!r}", ITEMS, owner=actor, fingerprint="fp1", classes=CLASSES)
+        with pytest.raises(ReviewError, match="No acting identity"):
+            store.export_snapshot(session.id, actor=actor)
+    assert store.history(session.id).empty and len(store.list_sessions()) == 1
+
+
+def test_viewers_read_but_cannot_create_export_or_be_granted_by_a_non_admin(team_store):
+    session = alice_and_carol(team_store)
+    team_store.record_decision(session.id, "e1", "carol", "keep")
+    assert team_store.team_role("mallory") == "viewer"
+    assert team_store.session_role(session.id, "mallory") == "viewer"
+    assert len(team_store.history(session.id)) == 1  # viewers read
+    with pytest.raises(ReviewError, match="mallory is a viewer and may not export session 'alice's'"):
+        team_store.export_snapshot(session.id, actor="mallory")
+    with pytest.raises(ReviewError, match="mallory is a viewer and may not rename clusters"):
+        team_store.authorize("mallory", action="rename clusters")
+    with pytest.raises(ReviewError, match="mallory is a viewer and may not create review sessions"):
+        team_store.create_session("mine", ITEMS, owner="mallory", fingerprint="fp1", classes=CLASSES)
+    with pytest.raises(ReviewError, match="alice is a reviewer and may not grant or revoke roles"):
+        team_store.grant_role("mallory", "reviewer", actor="alice")
+    assert team_store.export_snapshot(session.id, actor="Carol").actor == "carol"
+    assert team_store.authorize("alice", action="rename clusters") == "alice"
+
+
+def test_admins_grant_and_revoke_roles_and_the_log_is_append_only(team_store):
+    team_store.grant_role("Mallory", "reviewer", actor="root")
+    assert team_store.team_role("mallory") == "reviewer"
+    team_store.grant_role("dave", "admin", actor="root")
+    team_store.grant_role("erin", "reviewer", actor="dave")  # a granted admin grants too
+    team_store.revoke_role("mallory", actor="root")
+    assert team_store.team_role("mallory") == "viewer"
+    team = team_store.team()
+    assert team[["identity", "role", "granted_by"]].values.tolist() == [
+        ["root", "admin", "configuration"], ["alice", "reviewer", "root"], ["carol", "reviewer", "root"],
+        ["dave", "admin", "root"], ["erin", "reviewer", "dave"]]
+    with pytest.raises(ReviewError, match="Unknown role 'owner'"):
+        team_store.grant_role("erin", "owner", actor="root")
+    with pytest.raises(ReviewError, match="admin by the server's configuration"):
+        team_store.revoke_role("root", actor="dave")
+    with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+        with team_store.engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE role_grants SET role = 'admin'")
+
+
+def test_local_mode_lets_a_typed_name_create_but_still_enforces_the_reviewer_list(store):
+    assert store.default_role == "reviewer" and store.team_role("anyone") == "reviewer"
+    session = alice_and_carol(store)
+    with pytest.raises(ReviewError, match="mallory is not a reviewer"):
+        store.record_decision(session.id, "e1", "mallory", "keep")
+    with pytest.raises(ReviewError, match="may not change the reviewers: that needs the role owner"):
+        store.add_reviewers(session.id, ["mallory"], actor="mallory")
+    store.add_reviewers(session.id, ["Mallory"], actor="alice")
+    assert store.record_decision(session.id, "e1", "mallory", "keep").reviewer == "mallory"
+
+
+def test_admins_come_from_the_environment(store_url, monkeypatch):
+    monkeypatch.setenv("CARTOGRAPHER_ADMINS", "Root, ops@example.org")
+    with ReviewStore.open(store_url, default_role="viewer") as opened:
+        assert opened.admins == {"root", "ops@example.org"}
+        assert opened.team_role("OPS@example.org") == "admin"

@@ -10,9 +10,16 @@ are left out and relabels replace ``label``, the label before review kept in
 ``final_decision`` says so, and the manifest counts them).
 
 Beside the file, ``<file>.manifest.json`` records the dataset fingerprint, the selection or
-filters, the session (id, name), decision counts by reviewer, outcome counts, the app version,
-the time (UTC), the row count, the columns and the SHA-256 of the file. Both are written
-atomically (a temporary file renamed into place): the file first, then its manifest.
+filters, the session (id, name), decision counts by reviewer, outcome counts, who exported
+(``exported_by``), the app version, the time (UTC), the row count, the columns and the SHA-256
+of the file. A session's rows and the manifest's counts come from one read transaction of the
+store (:meth:`analytics.store.ReviewStore.export_snapshot`), so they agree while reviewers keep
+writing, and exporting needs the role ``reviewer`` or above.
+
+An export never replaces an existing file: when the name is taken the export goes to
+``<stem>-2<ext>``, ``<stem>-3<ext>``… The name is claimed with a hard link of a finished
+temporary file (``os.link`` fails if the name exists), so two exporters at once never take the
+same name and nobody ever sees a partial file. The manifest follows.
 
 The exported file loads back with :func:`analytics.datasets.load_dataset`: ids and labels are
 in the canonical ``id`` and ``label`` columns, and the manifest's ``roles`` lists the role
@@ -24,6 +31,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -33,7 +42,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 import pandas as pd
 
 from analytics.datasets import Dataset
-from analytics.workspace import atomic_write, atomic_write_text
+from analytics.workspace import atomic_write_text
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy; exports of plain subsets do not need it
     from analytics.store import ReviewStore
@@ -52,6 +61,7 @@ __all__ = [
     "export_subset",
     "manifest_path",
     "session_frame",
+    "session_export",
     "session_provenance",
     "subset_frame",
     "write_export",
@@ -91,6 +101,8 @@ class Provenance:
         ``{final_decision: count}`` over the session's examples.
     applied_outcome : bool
         Whether drops were removed and relabels applied.
+    exported_by : str
+        The normalised identity of who exported ("" when unknown, e.g. a notebook).
     """
 
     fingerprint: str
@@ -100,16 +112,26 @@ class Provenance:
     decision_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     outcome_counts: dict[str, int] = field(default_factory=dict)
     applied_outcome: bool = False
+    exported_by: str = ""
 
 
 @dataclass(frozen=True)
 class ExportResult:
-    """A written export: the file, its manifest file, and the manifest's content."""
+    """A written export: the file, its manifest file, and the manifest's content.
+
+    ``requested`` is the path asked for; ``path`` differs from it when that name was taken.
+    """
 
     path: Path
     manifest_path: Path
     manifest: dict
     n_rows: int
+    requested: Path | None = None
+
+    @property
+    def renamed(self) -> bool:
+        """The requested name was taken, so the export went to a suffixed one."""
+        return self.requested is not None and self.requested != self.path
 
 
 @dataclass(frozen=True)
@@ -248,7 +270,12 @@ def session_frame(
         Export every row of the dataset, not only the session's examples; rows outside the
         session have an empty ``final_decision``.
     """
-    outcome = store.outcome(session)
+    return _outcome_frame(data, store.outcome(session), scores=scores, score_columns=score_columns,
+                          apply_outcome=apply_outcome, all_rows=all_rows)
+
+
+def _outcome_frame(data, outcome: pd.DataFrame, *, scores, score_columns, apply_outcome: bool,
+                   all_rows: bool) -> pd.DataFrame:
     table = _table_of(data)
     if all_rows:
         in_table = pd.Index(table["id"].astype(str))
@@ -285,6 +312,55 @@ def session_frame(
     return frame
 
 
+def session_export(
+    data: Dataset | pd.DataFrame,
+    store: "ReviewStore",
+    session: int | str,
+    *,
+    actor: str,
+    scores: pd.DataFrame | None = None,
+    score_columns: Sequence[str] = (),
+    apply_outcome: bool = False,
+    all_rows: bool = False,
+    description: str | None = None,
+    fingerprint: str | None = None,
+) -> tuple[pd.DataFrame, Provenance]:
+    """A session's rows (as :func:`session_frame`) and their provenance, both from one snapshot
+    of the store, so the manifest's counts describe exactly the rows exported.
+
+    ``actor`` is who exports: they need the role ``reviewer`` or above (the store checks), and
+    the manifest records them as ``exported_by``. ``fingerprint`` defaults to the dataset's, else
+    the session's; ``description`` to the session's source.
+
+    Raises
+    ------
+    analytics.store.ReviewError
+        The actor may not export this session.
+    ExportError
+        The session's examples are not in ``data``, or columns clash.
+    """
+    snapshot = store.export_snapshot(session, actor=actor)
+    frame = _outcome_frame(data, snapshot.outcome, scores=scores, score_columns=score_columns,
+                           apply_outcome=apply_outcome, all_rows=all_rows)
+    found = snapshot.session
+    if fingerprint is None:
+        fingerprint = getattr(data, "fingerprint", None) or found.fingerprint
+    return frame, Provenance(
+        fingerprint=fingerprint,
+        description=description if description is not None else found.source,
+        session_id=found.id,
+        session_name=found.name,
+        decision_counts=snapshot.decision_counts,
+        outcome_counts=_outcome_counts(snapshot.outcome),
+        applied_outcome=apply_outcome,
+        exported_by=snapshot.actor,
+    )
+
+
+def _outcome_counts(outcome: pd.DataFrame) -> dict[str, int]:
+    return {str(k): int(v) for k, v in outcome["final_decision"].value_counts().sort_index().items()}
+
+
 def session_provenance(
     store: "ReviewStore",
     session: int | str,
@@ -296,17 +372,20 @@ def session_provenance(
     """The manifest's facts about a session: id, name, decision and outcome counts.
 
     ``fingerprint`` defaults to the session's dataset fingerprint and ``description`` to the
-    session's source (``"cluster 3"``, ``"top 50 by el2n"``).
+    session's source (``"cluster 3"``, ``"top 50 by el2n"``). The reads share one snapshot; for
+    an export, whose rows must match these counts, use :func:`session_export`.
     """
-    found = store.get_session(session)
-    outcome = store.outcome(found.id)
+    with store.read_snapshot():
+        found = store.get_session(session)
+        outcome = store.outcome(found.id)
+        decision_counts = store.decision_counts(found.id)
     return Provenance(
         fingerprint=fingerprint if fingerprint is not None else found.fingerprint,
         description=description if description is not None else found.source,
         session_id=found.id,
         session_name=found.name,
-        decision_counts=store.decision_counts(found.id),
-        outcome_counts={str(k): int(v) for k, v in outcome["final_decision"].value_counts().sort_index().items()},
+        decision_counts=decision_counts,
+        outcome_counts=_outcome_counts(outcome),
         applied_outcome=applied_outcome,
     )
 
@@ -343,6 +422,7 @@ def _manifest(frame: pd.DataFrame, provenance: Provenance, fmt: str, data: bytes
         "outcome_applied": provenance.applied_outcome,
         "decision_counts": provenance.decision_counts,
         "outcome_counts": provenance.outcome_counts,
+        "exported_by": provenance.exported_by,
         "rows": int(len(frame)),
         "columns": [str(c) for c in frame.columns],
         "roles": {role: role for role in _ROLE_COLUMNS if role in frame.columns},
@@ -360,19 +440,50 @@ def export_bytes(frame: pd.DataFrame, provenance: Provenance, *, fmt: str) -> Ex
 
 
 def write_export(frame: pd.DataFrame, path: str | Path, provenance: Provenance, *, fmt: str | None = None) -> ExportResult:
-    """Write ``frame`` to ``path`` and its manifest beside it, each atomically.
+    """Write ``frame`` to ``path`` and its manifest beside it; never replaces a file.
 
     The format is ``fmt`` if given, else the extension's (``.csv``, ``.parquet``/``.pq``,
-    ``.jsonl``/``.ndjson``).
+    ``.jsonl``/``.ndjson``). When ``path`` (or its manifest) exists, the export goes to
+    ``<stem>-2<ext>``, ``<stem>-3<ext>``…; :attr:`ExportResult.path` says where.
     """
-    path = Path(path).expanduser()
-    fmt = export_format(path, fmt)
+    requested = Path(path).expanduser()
+    fmt = export_format(requested, fmt)
     data = _serialise(frame, fmt)
-    atomic_write(path, lambda handle: handle.write(data))
+    path = _claim_name(requested, data)
     manifest = _manifest(frame, provenance, fmt, data, path.name)
     destination = manifest_path(path)
     atomic_write_text(destination, json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
-    return ExportResult(path=path, manifest_path=destination, manifest=manifest, n_rows=len(frame))
+    return ExportResult(path=path, manifest_path=destination, manifest=manifest, n_rows=len(frame),
+                        requested=requested)
+
+
+_MAX_SUFFIX = 10_000
+
+
+def _claim_name(path: Path, data: bytes) -> Path:
+    """Put ``data`` at ``path``, or at the first free ``<stem>-N<ext>``, atomically: the bytes are
+    written and flushed to a temporary file, which is then hard-linked to the name (``os.link``
+    refuses an existing name, so concurrent exporters never share one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        for number in range(1, _MAX_SUFFIX + 1):
+            candidate = path if number == 1 else path.with_name(f"{path.stem}-{number}{path.suffix}")
+            if manifest_path(candidate).exists():  # a manifest without its file still holds the name
+                continue
+            try:
+                os.link(temporary, candidate)
+            except FileExistsError:
+                continue
+            return candidate
+    finally:
+        os.unlink(temporary)
+    raise ExportError(f"'{path.name}' and {_MAX_SUFFIX - 1:,} numbered variants of it already exist in "
+                      f"{path.parent.name}/; choose another name.")
 
 
 def export_subset(
@@ -385,15 +496,17 @@ def export_subset(
     description: str = "",
     fingerprint: str | None = None,
     fmt: str | None = None,
+    exported_by: str = "",
 ) -> ExportResult:
     """Write a subset (see :func:`subset_frame`) and its manifest.
 
     ``fingerprint`` defaults to the dataset's (required in practice when ``data`` is a bare
-    DataFrame; it is recorded as given).
+    DataFrame; it is recorded as given). ``exported_by`` is recorded in the manifest.
     """
     frame = subset_frame(data, ids=ids, scores=scores, score_columns=score_columns)
     fingerprint = fingerprint if fingerprint is not None else getattr(data, "fingerprint", "")
-    return write_export(frame, path, Provenance(fingerprint=fingerprint, description=description), fmt=fmt)
+    return write_export(frame, path, Provenance(fingerprint=fingerprint, description=description,
+                                                exported_by=exported_by), fmt=fmt)
 
 
 def export_session(
@@ -402,6 +515,7 @@ def export_session(
     store: "ReviewStore",
     session: int | str,
     *,
+    actor: str,
     scores: pd.DataFrame | None = None,
     score_columns: Sequence[str] = (),
     apply_outcome: bool = False,
@@ -409,10 +523,9 @@ def export_session(
     description: str | None = None,
     fmt: str | None = None,
 ) -> ExportResult:
-    """Write a session's examples with their decisions (see :func:`session_frame`) and a
-    manifest naming the session and counting its decisions."""
-    frame = session_frame(data, store, session, scores=scores, score_columns=score_columns,
-                          apply_outcome=apply_outcome, all_rows=all_rows)
-    provenance = session_provenance(store, session, fingerprint=getattr(data, "fingerprint", None),
-                                    description=description, applied_outcome=apply_outcome)
+    """Write a session's examples with their decisions and a manifest naming the session,
+    counting its decisions and naming ``actor`` as the exporter (see :func:`session_export`)."""
+    frame, provenance = session_export(data, store, session, actor=actor, scores=scores,
+                                       score_columns=score_columns, apply_outcome=apply_outcome,
+                                       all_rows=all_rows, description=description)
     return write_export(frame, path, provenance, fmt=fmt)

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
+import os
+import threading
+import time
 from datetime import datetime
 from importlib import metadata
 
@@ -20,12 +24,14 @@ from analytics.export import (
     export_session,
     export_subset,
     manifest_path,
+    session_export,
     session_frame,
     subset_frame,
     write_export,
 )
-from analytics.store import ReviewStore
+from analytics.store import ReviewError, ReviewStore
 from analytics.workspace import file_sha256
+from tests.conftest_pg import postgres_server, postgres_url  # noqa: F401  (fixtures)
 
 FORMATS = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl"}
 
@@ -122,7 +128,7 @@ def test_subset_round_trip_and_manifest(tmp_path, dataset, scores, fmt):
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_session_outcome_round_trip(tmp_path, dataset, store, reviewed, fmt):
     path = tmp_path / f"curated{FORMATS[fmt]}"
-    result = export_session(dataset, path, store, reviewed.id, apply_outcome=True)
+    result = export_session(dataset, path, store, reviewed.id, actor="Ann", apply_outcome=True)
     loaded = read_back(path).table.set_index("id")
     # 007 was dropped; a1 and a3 relabelled; the conflict (a2) and the undecided (a4) kept as they were.
     assert loaded.index.tolist() == ["a1", "a2", "a3", "a4"]
@@ -141,6 +147,7 @@ def test_session_outcome_round_trip(tmp_path, dataset, store, reviewed, fmt):
         "bob": {"drop": 2, "relabel:cat": 1, "relabel:dog": 1},
     }
     assert manifest["outcome_counts"] == {"conflict": 1, "drop": 1, "relabel": 2, "undecided": 1}
+    assert manifest["exported_by"] == "ann"
     assert manifest["sha256"] == file_sha256(path)
 
 
@@ -176,12 +183,42 @@ def test_export_bytes_for_downloads(dataset, scores):
     assert csv.data.decode().splitlines()[0] == "id,label,text,split,n_words,el2n,confidence"
 
 
-def test_write_export_replaces_an_older_file_atomically(tmp_path, dataset):
+def test_an_existing_export_is_never_overwritten(tmp_path, dataset):
     path = tmp_path / "exports" / "out.jsonl"
-    write_export(subset_frame(dataset), path, Provenance(fingerprint="f"))
-    result = write_export(subset_frame(dataset, ids=["a1"]), path, Provenance(fingerprint="f"))
-    assert len(path.read_text().splitlines()) == 1 and result.manifest["rows"] == 1
-    assert sorted(p.name for p in path.parent.iterdir()) == ["out.jsonl", "out.jsonl.manifest.json"]
+    first = write_export(subset_frame(dataset), path, Provenance(fingerprint="f"))
+    before = path.read_bytes(), first.manifest_path.read_bytes()
+    second = write_export(subset_frame(dataset, ids=["a1"]), path, Provenance(fingerprint="f"))
+    third = write_export(subset_frame(dataset, ids=["a2"]), path, Provenance(fingerprint="f"))
+    assert (path.read_bytes(), first.manifest_path.read_bytes()) == before
+    assert not first.renamed and second.renamed and second.requested == path
+    assert (second.path.name, third.path.name) == ("out-2.jsonl", "out-3.jsonl")
+    assert len(second.path.read_text().splitlines()) == 1 and second.manifest["file"] == "out-2.jsonl"
+    assert json.loads(manifest_path(third.path).read_text())["sha256"] == file_sha256(third.path)
+    assert sorted(p.name for p in path.parent.iterdir()) == [
+        "out-2.jsonl", "out-2.jsonl.manifest.json", "out-3.jsonl", "out-3.jsonl.manifest.json",
+        "out.jsonl", "out.jsonl.manifest.json"]  # and no temporary file left behind
+
+
+def test_a_leftover_manifest_keeps_its_name(tmp_path, dataset):
+    path = tmp_path / "out.csv"
+    manifest_path(path).write_text("{}")
+    result = write_export(subset_frame(dataset), path, Provenance(fingerprint="f", exported_by="ann"))
+    assert result.path.name == "out-2.csv" and manifest_path(path).read_text() == "{}"
+    assert result.manifest["exported_by"] == "ann"
+
+
+def _export_under_one_name(directory, worker):
+    """In a process: write one export to ``directory/same.csv``; returns the path taken."""
+    frame = pd.DataFrame({"id": [f"w{worker}"], "label": ["cat"]})
+    return str(write_export(frame, os.path.join(directory, "same.csv"), Provenance(fingerprint="f")).path)
+
+
+def test_concurrent_exporters_never_share_a_name(tmp_path):
+    context = multiprocessing.get_context("fork")
+    with context.Pool(4) as pool:
+        taken = pool.starmap(_export_under_one_name, [(str(tmp_path), k) for k in range(12)])
+    assert len(set(taken)) == 12
+    assert sorted(pd.read_csv(p)["id"].iloc[0] for p in taken) == sorted(f"w{k}" for k in range(12))
 
 
 def test_format_argument_overrides_the_extension(tmp_path, dataset):
@@ -202,7 +239,7 @@ def test_export_errors(dataset, scores, store, tmp_path):
         subset_frame(dataset, score_columns=["el2n"])
     other = store.create_session("elsewhere", ["not-here"], owner="o", fingerprint="x", classes=["cat"])
     with pytest.raises(ExportError, match="not in the dataset"):
-        export_session(dataset, tmp_path / "x.csv", store, other.id)
+        export_session(dataset, tmp_path / "x.csv", store, other.id, actor="o")
     assert not (tmp_path / "x.csv").exists()
 
 
@@ -221,9 +258,74 @@ def test_tabular_sample_round_trip_keeps_generated_ids(tmp_path, store):
     store.record_decision(session.id, ids[0], "ann", "relabel", new_label=other[first_label])
     store.record_decision(session.id, ids[1], "ann", "drop")
     path = tmp_path / "curated.parquet"
-    export_session(dataset, path, store, session.id, apply_outcome=True)
+    export_session(dataset, path, store, session.id, actor="olga", apply_outcome=True)
     loaded = load_dataset(path)
     assert loaded.kind == "tabular" and not loaded.ids_generated
     assert loaded.table["id"].tolist() == [ids[0], *ids[2:]]
     assert loaded.table["label"].iloc[0] == other[first_label]
     assert loaded.table["label"].tolist()[1:] == dataset.table["label"].tolist()[2:6]
+
+
+def test_only_a_reviewer_or_above_exports_a_session(tmp_path, dataset, reviewed):
+    team = ReviewStore.open(f"sqlite:///{tmp_path / 'review.sqlite'}", default_role="viewer", admins=["root"])
+    with pytest.raises(ReviewError, match="mallory is a viewer and may not export session 'curation'"):
+        export_session(dataset, tmp_path / "stolen.csv", team, reviewed.id, actor="mallory")
+    with pytest.raises(ReviewError, match="No acting identity"):
+        export_session(dataset, tmp_path / "stolen.csv", team, reviewed.id, actor="")
+    assert not (tmp_path / "stolen.csv").exists()
+    assert export_session(dataset, tmp_path / "ok.csv", team, reviewed.id, actor="root").manifest["exported_by"] == "root"
+    team.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request, tmp_path):
+    url = (f"sqlite:///{tmp_path / 'review.sqlite'}" if request.param == "sqlite"
+           else request.getfixturevalue("postgres_url"))
+    opened = ReviewStore.open(url)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def any_reviewed(any_store, dataset):
+    session = any_store.create_session("busy", ["a1", "007", "a2", "a3", "a4"], owner="olga",
+                                       fingerprint=dataset.fingerprint, classes=dataset.classes,
+                                       reviewers=("ann", "bob"))
+    any_store.record_decisions(session.id, ["a1", "007", "a2", "a3"], "ann", "keep")
+    any_store.record_decisions(session.id, ["a1", "007", "a2", "a3"], "bob", "drop")
+    return session
+
+
+def test_manifest_counts_match_the_file_while_reviewers_write(dataset, any_store, any_reviewed):
+    """Two reviewers keep changing their minds while exports run: the manifest's outcome counts
+    always describe the exported rows (before, the rows and the counts were read in separate
+    transactions and disagreed in about half of the exports)."""
+    store, reviewed = any_store, any_reviewed
+    items = ["a1", "007", "a2", "a3", "a4"]
+    stop = threading.Event()
+
+    def keep_deciding(reviewer):
+        writer = ReviewStore.open(store.engine.url.render_as_string(hide_password=False))
+        flip = 0
+        while not stop.is_set():
+            flip += 1
+            writer.record_decisions(reviewed.id, items, reviewer, ("keep", "drop", "flag")[flip % 3])
+        writer.close()
+
+    writers = [threading.Thread(target=keep_deciding, args=(name,)) for name in ("ann", "bob")]
+    for writer in writers:
+        writer.start()
+    mismatches, deadline = 0, time.monotonic() + 60
+    try:
+        for _ in range(40):
+            frame, provenance = session_export(dataset, store, reviewed.id, actor="olga")
+            counted = {str(k): int(v) for k, v in frame["final_decision"].value_counts().sort_index().items()}
+            mismatches += counted != provenance.outcome_counts
+            per_reviewer = {r: sum(c.values()) for r, c in provenance.decision_counts.items()}
+            assert set(per_reviewer.values()) <= {len(items) - 1, len(items)}  # a4 undecided at first
+            assert time.monotonic() < deadline
+    finally:
+        stop.set()
+        for writer in writers:
+            writer.join()
+    assert mismatches == 0

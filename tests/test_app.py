@@ -116,3 +116,13 @@ def test_hostile_text_is_escaped_before_it_reaches_plotly(tmp_path):
     assert not at.exception
     spec = json.dumps(json.loads(at.get("plotly_chart")[0].proto.spec))
     assert "<b>a</b>" not in spec and "&lt;b&gt;a&lt;/b&gt;" in spec
+
+
+def test_warnings_go_to_the_log_not_to_the_user(caplog, capsys):
+    import warnings
+
+    run_app()
+    with caplog.at_level("WARNING", logger="py.warnings"):
+        warnings.warn("torch-like: the given NumPy array is not writable", UserWarning, stacklevel=1)
+    assert "torch-like: the given NumPy array is not writable" in caplog.text
+    assert "not writable" not in capsys.readouterr().err

@@ -16,6 +16,7 @@ from ui.figures import map_figure
 
 CLUSTER_METHODS = {"kmeans": "k-means", "hdbscan": "HDBSCAN"}
 ACTIVE_CONFIG = "analysis_config"  # {fingerprint: AnalysisConfig}
+DAMAGED_RUNS = "damaged_runs"  # {run folder: manifest stamp when found damaged} while recomputed
 _SOURCE_LABELS = {
     "auto": "Automatic",
     "minilm": "MiniLM sentence encoder (text)",
@@ -105,11 +106,27 @@ def current_run(dataset: Dataset, config: AnalysisConfig) -> AnalysisRun | None:
         st.stop()
     if not is_run_dir(run_dir):
         return None
+    stamp = cached.run_stamp(run_dir)
+    damaged = st.session_state.setdefault(DAMAGED_RUNS, {})
     try:
-        return cached.load_run(str(run_dir), cached.run_stamp(run_dir))
+        run = cached.load_run(str(run_dir), stamp)
     except RunError as exc:
+        # A damaged run is recomputed once: the finished job that wrote it is dropped, so the
+        # job manager starts a fresh one (reusing it would rerun the page endlessly). While that
+        # job runs the manifest stays the same; a new manifest that is still damaged stops here.
+        if str(run_dir) not in damaged:
+            damaged[str(run_dir)] = stamp
+            jobs.forget(str(run_dir))
+        elif damaged[str(run_dir)] != stamp:
+            st.error(f"{exc} Computing it again did not repair it: check the workspace's disk.")
+            if st.button("Try again", key="analysis_damaged_retry"):
+                damaged.pop(str(run_dir), None)
+                st.rerun()
+            st.stop()
         st.warning(f"{exc} Computing it again.")
         return None
+    damaged.pop(str(run_dir), None)
+    return run
 
 
 def run_progress(dataset: Dataset, config: AnalysisConfig) -> None:

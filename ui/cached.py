@@ -68,10 +68,37 @@ def thumbnail(path: str, size: int = 64) -> str | None:
 
 @st.cache_resource(max_entries=8, show_spinner=False)
 def load_run(path: str, stamp: tuple):
-    """A run folder (``stamp`` = the manifest's mtime and size, so a re-run is picked up)."""
+    """A run folder, every file checked against its manifest (``stamp`` = the manifest's mtime
+    and size, so a re-run is picked up). Raises :class:`analytics.pipeline.RunError`."""
     from analytics.pipeline import load_run as _load_run
 
     return _load_run(path)
+
+
+RECOMPUTE_HINT = ("To recompute it, run `cartographer analyze` on the dataset again (`--out` this "
+                  "folder), or open the dataset itself and the app computes its map.")
+_RELOADED = "damaged_run_reloads"  # {(run folder, manifest stamp)} reloaded once after a damaged file
+
+
+def _checked(run_path: str, stamp: tuple, read: Callable):
+    """``read()`` a file of a run; when the file is damaged (:class:`RunError`), say which file,
+    never a traceback. A run the app computed is reloaded, which finds the damage and recomputes
+    it (:func:`ui.analysis.current_run`) — once per manifest, so it cannot rerun endlessly; a run
+    folder opened from the sidebar says how to recompute it."""
+    from analytics.pipeline import RunError
+    from ui import state
+
+    try:
+        return read()
+    except RunError as exc:
+        load_run.clear()  # the next load verifies the folder again
+        opened = st.session_state.get(state.OPENED_RUN)
+        reloaded = st.session_state.setdefault(_RELOADED, set())
+        if (opened is None or str(opened.path) != run_path) and (run_path, stamp) not in reloaded:
+            reloaded.add((run_path, stamp))
+            st.rerun()
+        st.error(f"{exc} {RECOMPUTE_HINT}")
+        st.stop()
 
 
 def run_stamp(path) -> tuple:
@@ -125,13 +152,19 @@ def regions(run_path: str, stamp: tuple, _examples, confidence_threshold: float,
 
 
 @st.cache_data(max_entries=8, show_spinner="Comparing the scores across seeds…")
-def seed_stability(run_path: str, stamp: tuple, early_epoch: int, _labels):
+def _seed_stability(run_path: str, stamp: tuple, early_epoch: int, _labels):
     import numpy as np
 
-    from analytics.hardness import seed_stability as _seed_stability
+    from analytics.hardness import seed_stability as _stability
+    from analytics.pipeline import read_artefact
 
-    logits = np.load(f"{run_path}/dynamics.npy", mmap_mode="r")
-    return _seed_stability(np.asarray(logits, dtype=np.float32), _labels, early_epoch)
+    logits = read_artefact(run_path, "dynamics.npy", mmap=True)
+    return _stability(np.asarray(logits, dtype=np.float32), _labels, early_epoch)
+
+
+def seed_stability(run_path: str, stamp: tuple, early_epoch: int, labels):
+    """Each score's rank agreement across the probe seeds (from the run's checked dynamics.npy)."""
+    return _checked(run_path, stamp, lambda: _seed_stability(run_path, stamp, early_epoch, labels))
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -168,10 +201,14 @@ def hardest(run_path: str, stamp: tuple, _examples, score: str, n: int):
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _run_table(run_path: str, stamp: tuple, name: str):
-    import pandas as pd
+def _read_run_table(run_path: str, stamp: tuple, name: str):
+    from analytics.pipeline import read_artefact
 
-    return pd.read_parquet(f"{run_path}/{name}")
+    return read_artefact(run_path, name)
+
+
+def _run_table(run_path: str, stamp: tuple, name: str):
+    return _checked(run_path, stamp, lambda: _read_run_table(run_path, stamp, name))
 
 
 def clusters_table(run_path: str, stamp: tuple, fingerprint: str):
@@ -274,9 +311,13 @@ def user_errors() -> tuple[type[Exception], ...]:
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
+def _neighbors(run_path: str, stamp: tuple, _run):
+    return _run.neighbors()
+
+
 def neighbors(run_path: str, stamp: tuple, _run):
     """The run's k-nearest-neighbour graph: (indices, distances), each of shape (n, k)."""
-    return _run.neighbors()
+    return _checked(run_path, stamp, lambda: _neighbors(run_path, stamp, _run))
 
 
 def reviewer_agreement(current):
@@ -338,8 +379,12 @@ def filter_columns(run_path: str, stamp: tuple, _examples, max_values: int) -> l
 
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the embeddings for the experiments…")
-def impact_data(run_path: str, stamp: tuple, _run):
-    """The run's embeddings, labels and scores for the impact experiments (read once per run)."""
+def _impact_data(run_path: str, stamp: tuple, _run):
     from analytics.impact import impact_data as _impact_data
 
     return _impact_data(_run)
+
+
+def impact_data(run_path: str, stamp: tuple, _run):
+    """The run's embeddings, labels and scores for the impact experiments (read once per run)."""
+    return _checked(run_path, stamp, lambda: _impact_data(run_path, stamp, _run))

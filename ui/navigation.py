@@ -14,6 +14,11 @@ class PageSpec:
     icon: str
 
 
+# The default page is served at "/", and Streamlit keys a page by its url_path: the default page
+# is registered under this internal path so that a hidden twin can serve its own path
+# ("/overview") as a deep link without appearing twice in the menu.
+DEFAULT_PAGE_INTERNAL_PATH = "start"
+
 PAGES: tuple[PageSpec, ...] = (
     PageSpec("views/overview.py", "Overview", "overview", ":material/table_chart:"),
     PageSpec("views/map.py", "Map", "map", ":material/scatter_plot:"),

@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from analytics.datasets import AUTO, NO_COLUMN, ColumnRoles, DatasetError, MissingLabelsError, source_stamp
-from analytics.pipeline import RunError, is_run_dir
+from analytics.pipeline import DamagedRunError, RunError, is_run_dir
 from analytics.samples import SAMPLES
 from ui import cached, state
 from ui.figures import escape_markdown
@@ -85,8 +85,9 @@ def _open_run(path: str) -> None:
     try:
         run = cached.load_run(str(Path(path).resolve()), cached.run_stamp(path))
     except RunError as exc:
-        _set_result(None, str(exc))
-        st.sidebar.error(str(exc))
+        message = f"{exc} {cached.RECOMPUTE_HINT}" if isinstance(exc, DamagedRunError) else str(exc)
+        _set_result(None, message)
+        st.sidebar.error(message)
         return
     st.session_state[state.OPENED_RUN] = run
     _set_result(run.dataset, None)

@@ -65,3 +65,31 @@ def test_bad_path_shows_an_error_and_the_app_keeps_running(page, tmp_path):
     # and a bundled sample still opens afterwards
     pick(page, "Dataset", SAMPLES[1].title)
     expect(page.get_by_role("heading", name="digits")).to_be_visible()
+
+
+@pytest.mark.parametrize("path", ["", "/overview"])
+def test_the_overview_opens_at_the_root_and_by_its_own_path(browser, app_url, path):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.goto(f"{app_url}{path}")
+    expect(page.get_by_role("heading", name="debian_packages.csv")).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("Class balance")).to_be_visible()
+    wait_idle(page)
+    expect(page.get_by_text("Page not found")).to_have_count(0)
+    assert page.url.rstrip("/") == f"{app_url}{path}".rstrip("/")
+    menu = page.get_by_test_id("stSidebarNav")
+    expect(menu.get_by_text("Overview", exact=True)).to_have_count(1)  # listed once, not twice
+    context.close()
+
+
+def test_the_toolbar_shows_no_deploy_button_or_developer_menu(page):
+    expect(page.get_by_role("heading", name="debian_packages.csv")).to_be_visible()
+    wait_idle(page)
+    expect(page.get_by_test_id("stAppDeployButton")).to_have_count(0)
+    expect(page.get_by_role("button", name="Deploy")).to_have_count(0)
+    main_menu = page.get_by_test_id("stMainMenu")
+    if main_menu.count():
+        main_menu.click()
+        expect(page.get_by_test_id("stMainMenuList")).to_be_visible()
+        for developer_item in ("Rerun", "Clear cache", "Deploy this app"):
+            expect(page.get_by_test_id("stMainMenuList").get_by_text(developer_item)).to_have_count(0)

@@ -16,6 +16,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
@@ -89,19 +91,32 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def postgres_server():
-    """A running PostgreSQL server for this test session (skips when none can be started)."""
+class PostgresUnavailable(RuntimeError):
+    """No PostgreSQL server can be started here (the message says why)."""
+
+
+@contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
+    """Start a throwaway PostgreSQL server (trust authentication, 127.0.0.1 only, a free port,
+    fsync off) with one database, and stop and delete it on exit. Used by the tests and by
+    ``bench/review_load.py``.
+
+    Raises
+    ------
+    PostgresUnavailable
+        The server binaries or the psycopg package are missing, or the server did not start.
+    """
     try:
         import psycopg  # noqa: F401
     except ImportError:
-        pytest.skip("PostgreSQL tests need the psycopg package (pip install 'psycopg[binary]').")
+        raise PostgresUnavailable("PostgreSQL needs the psycopg package (pip install 'psycopg[binary]').") from None
     bin_dir = _find_bin_dir()
     if bin_dir is None:
         why = _install_postgres()
         bin_dir = _find_bin_dir()
         if bin_dir is None:
-            pytest.skip(f"PostgreSQL server binaries not found under {PG_BIN_GLOB} and {why or 'installing them did not provide them'}.")
+            raise PostgresUnavailable(f"PostgreSQL server binaries not found under {PG_BIN_GLOB} and "
+                                      f"{why or 'installing them did not provide them'}.")
 
     as_root = os.geteuid() == 0
     if as_root:
@@ -110,8 +125,8 @@ def postgres_server():
 
             pg_user = pwd.getpwnam("postgres")
         except KeyError:
-            pytest.skip("Running as root, but there is no 'postgres' user to run the server as "
-                        "(initdb refuses root).")
+            raise PostgresUnavailable("Running as root, but there is no 'postgres' user to run the server "
+                                      "as (initdb refuses root).") from None
     prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
     user = "postgres" if as_root else os.environ.get("USER") or "postgres"
 
@@ -130,26 +145,37 @@ def postgres_server():
 
     started = False
     try:
-        run(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", user, "-E", "UTF8",
-            "--locale=C", "--no-sync")
-        # fsync off: a test server need not survive a power cut, and the machine is shared.
-        options = (f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={folder} "
-                   "-c fsync=off -c full_page_writes=off -c max_connections=60")
-        run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "60", "start")
-        started = True
-        server = PostgresServer(host="127.0.0.1", port=port, user=user)
-        server.create_database()
+        try:
+            run(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", user, "-E", "UTF8",
+                "--locale=C", "--no-sync")
+            # fsync off: a test server need not survive a power cut, and the machine is shared.
+            options = (f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={folder} "
+                       "-c fsync=off -c full_page_writes=off -c max_connections=100")
+            run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "60", "start")
+            started = True
+            server = PostgresServer(host="127.0.0.1", port=port, user=user)
+            server.create_database()
+        except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
+            if started:
+                raise
+            raise PostgresUnavailable(f"Could not start a PostgreSQL server: {exc}") from None
         yield server
-    except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
-        if started:
-            raise
-        pytest.skip(f"Could not start a PostgreSQL server for the tests: {exc}")
     finally:
         if started:
             # Immediate: no shutdown checkpoint, the data folder is deleted next anyway.
             subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
                            capture_output=True, timeout=60, cwd=folder)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A running PostgreSQL server for this test session (skips when none can be started)."""
+    try:
+        with running_postgres() as server:
+            yield server
+    except PostgresUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ The operator sets the rules in the environment of the server process (or the CLI
 ``CARTOGRAPHER_MAX_COLUMNS``         most columns in a table (default 10000).
 ``CARTOGRAPHER_MAX_JOBS``            background jobs running at once, server-wide (default 2).
 ``CARTOGRAPHER_MAX_JOBS_PER_USER``   running or queued jobs per user (default 2).
+``CARTOGRAPHER_JOB_GRACE_S``         seconds a job runs on after its last tab closed (default 30).
 ===================================  =========================================================
 
 *Local mode* (no sign-in configured) keeps the single-user behaviour: any readable path, typed
@@ -43,6 +44,7 @@ __all__ = [
     "MAX_COLUMNS_ENV",
     "MAX_FILE_MB_ENV",
     "MAX_IMAGES_ENV",
+    "JOB_GRACE_S_ENV",
     "MAX_JOBS_ENV",
     "MAX_JOBS_PER_USER_ENV",
     "Policy",
@@ -61,6 +63,7 @@ MAX_IMAGES_ENV = "CARTOGRAPHER_MAX_IMAGES"
 MAX_COLUMNS_ENV = "CARTOGRAPHER_MAX_COLUMNS"
 MAX_JOBS_ENV = "CARTOGRAPHER_MAX_JOBS"
 MAX_JOBS_PER_USER_ENV = "CARTOGRAPHER_MAX_JOBS_PER_USER"
+JOB_GRACE_S_ENV = "CARTOGRAPHER_JOB_GRACE_S"
 
 _TRUE = {"1", "true", "yes", "on"}
 _MAX_IDENTITY_CHARS = 200
@@ -93,6 +96,8 @@ class Policy:
         Caps on what one dataset may bring in.
     max_jobs, max_jobs_per_user : int
         Background work: running at once server-wide; running or queued per user.
+    job_grace_seconds : int
+        A background job whose every tab has closed is cancelled after this many seconds.
     """
 
     data_roots: tuple[Path, ...] = ()
@@ -106,6 +111,7 @@ class Policy:
     max_columns: int = 10_000
     max_jobs: int = 2
     max_jobs_per_user: int = 2
+    job_grace_seconds: int = 30
     extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -137,6 +143,7 @@ class Policy:
             max_columns=_positive_int(env, MAX_COLUMNS_ENV, 10_000),
             max_jobs=_positive_int(env, MAX_JOBS_ENV, 2),
             max_jobs_per_user=_positive_int(env, MAX_JOBS_PER_USER_ENV, 2),
+            job_grace_seconds=_positive_int(env, JOB_GRACE_S_ENV, 30),
         )
         if policy.team_mode and not policy.data_roots:
             raise AccessError(f"Team mode (a sign-in is configured) needs {DATA_ROOTS_ENV}: the folders "

@@ -38,6 +38,19 @@ def use_analysed_workspace(analysed_workspace, monkeypatch):
 
 
 @pytest.fixture
+def small_csv(tmp_path):
+    """A small numeric table (120 rows, columns a and b, labels x and y) that nothing has analysed."""
+    import numpy as np
+    import pandas as pd
+
+    path = tmp_path / "small.csv"
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"a": rng.normal(size=120), "b": rng.normal(size=120),
+                  "label": rng.choice(["x", "y"], 120)}).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
 def clean_app_caches():
     """Empty the app's caches around an app test and wait for its background analysis jobs."""
     from ui import cached, jobs

@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from analytics.samples import sample_by_key
 from tests.conftest import ROOT
-from ui import impact_runs, state
+from ui import impact_runs, jobs, state
 
 APP = str(ROOT / "app.py")
 
@@ -17,7 +17,7 @@ APP = str(ROOT / "app.py")
 @pytest.fixture(autouse=True)
 def clean_caches(clean_app_caches):
     yield
-    assert impact_runs.wait_all(timeout=120), "an impact experiment did not finish"
+    assert jobs.wait_all(timeout=120), "an impact experiment did not finish"
 
 
 def open_impact(sample: str) -> AppTest:
@@ -31,7 +31,7 @@ def run_experiment(at: AppTest) -> AppTest:
     """Click Run, wait for the background experiment, and draw the page again."""
     at.button(key="impact_run").click().run()
     assert not at.exception
-    assert impact_runs.wait_all(timeout=120)
+    assert jobs.wait_all(timeout=120)
     return at.run()
 
 

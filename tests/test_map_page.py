@@ -145,4 +145,4 @@ def test_the_app_opens_a_run_folder_from_the_command_line(tmp_path):
     assert point_count(figure_of(at)) == 569
     assert any(str(out) in c.value for c in at.caption)
     fingerprint = at.session_state[state.DATASET].fingerprint
-    assert not any(fingerprint in key for key in jobs._jobs)  # opened as it is, not recomputed
+    assert not any(fingerprint in key for key in jobs.keys())  # opened as it is, not recomputed

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import streamlit as st
 
 from analytics.clusters import ClusterConfig
@@ -130,21 +128,30 @@ def current_run(dataset: Dataset, config: AnalysisConfig) -> AnalysisRun | None:
 
 
 def run_progress(dataset: Dataset, config: AnalysisConfig) -> None:
-    """Start (or join) the run and show its progress; the page reruns when it is done."""
-    job = jobs.start_analysis(dataset, config, Workspace.default())
+    """Start (or join) the run in the background and show its place in the queue or its progress,
+    with a Cancel button; the page reruns when it is done."""
+    key = str(cached.run_dir(dataset.fingerprint, config, dataset))
+    try:
+        job = jobs.start_analysis(dataset, config, Workspace.default(), key=key)
+    except jobs.JobLimitError as exc:
+        st.warning(str(exc))
+        st.stop()
 
     @st.fragment(run_every=1.5)
     def follow() -> None:
-        if job.error:
-            st.error(f"The analysis failed: {job.error}")
-            if st.button("Try again", key="analysis_retry"):
+        if job.cancelled or job.error:
+            if job.cancelled:
+                st.info(f"The analysis was stopped. {job.error}")
+            else:
+                st.error(f"The analysis failed: {job.error}")
+            if st.button("Compute it again", key="analysis_retry"):
                 jobs.forget(job.key)
                 st.rerun(scope="app")
             return
         if job.done:
             st.rerun(scope="app")
-        elapsed = time.monotonic() - job.started
-        st.progress(job.overall, text=f"{job.message} · {elapsed:.0f} s")
+        if jobs.show_progress(job, fraction=jobs.analysis_overall(job), key="analysis_cancel"):
+            st.rerun(scope="app")
         preview = job.partial.get("pca")
         if preview is not None:
             st.info("UMAP is still running; meanwhile this is the instant PCA layout (selection "

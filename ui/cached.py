@@ -21,8 +21,9 @@ def load_dataset(path: str, roles: tuple[tuple[str, str | None], ...], drop_miss
                  progress: Callable[[float, str], None] | None = None) -> datasets.Dataset:
     """Cached :func:`analytics.datasets.load_dataset`; ``stamp`` invalidates it on file change.
 
-    A small LRU shared by all sessions, rather than ``st.cache_resource``: loading an image
-    folder reports progress to a Streamlit element, and a cached function may not draw into an
+    The load runs in a worker process (:func:`ui.jobs.load_dataset`); this thread waits and
+    draws its progress. A small LRU shared by all sessions, rather than ``st.cache_resource``:
+    the progress goes to a Streamlit element, and a cached function may not draw into an
     element created outside it. The Dataset is immutable, so sharing it is safe.
     """
     key = (path, roles, drop_missing_labels, encoding, stamp)
@@ -30,9 +31,10 @@ def load_dataset(path: str, roles: tuple[tuple[str, str | None], ...], drop_miss
         if key in _datasets:
             _datasets.move_to_end(key)
             return _datasets[key]
-    dataset = datasets.load_dataset(path, roles=datasets.ColumnRoles(**dict(roles)),
-                                    drop_missing_labels=drop_missing_labels, encoding=encoding,
-                                    progress=progress)
+    from ui import jobs
+
+    # Reading and hashing run in a worker process (a huge or endless file never holds the page).
+    dataset = jobs.load_dataset(path, dict(roles), drop_missing_labels, encoding, key=key, progress=progress)
     with _datasets_lock:
         _datasets[key] = dataset
         while len(_datasets) > _DATASET_CACHE_SIZE:

@@ -1,17 +1,12 @@
 """The Impact page's link to the engine: configurations, results already in the workspace,
-experiments run in background threads with progress, figures and downloads.
-
-One job per experiment key (run × configuration × changes), shared by every session of the
-server, as the analysis jobs of :mod:`ui.jobs` are. Threads never touch Streamlit; the page polls
-the job and, once it is done, reads the result from the workspace.
+figures and downloads. Experiments run as background jobs of :mod:`ui.jobs` (``start``), one per
+experiment key (run × configuration × changes), shared by every session of the server; once one
+is done the page reads its result from the workspace.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import threading
-import time
-from dataclasses import dataclass, field
 
 import plotly.graph_objects as go
 
@@ -44,81 +39,22 @@ from analytics.impact_report import figure_html, figure_spec, report_stem
 from analytics.workspace import Workspace
 
 
-@dataclass
-class ImpactJob:
-    key: str
-    experiment: str
-    started: float = field(default_factory=time.monotonic)
-    fraction: float = 0.0
-    message: str = "Waiting to start"
-    result: ImpactResult | None = None
-    error: str | None = None
-    thread: threading.Thread | None = field(default=None, repr=False)
-
-    @property
-    def done(self) -> bool:
-        return self.result is not None or self.error is not None
-
-
-_jobs: dict[str, ImpactJob] = {}
-_lock = threading.Lock()
-
-
 def key(experiment: str, data: ImpactData, config, changes: Changes | None = None) -> str:
     return result_key(experiment, data, config, changes=changes)
+
+
+def start(experiment: str, data: ImpactData, config, changes: Changes | None = None):
+    """Start the experiment in a background worker, or join the one already running (raises
+    :class:`ui.jobs.JobLimitError` when the user has as many jobs as the server allows)."""
+    from ui import jobs
+
+    return jobs.start_impact(key(experiment, data, config, changes), experiment, data, config, changes,
+                             Workspace.default())
 
 
 def stored(experiment: str, data: ImpactData, config, changes: Changes | None = None) -> ImpactResult | None:
     """The result in the workspace, or None (reads a few small files; never computes)."""
     return stored_result(experiment, data, config, changes=changes, workspace=Workspace.default())
-
-
-def job(job_key: str) -> ImpactJob | None:
-    with _lock:
-        return _jobs.get(job_key)
-
-
-def start(experiment: str, data: ImpactData, config, changes: Changes | None = None) -> ImpactJob:
-    """Start the experiment in the background, or join the one already running."""
-    job_key = key(experiment, data, config, changes)
-    workspace = Workspace.default()
-    with _lock:
-        running = _jobs.get(job_key)
-        if running is not None and running.error is None:
-            return running
-        new = _jobs[job_key] = ImpactJob(key=job_key, experiment=experiment)
-
-    def progress(fraction: float, message: str) -> None:
-        new.fraction, new.message = fraction, message
-
-    def work() -> None:
-        try:
-            new.result = run_experiment(experiment, data, config, changes=changes, workspace=workspace,
-                                        progress=progress)
-        except Exception as exc:  # shown on the page; the app keeps running
-            new.error = f"{type(exc).__name__}: {exc}"
-
-    new.thread = threading.Thread(target=work, name=f"impact-{experiment}-{job_key}", daemon=True)
-    new.thread.start()
-    return new
-
-
-def forget(job_key: str) -> None:
-    """Drop a finished job (its result stays in the workspace)."""
-    with _lock:
-        found = _jobs.get(job_key)
-        if found is not None and found.done:
-            del _jobs[job_key]
-
-
-def wait_all(timeout: float = 300.0) -> bool:
-    """Wait for every running experiment (tests); True if all finished in time."""
-    deadline = time.monotonic() + timeout
-    with _lock:
-        threads = [j.thread for j in _jobs.values() if j.thread is not None]
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
-    return not any(thread.is_alive() for thread in threads)
 
 
 def figure(result: ImpactResult) -> go.Figure:

@@ -3,12 +3,11 @@ curves by score, easy-to-hard buckets, and the what-if of a review session or th
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 
 import streamlit as st
 
-from ui import cached, impact_runs, state
+from ui import cached, impact_runs, jobs, state
 from ui.analysis import page_run
 from ui.figures import escape_markdown
 from ui.selection import get_selection
@@ -152,30 +151,37 @@ def verdict(curated, random) -> str:
 job_key = impact_runs.key(experiment, data, config, changes)
 result = impact_runs.stored(experiment, data, config, changes)
 if result is None:
-    current = impact_runs.job(job_key)
-    if current is None or current.error:
-        if current is not None:
+    current = jobs.get(job_key)
+    if current is None or current.done:
+        if current is not None and current.cancelled:
+            st.info(f"The experiment was stopped. {escape_markdown(current.error)}")
+        elif current is not None and current.error:
             st.error(f"The experiment failed: {escape_markdown(current.error)}")
         count = impact_runs.probe_count(experiment, data, config)
         if st.button("Run the experiment", type="primary", key="impact_run",
                      help=f"Trains {count:,} probes; the result is kept in the workspace."):
-            impact_runs.forget(job_key)
-            impact_runs.start(experiment, data, config, changes)
+            jobs.forget(job_key)
+            try:
+                impact_runs.start(experiment, data, config, changes)
+            except jobs.JobLimitError as exc:
+                st.warning(escape_markdown(exc))
+                st.stop()
             st.rerun()
         st.caption(f"Trains {count:,} probes in the background; you can keep using the other pages.")
         st.stop()
 
     @st.fragment(run_every=1.0)
     def follow() -> None:
-        job = impact_runs.job(job_key)
+        job = jobs.get(job_key)
         if job is None or job.done:
             st.rerun(scope="app")
-        st.progress(min(1.0, job.fraction), text=f"{job.message} · {time.monotonic() - job.started:.0f} s")
+        if jobs.show_progress(job, fraction=job.fraction, key="impact_cancel"):
+            st.rerun(scope="app")
 
     follow()
     st.stop()
 
-impact_runs.forget(job_key)
+jobs.forget(job_key)
 info = result.info
 table = result.table
 st.plotly_chart(impact_runs.figure(result), key="impact_figure", width="stretch")

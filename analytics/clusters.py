@@ -21,10 +21,13 @@ features that deviate most from the whole dataset for tables.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:  # the store pulls in SQLAlchemy; clustering does not need it
+    from analytics.store import ReviewStore
 
 __all__ = [
     "NOISE", "METHODS", "ClusterConfig", "Clustering", "cluster_embeddings", "reduce_for_clustering",
@@ -559,8 +562,15 @@ def load_cluster_names(workspace, fingerprint: str, run_path: str) -> dict[str, 
     return {level: {int(c): str(n) for c, n in saved.get(level, {}).items()} for level in ("coarse", "fine")}
 
 
-def save_cluster_name(workspace, fingerprint: str, run_path: str, level: str, cluster: int, name: str) -> str:
-    """Rename one cluster (an empty name restores the automatic one); returns the stored name."""
+def save_cluster_name(workspace, fingerprint: str, run_path: str, level: str, cluster: int, name: str, *,
+                      actor: str, store: "ReviewStore") -> str:
+    """Rename one cluster for everyone (an empty name restores the automatic one); returns the
+    stored name.
+
+    ``actor`` needs the team role ``reviewer`` or above in ``store`` (the review store keeps the
+    roles); otherwise :class:`analytics.store.ReviewError` is raised and nothing is saved.
+    """
+    store.authorize(actor, action="rename clusters")
     if level not in ("coarse", "fine"):
         raise ValueError(f"level must be 'coarse' or 'fine', not {level!r}")
     name = " ".join(str(name).split())

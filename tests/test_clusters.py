@@ -195,3 +195,22 @@ def test_balanced_sample_shares_equally_when_it_can_and_skips_noise():
     assert list(np.bincount(groups[rows])) == [20, 20, 20]
     with pytest.raises(ValueError, match="cap"):
         balanced_sample(groups, 3, cap=0.2)
+
+
+def test_renaming_a_cluster_needs_the_reviewer_role(tmp_path):
+    """Names are shared by everyone: a viewer (or nobody) cannot rename; a reviewer can."""
+    from analytics.clusters import load_cluster_names, save_cluster_name
+    from analytics.store import ReviewError, ReviewStore
+    from analytics.workspace import Workspace
+
+    workspace = Workspace(tmp_path / "workspace")
+    with ReviewStore.open(f"sqlite:///{tmp_path / 'review.sqlite'}", admins=["root"],
+                          default_role="viewer") as store:
+        for actor, message in (("mallory", "mallory is a viewer and may not rename clusters"),
+                               ("", "No acting identity")):
+            with pytest.raises(ReviewError, match=message):
+                save_cluster_name(workspace, "fp", "run", "coarse", 3, "stolen", actor=actor, store=store)
+        assert load_cluster_names(workspace, "fp", "run") == {"coarse": {}, "fine": {}}
+        store.grant_role("Alice", "reviewer", actor="root")
+        assert save_cluster_name(workspace, "fp", "run", "coarse", 3, "cats", actor="alice", store=store) == "cats"
+        assert load_cluster_names(workspace, "fp", "run")["coarse"] == {3: "cats"}

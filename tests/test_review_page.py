@@ -143,20 +143,24 @@ def test_a_session_from_a_cluster(use_analysed_workspace, review_database):
     assert session.source.startswith(f"cluster {cluster} (")
 
 
-def test_a_name_is_needed_before_creating_or_reviewing(use_analysed_workspace, review_database):
+def test_a_name_is_needed_before_reading_or_creating(use_analysed_workspace, review_database):
+    store_of(review_database).create_session("alice's", ["x"], owner="alice", fingerprint="f", classes=["a"])
     at = open_review(reviewer=None)
-    assert any("Enter your name in the sidebar" in w.value for w in at.warning)
-    create_session(at, "nameless", source="The top of a score", score="loss", top_n=3)
-    assert any("Enter your name in the sidebar" in w.value for w in at.warning)
-    assert store_of(review_database).list_sessions() == []
-    # the sidebar field sets it
-    at.sidebar.text_input(key=state.REVIEWER).set_value("  carol ").run()
-    at.button(key="review_create").click().run()
-    assert store_of(review_database).get_session("nameless").owner == "carol"
+    assert any("Enter your name in the sidebar (*Your name*) to open review sessions" in w.value for w in at.warning)
+    assert not [b for b in at.button if b.key == "review_create"]  # nothing of the store is shown
+    # a look-alike of another name (Cyrillic "а") is refused, and still nothing is shown
+    at.sidebar.text_input(key=state.REVIEWER).set_value("\u0430lice").run()
+    assert any("mixes letters of several scripts" in e.value for e in at.sidebar.error)
+    assert not [b for b in at.button if b.key == "review_create"]
+    # the sidebar field sets it, normalised
+    at.sidebar.text_input(key=state.REVIEWER).set_value("  Carol ").run()
+    create_session(at, "named", source="The top of a score", score="loss", top_n=3)
+    assert store_of(review_database).get_session("named").owner == "carol"
 
 
 def test_two_reviewers_a_conflict_and_the_owners_adjudication(use_analysed_workspace, review_database):
     alice = open_review("alice")
+    alice.text_input(key="review_new_reviewers").set_value("Bob").run()
     top_session(alice, review_database, n=4)
     store = store_of(review_database)
     items = store.session_items("top five")["example_id"].tolist()
@@ -196,7 +200,7 @@ def test_two_reviewers_a_conflict_and_the_owners_adjudication(use_analysed_works
     assert not bob.exception
     listed = [df.value for df in bob.dataframe if "decisions" in df.value.columns][0]
     assert listed["id"].tolist() == items[:2]
-    assert any("Only the session's owner, alice" in i.value for i in bob.info)
+    assert any("Only the session's owner, alice, or an admin" in i.value for i in bob.info)
     assert not [b for b in bob.button if b.key and b.key.startswith("adjudicate_submit_")]
     pairs = [df.value for df in bob.dataframe if "cohen_kappa" in df.value.columns][0]
     assert pairs.iloc[0]["n_items"] == 2 and pairs.iloc[0]["percent_agreement"] == 0.0
@@ -302,16 +306,76 @@ def test_bad_input_gets_clear_messages(use_analysed_workspace, review_database):
     assert len(store_of(review_database).history(session_id, items[0])) == 1
 
 
-def test_the_login_names_the_reviewer(use_analysed_workspace, review_database, monkeypatch):
+AUTH_SECRETS = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "x" * 32,
+                "client_id": "cartographer", "client_secret": "secret",
+                "server_metadata_url": "http://127.0.0.1:9/.well-known/openid-configuration"}
+
+
+@pytest.fixture
+def team_server(monkeypatch, use_analysed_workspace):
+    """The operator's settings of a team server (data roots are required in team mode)."""
+    monkeypatch.setenv("CARTOGRAPHER_DATA_ROOTS", f"{ROOT / 'sample_data'}:{use_analysed_workspace}")
+    monkeypatch.setenv("CARTOGRAPHER_ADMINS", "Ada@example.org")
+
+
+def open_signed_in(*, secrets: dict | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    for key, value in (secrets or {}).items():
+        at.secrets[key] = value
+    at.session_state[state.DATASET_CHOICE] = sample_by_key(SAMPLE).title
+    at.run()
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_the_login_names_the_reviewer_and_the_name_box_disappears(team_server, review_database, monkeypatch):
     import streamlit
 
-    monkeypatch.setattr(streamlit, "user", {"is_logged_in": True, "email": "ada@example.org", "name": "Ada"})
-    at = open_review(reviewer=None)
-    assert at.session_state[state.REVIEWER] == "ada@example.org"
+    at = open_signed_in(secrets={"auth": AUTH_SECRETS})
+    # not signed in: a Sign in button, no name box, nothing of the review store
     assert not [t for t in at.sidebar.text_input if t.key == state.REVIEWER]
-    assert any("ada@example\\.org" in c.value for c in at.caption)
+    assert [b for b in at.sidebar.button if b.key == "identity_sign_in"]
+    assert any("Sign in (in the sidebar) to open review sessions" in i.value for i in at.info)
+    assert not [b for b in at.button if b.key == "review_create"]
+
+    monkeypatch.setattr(streamlit, "user", {"is_logged_in": True, "email": "ADA@example.org", "name": "Ada"})
+    at = open_signed_in(secrets={"auth": AUTH_SECRETS})
+    assert not [t for t in at.sidebar.text_input if t.key == state.REVIEWER]
+    assert any("ada@example\\.org" in c.value for c in at.sidebar.caption)
+    # a typed name in session state is ignored once a sign-in is configured
+    at.session_state[state.REVIEWER] = "mallory"
     create_session(at, "signed in", source="The top of a score", score="loss", top_n=2)
     assert store_of(review_database).get_session("signed in").owner == "ada@example.org"
+    assert [e for e in at.expander if e.label == "Team"]  # ada is an admin (CARTOGRAPHER_ADMINS)
+
+
+def test_a_trusted_proxy_header_names_the_reviewer(team_server, review_database, monkeypatch):
+    from ui import identity
+
+    monkeypatch.setenv("CARTOGRAPHER_TRUSTED_USER_HEADER", "X-Forwarded-Email")
+    at = open_signed_in()
+    assert not [t for t in at.sidebar.text_input if t.key == state.REVIEWER]
+    assert any("X-Forwarded-Email is missing" in w.value for w in at.sidebar.warning)
+    assert any("Sign in (in the sidebar)" in i.value for i in at.info)
+
+    store = store_of(review_database)
+    store.create_session("ada's", run_examples(at)["id"].astype(str).head(3).tolist(), owner="ada@example.org",
+                         fingerprint=at.session_state[state.DATASET].fingerprint, classes=["benign", "malignant"],
+                         reviewers=["bob@example.org"])
+    headers = {"X-Forwarded-Email": "mallory@example.org"}
+    monkeypatch.setattr(identity, "_request_headers", lambda: headers)
+    at = open_signed_in()
+    assert any("mallory@example\\.org" in c.value for c in at.sidebar.caption)
+    # mallory (a viewer) reads the session but has no decision controls, and the store refuses her
+    assert any("You are not a reviewer of this session" in i.value for i in at.info)
+    assert not [b for b in at.button if b.key == "review_quick_keep"]
+    with pytest.raises(Exception, match="mallory@example.org is not a reviewer"):
+        store.record_decision("ada's", run_examples(at)["id"].astype(str).iloc[0], "mallory@example.org", "drop")
+    headers["X-Forwarded-Email"] = "Bob@Example.org"
+    at = open_signed_in()
+    at.button(key="review_quick_keep").click().run()
+    assert store.history("ada's")["reviewer"].tolist() == ["bob@example.org"]
 
 
 @pytest.mark.parametrize("sample", ["debian-packages", "digits"])

@@ -72,6 +72,9 @@ def test_fine_level_and_renaming_a_cluster(use_analysed_workspace):
     at.radio(key="subpop_level").set_value("Coarse").run()
     cluster = at.selectbox(key="subpop_open_coarse").value
     at.text_input(key=f"subpop_name_coarse_{cluster}").set_value("  <b>big</b> [cells](http://x)  ").run()
+    at.button(key="subpop_save_name").click().run()  # nobody named: the store refuses the rename
+    assert any("No acting identity was given" in e.value for e in at.error)
+    at.session_state[state.REVIEWER] = "ann"
     at.button(key="subpop_save_name").click().run()
     assert not at.exception
     names = at.dataframe[0].value.set_index("cluster")["name"]

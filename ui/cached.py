@@ -263,12 +263,13 @@ def balanced_rows(run_path: str, stamp: tuple, column: str, _examples, size: int
 
 
 
-def save_cluster_name(fingerprint: str, run_path: str, level: str, cluster: int, name: str) -> str:
-    """Rename a cluster of a run (saved in the workspace; read back by :func:`clusters_table`)."""
+def save_cluster_name(fingerprint: str, run_path: str, level: str, cluster: int, name: str, *, actor: str) -> str:
+    """Rename a cluster of a run for everyone (saved in the workspace; read back by
+    :func:`clusters_table`); ``actor`` needs the role reviewer or above (the store checks)."""
     from analytics.clusters import save_cluster_name as _save
     from analytics.workspace import Workspace
 
-    return _save(Workspace.default(), fingerprint, run_path, level, cluster, name)
+    return _save(Workspace.default(), fingerprint, run_path, level, cluster, name, actor=actor, store=review_store())
 
 
 def slice_config(manifest: dict):
@@ -287,29 +288,35 @@ def slice_members(features, names, codes):
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def _review_store(url: str | None, workspace_root: str):
+def _review_store(url: str | None, workspace_root: str, admins: tuple[str, ...], default_role: str):
     from analytics.store import ReviewStore
 
-    return ReviewStore.open(url, workspace_root=workspace_root)
+    return ReviewStore.open(url, workspace_root=workspace_root, admins=admins, default_role=default_role)
 
 
 def review_store():
     """The review database, opened (created or upgraded) once per server and database: the
-    ``CARTOGRAPHER_DATABASE_URL`` server when set, else ``review.sqlite`` in the workspace."""
+    ``CARTOGRAPHER_DATABASE_URL`` server when set, else ``review.sqlite`` in the workspace. With
+    a sign-in configured (team mode) someone without a granted role is a viewer; locally, the one
+    user may create sessions, export and rename clusters."""
     import os
 
-    from analytics.store import DATABASE_URL_ENV
+    from analytics.store import DATABASE_URL_ENV, REVIEWER, VIEWER
     from analytics.workspace import default_root
+    from ui.policy import policy
 
-    return _review_store(os.environ.get(DATABASE_URL_ENV) or None, str(default_root().resolve()))
+    rules = policy()
+    return _review_store(os.environ.get(DATABASE_URL_ENV) or None, str(default_root().resolve()),
+                         rules.admins, VIEWER if rules.team_mode else REVIEWER)
 
 
 def user_errors() -> tuple[type[Exception], ...]:
     """The errors whose message is written for the user (review and export requests)."""
+    from analytics.access import AccessError
     from analytics.export import ExportError
     from analytics.store import ReviewError
 
-    return (ReviewError, ExportError)
+    return (ReviewError, ExportError, AccessError)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
@@ -330,19 +337,19 @@ def reviewer_agreement(current):
     return _agreement(current)
 
 
-def export_table(dataset, scores, *, ids=None, store=None, session=None, score_columns=(),
+def export_table(dataset, scores, *, actor: str, ids=None, store=None, session=None, score_columns=(),
                  apply_outcome: bool = False, description: str = ""):
     """The rows to export and their provenance: a session's examples with its decisions when
-    ``session`` is given, else the examples ``ids``."""
-    from analytics.export import Provenance, session_frame, session_provenance, subset_frame
+    ``session`` is given (rows and counts from one snapshot of the store), else the examples
+    ``ids``. ``actor`` needs the role reviewer or above; the manifest names them."""
+    from analytics.export import Provenance, session_export, subset_frame
 
     if session is not None:
-        frame = session_frame(dataset, store, session, scores=scores, score_columns=score_columns,
-                              apply_outcome=apply_outcome)
-        return frame, session_provenance(store, session, fingerprint=dataset.fingerprint,
-                                         applied_outcome=apply_outcome)
+        return session_export(dataset, store, session, actor=actor, scores=scores, score_columns=score_columns,
+                              apply_outcome=apply_outcome, fingerprint=dataset.fingerprint)
+    actor = store.authorize(actor, action="export")
     frame = subset_frame(dataset, ids=ids, scores=scores, score_columns=score_columns)
-    return frame, Provenance(fingerprint=dataset.fingerprint, description=description)
+    return frame, Provenance(fingerprint=dataset.fingerprint, description=description, exported_by=actor)
 
 
 def export_download(frame, provenance, fmt: str):

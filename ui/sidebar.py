@@ -123,23 +123,8 @@ def _set_result(dataset, error: str | None) -> None:
 
 
 def reviewer_sidebar() -> None:
-    """Who is reviewing: the signed-in user when the deployment configures Streamlit's login
-    (``st.login``), else a name typed here. Review decisions and sessions are recorded under it."""
-    login = _login_identity()
-    if login:
-        st.session_state[state.REVIEWER] = login
-        st.sidebar.caption(f"Reviewing as **{escape_markdown(login)}** (signed in).")
-        return
-    st.sidebar.text_input("Your name (for reviews)", key=state.REVIEWER, max_chars=200,
-                          placeholder="e.g. Ada",
-                          help="Recorded with every review decision and as the owner of the "
-                               "sessions you create. With a login configured, the login is used.")
+    """Who is reviewing: the sign-in panel when the deployment configures one (``st.login`` or a
+    trusted proxy header), else a name typed here (:mod:`ui.identity`)."""
+    from ui.identity import identity_sidebar
 
-
-def _login_identity() -> str:
-    """The signed-in user's e-mail (unique, so two people of the same name stay apart), else
-    their name; "" without a configured login."""
-    user = st.user
-    if not user.get("is_logged_in"):
-        return ""
-    return str(user.get("email") or user.get("name") or "").strip()
+    identity_sidebar()

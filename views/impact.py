@@ -7,9 +7,10 @@ from dataclasses import replace
 
 import streamlit as st
 
-from ui import cached, impact_runs, jobs, state
+from ui import cached, impact_runs, jobs
 from ui.analysis import page_run
 from ui.figures import escape_markdown
+from ui.identity import current_user, require_user
 from ui.selection import get_selection
 
 EXPERIMENTS = {"pruning": "Pruning curves", "easy-hard": "Easy to hard", "what-if": "What-if"}
@@ -108,6 +109,7 @@ else:
                              format_func={"curated": "the curated labels (removed rows not judged)",
                                           "original": "the original labels, every row"}.get)
     if source == SESSION:
+        require_user("test a review session's curation")  # the review store is read by signed-in users only
         try:
             store = cached.review_store()
             sessions = store.list_sessions(dataset.fingerprint)
@@ -213,7 +215,7 @@ elif experiment == "easy-hard":
     if b2.button("Save the buckets as named selections", key="impact_buckets_save"):
         try:
             names = impact_runs.save_buckets(dataset.fingerprint, result.buckets, score=config.score,
-                                             author=state.reviewer_name())
+                                             author=current_user() or "")
             st.success("Saved " + ", ".join(f"“{escape_markdown(n)}”" for n in names) + ".")
         except impact_runs.selection_errors() as exc:
             st.error(escape_markdown(exc))

@@ -12,10 +12,12 @@ from pathlib import PurePath
 import pandas as pd
 import streamlit as st
 
-from ui import cached, state
+from analytics.store import ADMIN, OWNER, TEAM_ROLES
+from ui import cached
 from ui.analysis import page_run
 from ui.components import example_table
 from ui.figures import escape_markdown
+from ui.identity import current_user, require_user
 from ui.selection import get_selection
 
 DECISIONS = {"keep": "Keep", "drop": "Drop", "relabel": "Relabel", "flag": "Flag"}
@@ -150,15 +152,12 @@ def new_session_form(reviewer: str) -> None:
     name_column, reviewers_column = st.columns(2)
     name = name_column.text_input("Session name", key="review_new_name", max_chars=200,
                                   placeholder="e.g. ambiguous mail/web packages")
-    reviewers = reviewers_column.text_input("Reviewers (optional, comma-separated)", key="review_new_reviewers",
-                                            help="Shown in the progress from the start; anyone may review.")
+    reviewers = reviewers_column.text_input("Reviewers (comma-separated)", key="review_new_reviewers",
+                                            help="Only they and you (the owner) record decisions in the session; "
+                                                 "you or an admin can add more later.")
     description = st.text_area("Description (optional)", key="review_new_description", height=68)
-    owner = escape_markdown(reviewer) if reviewer else "you, once you enter your name in the sidebar"
-    st.caption(f"{len(ids):,} examples from {escape_markdown(described)} · owner: {owner}")
+    st.caption(f"{len(ids):,} examples from {escape_markdown(described)} · owner: {escape_markdown(reviewer)}")
     if st.button("Create the session", key="review_create", type="primary"):
-        if not reviewer:
-            st.warning("Enter your name in the sidebar (*Your name*) first: you will own the session.")
-            return
         try:
             created = store.create_session(
                 name, ids, owner=reviewer, fingerprint=dataset.fingerprint, classes=dataset.classes,
@@ -212,10 +211,7 @@ def move_to(key: str, position: int) -> None:
 def record(session_id: int, example_id: str, decision: str | None, keys: dict, position_key: str,
            next_position: int | None) -> None:
     """Record this reviewer's decision (a button's, or the form's) and move on."""
-    reviewer = state.reviewer_name()
-    if not reviewer:
-        flash("warning", "Enter your name in the sidebar (*Your name*) to record decisions.")
-        return
+    reviewer = current_user()  # the store refuses anyone who is not the owner or a listed reviewer
     decision = decision or st.session_state[keys["decision"]]
     new_label = st.session_state.get(keys["new_label"]) if decision == "relabel" else None
     note = st.session_state.get(keys["note"], "") if keys.get("note") else ""
@@ -453,7 +449,7 @@ def adjudicate(session_id: int, example_id: str, keys: dict) -> None:
     choice = st.session_state[keys["choice"]]
     decision, _, new_label = choice.partition(":")
     try:
-        store.adjudicate(session_id, example_id, state.reviewer_name(), decision, new_label=new_label or None,
+        store.adjudicate(session_id, example_id, current_user(), decision, new_label=new_label or None,
                          note=st.session_state.get(keys["note"], ""))
     except USER_ERRORS as exc:
         flash("error", escape_markdown(str(exc)))
@@ -464,8 +460,8 @@ def adjudicate(session_id: int, example_id: str, keys: dict) -> None:
 @st.fragment
 def adjudication_panel(session, reviewer: str) -> None:
     """The owner's final word on each conflict (a form each, Enter submits)."""
-    if reviewer != session.owner:
-        st.info(f"Only the session's owner, {escape_markdown(session.owner)}, adjudicates conflicts.")
+    if store.session_role(session.id, reviewer) not in (OWNER, ADMIN):
+        st.info(f"Only the session's owner, {escape_markdown(session.owner)}, or an admin adjudicates conflicts.")
         return
     show_flash()
     conflicts = store.conflicts(session.id)
@@ -536,12 +532,16 @@ def export_view(session) -> None:
     if wants_download or wants_file:
         try:
             frame, provenance = cached.export_table(
-                dataset, examples, ids=ids, store=store, session=session.id if source == OUTCOME else None,
+                dataset, examples, actor=current_user(), ids=ids, store=store,
+                session=session.id if source == OUTCOME else None,
                 score_columns=score_columns, apply_outcome=apply_outcome, description=described)
             if wants_download:
                 st.session_state[PREPARED] = (signature, cached.export_download(frame, provenance, fmt))
             else:
                 written = cached.export_to_workspace(frame, provenance, fmt, stem)
+                if written.renamed:
+                    st.info(f"{escape_markdown(written.requested.name)} already exists and was left as it is; "
+                            f"this export is {escape_markdown(written.path.name)}.")
                 st.success(f"Wrote {written.n_rows:,} rows and the manifest:")
                 st.code(f"{written.path}\n{written.manifest_path}", language=None)
         except USER_ERRORS as exc:
@@ -562,13 +562,56 @@ def export_view(session) -> None:
                                         on_click="ignore")
 
 
+# ----------------------------------------------------------------------------- roles
+
+
+def team_panel(admin: str) -> None:
+    """Admins grant and revoke team roles (viewer, reviewer, admin); the store checks it is an admin."""
+    with st.expander("Team", icon=":material/group:"):
+        st.dataframe(store.team(), hide_index=True, width="stretch", key="review_team_table")
+        who_column, role_column = st.columns([2, 1])
+        who = who_column.text_input("Identity (as the sign-in gives it, e.g. an e-mail)", key="review_team_who")
+        role = role_column.selectbox("Role", TEAM_ROLES, index=TEAM_ROLES.index("reviewer"), key="review_team_role")
+        buttons = st.container(horizontal=True)
+        grant, revoke = (buttons.button("Grant", key="review_team_grant", type="primary"),
+                         buttons.button("Revoke", key="review_team_revoke"))
+        st.caption("Viewers read sessions; reviewers (and admins) also create sessions, export and rename "
+                   "clusters. Deciding in a session needs to be its owner or one of its reviewers.")
+        if grant or revoke:
+            try:
+                done = (store.grant_role(who, role, actor=admin) if grant else store.revoke_role(who, actor=admin))
+            except USER_ERRORS as exc:
+                say_error(exc)
+                return
+            st.success(f"{escape_markdown(done)}: {role if grant else 'back to the default role'}.")
+
+
+def reviewers_panel(session, reviewer: str) -> None:
+    """The owner (or an admin) adds reviewers to a session."""
+    if store.session_role(session.id, reviewer) not in (OWNER, ADMIN):
+        return
+    with st.popover("Add reviewers", icon=":material/person_add:"):
+        names = st.text_input("Names (comma-separated)", key=f"review_add_reviewers_{session.id}")
+        if st.button("Add", key=f"review_add_reviewers_button_{session.id}"):
+            try:
+                store.add_reviewers(session.id, [n for n in names.split(",") if n.strip()], actor=reviewer)
+            except USER_ERRORS as exc:
+                say_error(exc)
+                return
+            st.rerun()
+
+
 # ----------------------------------------------------------------------------- the page
 
-reviewer = state.reviewer_name()
-if reviewer:
-    st.caption(f"Reviewing as **{escape_markdown(reviewer)}**.")
-else:
-    st.warning("Enter your name in the sidebar (*Your name*) to create sessions and record decisions.")
+reviewer = require_user("open review sessions")  # nothing of the store is read before this
+try:
+    team_role = store.team_role(reviewer)
+except USER_ERRORS as exc:
+    say_error(exc)
+    st.stop()
+st.caption(f"Reviewing as **{escape_markdown(reviewer)}** · {team_role}.")
+if team_role == ADMIN:
+    team_panel(reviewer)
 
 sessions = store.list_sessions(dataset.fingerprint)
 # The label names the count, so the expander is drawn afresh (closed) once a session is created.
@@ -594,14 +637,17 @@ session_id = st.selectbox("Session", list(by_id), key=SESSION_KEY,
 session = by_id[session_id]
 with st.container():  # one element however many lines, so the fragment below keeps its place
     session_summary(session)
+    reviewers_panel(session, reviewer)
 progress_panel(session.id)
 
 view = st.radio("View", VIEWS, horizontal=True, key="review_view", label_visibility="collapsed")
 if view == "Review":
-    if not reviewer:
+    if not store.is_member(session.id, reviewer):
         show_flash()
-        st.info("Enter your name in the sidebar to review; meanwhile the others' decisions are under "
-                "*Agreement and conflicts*.")
+        listed = ", ".join(escape_markdown(r) for r in session.reviewers) or "none besides the owner"
+        st.info(f"You are not a reviewer of this session, so you can read it but not record decisions. Its "
+                f"owner is {escape_markdown(session.owner)}; its reviewers: {listed}. The others' decisions "
+                "are under *Agreement and conflicts*.")
     else:
         review_view(session, reviewer)
 elif view == "Agreement and conflicts":

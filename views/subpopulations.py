@@ -11,6 +11,7 @@ from ui import cached
 from ui.analysis import page_run
 from ui.components import example_table
 from ui.figures import HOVER_TEXT_MAX_POINTS, escape_markdown, map_figure
+from ui.identity import current_user
 from ui.selection import MODES, set_selection
 from ui.selection_panel import selection_panel
 
@@ -102,7 +103,8 @@ with st.container(border=True):
                                  help=f"Automatic name: {row['auto_name']}. Leave empty to restore it.")
     if rename.button("Save name", key="subpop_save_name", disabled=new_name == row["name"]):
         try:
-            cached.save_cluster_name(dataset.fingerprint, str(run.path), level, int(picked), new_name)
+            cached.save_cluster_name(dataset.fingerprint, str(run.path), level, int(picked), new_name,
+                                     actor=current_user())
             st.rerun()
         except ValueError as exc:
             st.error(str(exc))

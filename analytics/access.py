@@ -30,7 +30,13 @@ roots, takes identity only from the sign-in, and enforces roles in the review st
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import json
 import os
+import re
+import stat
+import sys
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +56,9 @@ __all__ = [
     "Policy",
     "TRUSTED_USER_HEADER_ENV",
     "TRUST_CHECKPOINTS_ENV",
+    "check_architecture",
     "normalize_identity",
+    "resolve_data_path",
 ]
 
 DATA_ROOTS_ENV = "CARTOGRAPHER_DATA_ROOTS"
@@ -66,6 +74,8 @@ MAX_JOBS_PER_USER_ENV = "CARTOGRAPHER_MAX_JOBS_PER_USER"
 JOB_GRACE_S_ENV = "CARTOGRAPHER_JOB_GRACE_S"
 
 _TRUE = {"1", "true", "yes", "on"}
+# `pkg.mod:Class` or `pkg.mod:Outer.Inner`, optionally followed by a JSON object of kwargs.
+_ARCHITECTURE = re.compile(r"^\s*(?P<module>[\w.]+):(?P<name>[\w.]+)\s*(?P<kwargs>\{.*\})?\s*$", re.DOTALL)
 _MAX_IDENTITY_CHARS = 200
 
 
@@ -149,6 +159,147 @@ class Policy:
             raise AccessError(f"Team mode (a sign-in is configured) needs {DATA_ROOTS_ENV}: the folders "
                               "the app may open. Set it before starting the server (docs/DEPLOY.md).")
         return policy
+
+
+def resolve_data_path(path: str | os.PathLike, policy: Policy, *, what: str = "dataset",
+                      allow_dir: bool = True, allow_file: bool = True) -> Path:
+    """The real location of a path a user typed, if the operator's rules let the server open it.
+
+    The path is resolved (``~`` expanded, symbolic links followed) and must lie inside one of
+    ``policy.data_roots`` when any are set; a link inside a root that points outside is refused.
+    In every mode only a regular file (at most ``policy.max_file_bytes``) or, where
+    ``allow_dir``, a folder is accepted: a device, pipe or socket never is.
+
+    Parameters
+    ----------
+    path : str or path-like
+        What the user typed.
+    policy : Policy
+        The operator's rules.
+    what : str, default "dataset"
+        What the path is for, named in the messages ("vectors file", "checkpoint"…).
+    allow_dir, allow_file : bool, default True
+        Whether a folder, and a file, are acceptable here.
+
+    Returns
+    -------
+    Path
+        The resolved path; open this one, not the typed one.
+
+    Raises
+    ------
+    AccessError
+        The message names what the user typed and never a server path outside the roots (not
+        even a link's target), so it is safe to show in the browser.
+    """
+    typed = os.fspath(path)
+    if not str(typed).strip():
+        raise AccessError(f"No {what} path was given.")
+    candidate = Path(typed).expanduser()
+    try:
+        # Not strict: a path outside the roots is refused before anyone learns whether it exists.
+        located = candidate.resolve()
+    except (OSError, RuntimeError):  # a link loop, or a folder that cannot be searched
+        raise AccessError(f"{typed}: cannot be opened as a {what} (a broken or looping link?).") from None
+    roots = tuple(root.resolve() for root in policy.data_roots)
+    if roots and not any(located == root or located.is_relative_to(root) for root in roots):
+        shown = ", ".join(str(root) for root in roots)
+        raise AccessError(f"{typed}: outside the data folders this server may open ({shown}). "
+                          f"Choose a {what} inside one of them, or ask the operator to add its folder "
+                          f"to {DATA_ROOTS_ENV}.")
+    try:
+        info = located.stat()
+    except FileNotFoundError:
+        raise AccessError(f"{typed}: no such file or folder. Check the {what} path.") from None
+    except OSError:
+        raise AccessError(f"{typed}: cannot be read (permission denied?).") from None
+    if stat.S_ISDIR(info.st_mode):
+        if not allow_dir:
+            raise AccessError(f"{typed}: is a folder; a {what} must be a file.")
+        return located
+    if not stat.S_ISREG(info.st_mode):
+        raise AccessError(f"{typed}: is not a regular file (a device, pipe or socket), so it cannot be "
+                          f"used as a {what}.")
+    if not allow_file:
+        raise AccessError(f"{typed}: is a file; a {what} must be a folder.")
+    if info.st_size > policy.max_file_bytes:
+        raise AccessError(f"{typed}: is larger ({info.st_size:,} bytes) than the "
+                          f"{policy.max_file_bytes / 2**20:,.0f} MB this server opens as one file "
+                          f"({MAX_FILE_MB_ENV}).")
+    return located
+
+
+def check_architecture(spec: str, policy: Policy, *, trust: bool = False) -> tuple[type, dict]:
+    """The model class named by ``spec`` and its keyword arguments, without calling anything.
+
+    ``spec`` is ``"package.module:ClassName"``, optionally followed by a JSON object of
+    constructor keyword arguments. A module is imported only when it is already imported, it is
+    on the operator's allow-list (``policy.architectures``), or ``trust`` is set (the operator
+    vouches for the code: ``--trust-checkpoint`` on the command line,
+    ``CARTOGRAPHER_TRUST_CHECKPOINTS`` for the app), because importing a module runs its code.
+    When the allow-list is set, a class not on it is refused even if its module is imported.
+    The object must be a subclass of ``torch.nn.Module``; attributes are looked up statically,
+    so no property or module ``__getattr__`` runs either.
+
+    Parameters
+    ----------
+    spec : str
+        What the user typed.
+    policy : Policy
+        The operator's rules (``architectures``).
+    trust : bool, default False
+        The operator allows importing the named module.
+
+    Returns
+    -------
+    (type, dict)
+        The ``torch.nn.Module`` subclass, and the keyword arguments to build it with.
+
+    Raises
+    ------
+    AccessError
+        Malformed, not allowed, not importable, missing, or not a ``torch.nn.Module`` subclass.
+    """
+    match = _ARCHITECTURE.match(spec or "")
+    if not match:
+        raise AccessError(f"architecture '{spec}' is not of the form \"package.module:ClassName\" or "
+                          '"package.module:ClassName{...json...}".')
+    module_name, name = match["module"], match["name"]
+    try:
+        kwargs = json.loads(match["kwargs"]) if match["kwargs"] else {}
+    except json.JSONDecodeError as exc:
+        raise AccessError(f"the keyword arguments in architecture '{spec}' are not valid JSON ({exc.msg}).") from None
+    if not isinstance(kwargs, dict):
+        raise AccessError(f"the keyword arguments in architecture '{spec}' must be a JSON object.")
+    listed = f"{module_name}:{name}" in policy.architectures or f"{module_name}:*" in policy.architectures
+    if policy.architectures and not listed:
+        raise AccessError(f"'{module_name}:{name}' is not on this server's list of allowed architectures "
+                          f"({', '.join(policy.architectures)}). Ask the operator to add it to {ARCHITECTURES_ENV}.")
+    module = sys.modules.get(module_name)
+    if module is None:
+        if not (listed or trust):
+            raise AccessError(
+                f"module '{module_name}' is not loaded, and importing it would run its code. Ask the "
+                f"operator to allow '{module_name}:{name}' in {ARCHITECTURES_ENV}, or pass "
+                "--trust-checkpoint on the command line if you trust that module.")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise AccessError(f"cannot import module '{module_name}' for the architecture ({exc}). Make it "
+                              "importable (install it or add it to PYTHONPATH).") from None
+    target: object = module
+    for part in name.split("."):
+        try:
+            target = inspect.getattr_static(target, part)
+        except AttributeError:
+            raise AccessError(f"module '{module_name}' has no '{name}'.") from None
+    import torch  # here, not at import time: the app reads the policy without loading torch
+
+    if not (inspect.isclass(target) and issubclass(target, torch.nn.Module)):
+        kind = "class" if inspect.isclass(target) else type(target).__name__
+        raise AccessError(f"'{module_name}:{name}' is a {kind}, not a subclass of torch.nn.Module, so it "
+                          "cannot be a model architecture. Nothing was called.")
+    return target, kwargs
 
 
 def normalize_identity(name: object) -> str:

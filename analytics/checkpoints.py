@@ -16,9 +16,16 @@ Three kinds of checkpoint are understood:
 Safety: pickle files can run arbitrary code while loading. They are read with
 ``torch.load(..., weights_only=True)``, which accepts tensors and plain containers only. A file
 that needs more (a whole pickled ``nn.Module``, custom classes, or something hostile) is
-refused with :class:`CheckpointError` unless the caller passes ``trust=True`` — "I trust this
-file" in the app, ``--trust-checkpoint`` on the command line. ``trust=True`` also lets a
-transformers folder run the custom modelling code it ships (``trust_remote_code``).
+refused with :class:`CheckpointError` unless the caller passes ``trust=True``: an operator's
+setting, ``--trust-checkpoint`` on the command line, ``CARTOGRAPHER_TRUST_CHECKPOINTS=1`` for the
+app (never a browser choice). ``trust=True`` also lets a transformers folder run the custom
+modelling code it ships (``trust_remote_code``).
+
+The architecture a user names is code too. It goes through
+:func:`analytics.access.check_architecture`: it must be a ``torch.nn.Module`` subclass, checked
+before anything is called, from a module that is already imported or that the operator allows
+(``CARTOGRAPHER_ARCHITECTURES``, or ``trust``). Paths go through
+:func:`analytics.access.resolve_data_path` (data roots, regular files, size cap).
 
 What a model is fed
 -------------------
@@ -35,7 +42,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib
 import inspect
 import json
 import pickle
@@ -49,6 +55,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from analytics.access import AccessError, Policy, check_architecture, resolve_data_path
 from analytics.device import default_device
 from analytics.images import load_image_batch
 
@@ -76,15 +83,13 @@ _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
 _PROCESSOR_FILE = "preprocessor_config.json"
 _MAX_TOKENS = 256
 _DEFAULT_IMAGE_SIDE = 224  # for an image processor that states no size
-# `pkg.mod:Class` or `pkg.mod:Outer.Inner`, optionally followed by a JSON object of kwargs.
-_ARCHITECTURE = re.compile(r"^\s*(?P<module>[\w.]+):(?P<name>[\w.]+)\s*(?P<kwargs>\{.*\})?\s*$", re.DOTALL)
 # Keys under which training scripts commonly nest the weights in a checkpoint dict.
 _NESTED_STATE_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
 _ZIP_MAGIC = b"PK\x03\x04"
 # How torch's weights-only unpickler names a class or function it refused to import.
 _BLOCKED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
-_TRUST_HINT = ('Only if you trust where this file came from, enable "I trust this file" in the app '
-               "or pass --trust-checkpoint on the command line.")
+_TRUST_HINT = ("Only if you trust where this file came from: ask the server's operator to set "
+               "CARTOGRAPHER_TRUST_CHECKPOINTS=1 (app), or pass --trust-checkpoint on the command line.")
 
 
 class CheckpointError(ValueError):
@@ -124,31 +129,60 @@ class LoadedModel:
     image_size: int | None
 
 
-def checkpoint_fingerprint(path: str | Path) -> str:
+def checkpoint_fingerprint(path: str | Path, *, policy: Policy | None = None) -> str:
     """A short hex digest of a checkpoint's content, for cache keys.
 
     Parameters
     ----------
     path : str or Path
         A checkpoint file, or a folder (every file below it counts, by relative path and bytes).
+    policy : Policy, optional
+        The operator's rules for paths (data roots, regular files, size cap); by default
+        :meth:`Policy.from_env`.
 
     Returns
     -------
     str
         20 hex characters of a SHA-256; it changes whenever any byte (or file name) changes.
+
+    Raises
+    ------
+    CheckpointError
+        The path is missing, or the operator's rules refuse it or a file in its folder.
     """
-    target = Path(path).expanduser()
-    if not target.exists():
-        raise CheckpointError(f"{path}: no such checkpoint file or folder. Check the path.")
+    target = _checked_path(path, policy)
     digest = hashlib.sha256()
     if target.is_file():
         _hash_file(target, digest)
     else:
-        for file in sorted(p for p in target.rglob("*") if p.is_file()):
+        for file in _folder_files(target, path, policy):
             name = file.relative_to(target).as_posix().encode()
             digest.update(len(name).to_bytes(8, "little") + name)
             _hash_file(file, digest)
     return digest.hexdigest()[:20]
+
+
+def _checked_path(path: str | Path, policy: Policy | None) -> Path:
+    """``path`` resolved under the operator's rules; their refusal as a :class:`CheckpointError`."""
+    try:
+        return resolve_data_path(path, policy or Policy.from_env(), what="checkpoint")
+    except AccessError as exc:
+        raise CheckpointError(str(exc)) from None
+
+
+def _folder_files(folder: Path, typed: str | Path, policy: Policy | None) -> list[Path]:
+    """Every file below a checkpoint folder, each checked like the folder (a link inside it that
+    leads out of the data roots, or to a device, is refused)."""
+    files = sorted(p for p in folder.rglob("*") if not p.is_dir())
+    for file in files:
+        try:
+            resolve_data_path(file, policy or Policy.from_env(), what="checkpoint file", allow_dir=False)
+        except AccessError:
+            shown = Path(typed) / file.relative_to(folder)
+            raise CheckpointError(f"{shown}: this file in the checkpoint folder is not a regular file inside "
+                                  "the data folders (or is over the size cap), so the folder cannot be "
+                                  "used.") from None
+    return files
 
 
 def load_checkpoint(
@@ -158,6 +192,7 @@ def load_checkpoint(
     trust: bool = False,
     device: torch.device | str | None = None,
     image_size: int = 32,
+    policy: Policy | None = None,
 ) -> LoadedModel:
     """Load a transformers folder, a TorchScript file or a state dict, without running its code.
 
@@ -170,12 +205,17 @@ def load_checkpoint(
         by a JSON object of constructor keyword arguments. The module must be importable.
         Ignored for transformers folders and TorchScript files.
     trust : bool, default False
-        Allow full unpickling (which can run arbitrary code from the file) and a transformers
-        folder's own modelling code. Leave it off unless the file's source is trusted.
+        Allow full unpickling (which can run arbitrary code from the file), a transformers
+        folder's own modelling code, and importing the architecture's module. An operator's
+        setting only (``--trust-checkpoint``, ``CARTOGRAPHER_TRUST_CHECKPOINTS``): never let a
+        browser user set it.
     device : torch.device or str, optional
         Where to run; by default CUDA when available, else the CPU.
     image_size : int, default 32
         Side length of the images fed to a TorchScript or state-dict model.
+    policy : Policy, optional
+        The operator's rules: data roots and caps for the path, the allow-list of architectures
+        (see :func:`analytics.access.check_architecture`). By default :meth:`Policy.from_env`.
 
     Returns
     -------
@@ -184,16 +224,17 @@ def load_checkpoint(
     Raises
     ------
     CheckpointError
-        The path is missing, empty, corrupt or truncated; it needs trust; a state dict has no
-        or the wrong architecture. The message names the file and what to do.
+        The path is missing, empty, corrupt or truncated, or outside the data roots; it needs
+        trust; a state dict has no or the wrong architecture, or one the operator's rules refuse.
+        The message names the file and what to do.
     """
     if image_size < 1:
         raise CheckpointError(f"{path}: image_size must be a positive number of pixels, got {image_size}.")
-    target = Path(path).expanduser()
+    policy = policy or Policy.from_env()
+    target = _checked_path(path, policy)
     run_on = default_device(str(device)) if device is not None else default_device()
-    if not target.exists():
-        raise CheckpointError(f"{path}: no such checkpoint file or folder. Check the path.")
     if target.is_dir():
+        _folder_files(target, path, policy)
         return _load_transformers(target, trust=trust, device=run_on)
     if target.stat().st_size == 0:
         raise CheckpointError(f"{path}: the file is empty. Save the checkpoint again and re-upload it.")
@@ -206,7 +247,8 @@ def load_checkpoint(
     if isinstance(weights, torch.nn.Module):
         model = weights
     else:
-        model = _build_architecture(target, architecture, _as_state_dict(target, weights))
+        model = _build_architecture(target, architecture, _as_state_dict(target, weights), policy=policy,
+                                    trust=trust)
     return LoadedModel(path=target, format="state_dict", modality="features",
                        model=model.to(run_on).eval(), device=run_on, preprocessor=None,
                        image_size=image_size)
@@ -417,37 +459,23 @@ def _as_state_dict(path: Path, loaded) -> dict[str, torch.Tensor]:
                           "not a state dict of tensors. Save model.state_dict() on its own.")
 
 
-def _build_architecture(path: Path, architecture: str | None, state_dict: dict) -> torch.nn.Module:
+def _build_architecture(path: Path, architecture: str | None, state_dict: dict, *, policy: Policy,
+                        trust: bool) -> torch.nn.Module:
     if not architecture:
         raise CheckpointError(
             f"{path}: is a state dict, which holds weights only, not the model's architecture. "
             'Name the model class as "package.module:ClassName" (optionally with JSON keyword '
             'arguments, "package.module:ClassName{\\"hidden\\": 64}"): the architecture field in '
             "the app, --architecture on the command line. Or export a TorchScript file instead.")
-    match = _ARCHITECTURE.match(architecture)
-    if not match:
-        raise CheckpointError(f"{path}: architecture '{architecture}' is not of the form "
-                              '"package.module:ClassName" or "package.module:ClassName{...json...}".')
+    try:  # the rules are checked before anything named by the user is imported or called
+        model_class, kwargs = check_architecture(architecture, policy, trust=trust)
+    except AccessError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     try:
-        kwargs = json.loads(match["kwargs"]) if match["kwargs"] else {}
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: the keyword arguments in architecture '{architecture}' are "
-                              f"not valid JSON ({exc.msg}).") from None
-    try:
-        target = importlib.import_module(match["module"])
-    except ImportError as exc:
-        raise CheckpointError(f"{path}: cannot import module '{match['module']}' for the architecture "
-                              f"({exc}). Make it importable (install it or add it to PYTHONPATH).") from None
-    for part in match["name"].split("."):
-        target = getattr(target, part, None)
-        if target is None:
-            raise CheckpointError(f"{path}: module '{match['module']}' has no '{match['name']}'.")
-    try:
-        model = target(**kwargs)
+        model = model_class(**kwargs)
     except Exception as exc:  # the user's constructor can raise anything
-        raise CheckpointError(f"{path}: could not build {match['name']}(**{kwargs}): {_first_line(exc)}") from None
-    if not isinstance(model, torch.nn.Module):
-        raise CheckpointError(f"{path}: {match['name']} built a {type(model).__name__}, not a torch.nn.Module.")
+        raise CheckpointError(f"{path}: could not build {model_class.__name__}(**{kwargs}): "
+                              f"{_first_line(exc)}") from None
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from analytics.access import AccessError, Policy, resolve_data_path
 from analytics.datasets import ColumnRoles, DatasetError, MissingLabelsError, load_dataset
 from analytics.dynamics import DynamicsError
 from analytics.embeddings import EmbeddingError
@@ -34,12 +35,17 @@ def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drop-missing-labels", action="store_true",
                         help="drop rows without a label instead of stopping")
     parser.add_argument("--encoding", default="utf-8", help="text encoding of CSV/TSV/JSON files")
+    parser.add_argument("--max-images", type=int, default=None, metavar="N",
+                        help="open an image folder only if it holds at most N images "
+                             "(default: CARTOGRAPHER_MAX_IMAGES, 200000)")
 
 
 def _load(args: argparse.Namespace):
+    """The dataset, under the operator's rules in the environment (data roots, caps)."""
+    policy = Policy.from_env()
     roles = ColumnRoles(id=args.id, label=args.label, text=args.text, image=args.image, split=args.split)
     return load_dataset(args.dataset, roles=roles, drop_missing_labels=args.drop_missing_labels,
-                        encoding=args.encoding)
+                        encoding=args.encoding, policy=policy, max_images=args.max_images or policy.max_images)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -81,8 +87,10 @@ def _analyze(args: argparse.Namespace) -> int:
                              batch_size=args.batch_size)
     if args.dynamics and len(checkpoints) > 1:
         raise DatasetError("Give either --dynamics or several --checkpoint files, not both.")
+    dynamics_dir = (str(resolve_data_path(args.dynamics, Policy.from_env(), what="folder of training dynamics",
+                                          allow_file=False)) if args.dynamics else None)
     config = AnalysisConfig(embedding=spec, projection=args.projection, k=args.k, seed=args.seed,
-                            device=args.device, scores=not args.no_scores, dynamics_dir=args.dynamics,
+                            device=args.device, scores=not args.no_scores, dynamics_dir=dynamics_dir,
                             checkpoints=checkpoints if len(checkpoints) > 1 else (),
                             architecture=args.architecture, trust=args.trust_checkpoint,
                             probe=ProbeConfig(hidden=args.probe_hidden, epochs=args.probe_epochs,
@@ -344,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     except MissingLabelsError as exc:
         print(f"error: {exc}\n(use --drop-missing-labels to drop them)", file=sys.stderr)
         return 2
-    except (DatasetError, EmbeddingError, RunError, DynamicsError, ExecutorError) as exc:
+    except (DatasetError, EmbeddingError, RunError, DynamicsError, ExecutorError, AccessError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:  # a setting out of range (e.g. --n-clusters 0)

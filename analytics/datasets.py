@@ -7,15 +7,19 @@ where present, ``text``, ``image`` (absolute file paths) and ``split`` columns; 
 column is kept as metadata or features under its own name.
 
 Bad input raises :class:`DatasetError` with a message that names the file and the row or
-column at fault. Rows are numbered from 1 in the order of the file (for CSV and TSV, row 1 is
+column at fault. Paths go through :func:`analytics.access.resolve_data_path` first: only regular
+files and folders, within the operator's caps (file size, columns, images) and, when the caller
+passes a policy with data roots, inside those roots. Rows are numbered from 1 in the order of the file (for CSV and TSV, row 1 is
 the line after the header).
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
+import os
 import re
 import warnings
 from dataclasses import dataclass, field, fields
@@ -25,6 +29,8 @@ from typing import Callable, Literal
 import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
+
+from analytics.access import AccessError, Policy, resolve_data_path
 
 __all__ = [
     "AUTO",
@@ -36,6 +42,7 @@ __all__ = [
     "SkippedFile",
     "SUPPORTED_SUFFIXES",
     "IMAGE_SUFFIXES",
+    "count_images",
     "load_dataset",
     "peek_columns",
     "source_stamp",
@@ -66,6 +73,9 @@ _ROLE_NAMES = {
 }
 _SPLIT_FOLDERS = ("train", "training", "test", "testing", "val", "valid", "validation", "dev")
 _MAX_SHOWN = 5  # examples quoted in an error message
+# Characters an id must not hold: C0 and C1 control characters (newline, NUL, escape…) and the
+# Unicode line and paragraph separators; they break exports, logs and the page's layout.
+_CONTROL_CHARACTERS = r"[\x00-\x1f\x7f-\x9f\u2028\u2029]"
 
 
 class DatasetError(ValueError):
@@ -165,6 +175,9 @@ def load_dataset(
     drop_missing_labels: bool = False,
     encoding: str = "utf-8",
     progress: Callable[[float, str], None] | None = None,
+    policy: Policy | None = None,
+    max_columns: int | None = None,
+    max_images: int | None = None,
 ) -> Dataset:
     """Load and validate a dataset from a file or an image folder.
 
@@ -182,27 +195,41 @@ def load_dataset(
         Text encoding of CSV, TSV and JSON files.
     progress : callable, optional
         Called as ``progress(fraction, message)`` while image files are checked.
+    policy : Policy, optional
+        The operator's rules for a path a user typed (data roots, file size cap, column cap);
+        pass ``Policy.from_env()`` for one. By default any path, with the default caps; even
+        then only a regular file or a folder is read, never a device or a pipe.
+    max_columns : int, optional
+        Most columns a table may have; by default ``policy.max_columns``. Checked on the
+        header, before the rows are read.
+    max_images : int, optional
+        Most images an image folder may hold; by default no limit. (The app asks the user
+        before opening a folder over ``policy.max_images``; the CLI passes it here.)
 
     Raises
     ------
     DatasetError
-        With a message naming the file and the row or column at fault.
+        With a message naming the file and the row or column at fault, or what the operator's
+        rules refuse.
     """
-    path = Path(path).expanduser()
+    policy = policy or Policy()
+    path = _checked_path(path, policy)
     roles = roles or ColumnRoles()
-    if not path.exists():
-        raise DatasetError(f"{path}: no such file or folder.")
     if path.is_dir():
-        frame, file_roles, skipped, file_hashes = _read_image_folder(path, roles, progress)
+        if max_images is not None and (found := count_images(path, stop_after=max_images)) > max_images:
+            raise DatasetError(f"{path}: holds more than {max_images:,} images (found {found:,} so far), the most "
+                               "opened without asking. Raise the cap to open it anyway (--max-images on the "
+                               "command line, CARTOGRAPHER_MAX_IMAGES for the app).")
+        frame, file_roles, skipped, file_hashes = _read_image_folder(path, roles, progress, policy)
         base_dir = path
     else:
-        frame = _read_table(path, encoding=encoding)
+        frame = _read_table(path, encoding=encoding, max_columns=max_columns or policy.max_columns)
         file_roles = _resolve_roles(frame, roles, path)
         skipped, file_hashes = (), None
         base_dir = path.parent
     table, notes, ids_generated = _normalise(frame, file_roles, path, drop_missing_labels)
     if "image" in table.columns and file_hashes is None:
-        table, skipped, file_hashes = _check_image_column(table, base_dir, path)
+        table, skipped, file_hashes = _check_image_column(table, base_dir, path, policy)
         if skipped:
             notes.append(f"{len(skipped)} rows skipped because their image could not be read.")
     classes = _sorted_classes(table["label"])
@@ -226,14 +253,17 @@ def load_dataset(
     )
 
 
-def peek_columns(path: str | Path, *, encoding: str = "utf-8") -> list[str]:
+def peek_columns(path: str | Path, *, encoding: str = "utf-8", policy: Policy | None = None,
+                 max_columns: int | None = None) -> list[str]:
     """The column names of a table file without reading all of it (for choosing roles).
 
     An image folder has the fixed columns ``id``, ``label``, ``image`` (and ``split``).
+    ``policy`` and ``max_columns`` are as for :func:`load_dataset`; a table over the column
+    cap raises :class:`DatasetError`.
     """
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise DatasetError(f"{path}: no such file or folder.")
+    policy = policy or Policy()
+    path = _checked_path(path, policy)
+    max_columns = max_columns or policy.max_columns
     if path.is_dir():
         return ["id", "label", "image", "split"]
     suffix = path.suffix.lower()
@@ -241,19 +271,73 @@ def peek_columns(path: str | Path, *, encoding: str = "utf-8") -> list[str]:
         import pyarrow.parquet as pq
 
         try:
-            return list(pq.read_schema(path).names)
+            names = list(pq.read_schema(path).names)
         except Exception as exc:
             raise DatasetError(f"{path}: not a readable Parquet file: {exc}") from None
+        _check_column_count(path, len(names), max_columns)
+        return names
     if suffix in (".csv", ".tsv"):
+        sep = "\t" if suffix == ".tsv" else ","
+        _check_column_count(path, _header_width(path, sep=sep, encoding=encoding), max_columns)
         try:
-            header = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", nrows=0, encoding=encoding)
+            header = pd.read_csv(path, sep=sep, nrows=0, encoding=encoding)
         except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError):
             return []
         return [str(c) for c in header.columns]
     try:
-        return [str(c) for c in _read_table(path, encoding=encoding).columns]
+        return [str(c) for c in _read_table(path, encoding=encoding, max_columns=max_columns).columns]
     except (DatasetError, UnicodeDecodeError):
         return []
+
+
+def count_images(folder: str | Path, *, stop_after: int | None = None) -> int:
+    """How many image files (by suffix) an image folder holds, hidden files and folders left out.
+
+    Parameters
+    ----------
+    folder : str or Path
+    stop_after : int, optional
+        Stop counting once more than this many are found (the answer is then ``stop_after + 1``):
+        enough to know a folder is over a cap without listing all of it.
+
+    Returns
+    -------
+    int
+    """
+    count = 0
+    for _, directories, files in os.walk(folder):
+        directories[:] = [d for d in directories if not d.startswith(".")]
+        count += sum(1 for name in files if not name.startswith(".") and
+                     os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES)
+        if stop_after is not None and count > stop_after:
+            return stop_after + 1
+    return count
+
+
+def _checked_path(path: str | Path, policy: Policy) -> Path:
+    """``path`` resolved under the operator's rules; their refusal as a :class:`DatasetError`."""
+    try:
+        return resolve_data_path(path, policy, what="dataset")
+    except AccessError as exc:
+        raise DatasetError(str(exc)) from None
+
+
+def _header_width(path: Path, *, sep: str, encoding: str) -> int:
+    """How many fields the header line of a CSV or TSV holds (0 when it cannot be read).
+
+    Counted with the csv module: pandas takes seconds to parse a header of 100,000 names.
+    """
+    try:
+        with path.open(encoding=encoding, newline="") as handle:
+            return len(next(csv.reader(handle, delimiter=sep), []))
+    except (csv.Error, UnicodeDecodeError, OSError):
+        return 0  # the full reader gives the precise error
+
+
+def _check_column_count(path: Path, count: int, max_columns: int) -> None:
+    if count > max_columns:
+        raise DatasetError(f"{path}: has {count:,} columns, more than the {max_columns:,} a dataset may have "
+                           "(CARTOGRAPHER_MAX_COLUMNS). Keep the columns you need in a smaller file.")
 
 
 def source_stamp(path: str | Path) -> tuple:
@@ -280,7 +364,7 @@ def source_stamp(path: str | Path) -> tuple:
 # --------------------------------------------------------------------------- file readers
 
 
-def _read_table(path: Path, *, encoding: str) -> pd.DataFrame:
+def _read_table(path: Path, *, encoding: str, max_columns: int) -> pd.DataFrame:
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise DatasetError(
@@ -291,15 +375,17 @@ def _read_table(path: Path, *, encoding: str) -> pd.DataFrame:
         raise DatasetError(f"{path}: the file is empty.")
     try:
         if suffix in (".parquet", ".pq"):
-            frame = _read_parquet(path)
+            frame = _read_parquet(path, max_columns=max_columns)
         elif suffix in (".jsonl", ".ndjson", ".json"):
             frame = _read_json(path, encoding=encoding, lines=suffix != ".json")
         else:
-            frame = _read_delimited(path, sep="\t" if suffix == ".tsv" else ",", encoding=encoding)
+            frame = _read_delimited(path, sep="\t" if suffix == ".tsv" else ",", encoding=encoding,
+                                    max_columns=max_columns)
     except UnicodeDecodeError as exc:
         raise DatasetError(_describe_decode_error(path, encoding, exc)) from None
     if frame.shape[1] == 0:
         raise DatasetError(f"{path}: no columns found; the file is empty or not a {suffix} table.")
+    _check_column_count(path, frame.shape[1], max_columns)  # JSON has no header to check first
     if len(frame) == 0:
         raise DatasetError(
             f"{path}: the file has columns ({_quote_list(frame.columns)}) but no rows."
@@ -311,7 +397,8 @@ def _read_table(path: Path, *, encoding: str) -> pd.DataFrame:
     return frame
 
 
-def _read_delimited(path: Path, *, sep: str, encoding: str) -> pd.DataFrame:
+def _read_delimited(path: Path, *, sep: str, encoding: str, max_columns: int) -> pd.DataFrame:
+    _check_column_count(path, _header_width(path, sep=sep, encoding=encoding), max_columns)
     try:
         header = pd.read_csv(path, sep=sep, nrows=0, encoding=encoding)
     except pd.errors.EmptyDataError:
@@ -326,12 +413,13 @@ def _read_delimited(path: Path, *, sep: str, encoding: str) -> pd.DataFrame:
         raise DatasetError(f"{path}: malformed {'TSV' if sep == chr(9) else 'CSV'}: {exc}") from None
 
 
-def _read_parquet(path: Path) -> pd.DataFrame:
+def _read_parquet(path: Path, *, max_columns: int) -> pd.DataFrame:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         names = pq.read_schema(path).names
+        _check_column_count(path, len(names), max_columns)
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise DatasetError(f"{path}: column names repeat: {_quote_list(repeated)}.")
@@ -389,7 +477,7 @@ def _describe_decode_error(path: Path, encoding: str, exc: UnicodeDecodeError) -
 
 
 def _read_image_folder(
-    root: Path, roles: ColumnRoles, progress: Callable[[float, str], None] | None
+    root: Path, roles: ColumnRoles, progress: Callable[[float, str], None] | None, policy: Policy
 ) -> tuple[pd.DataFrame, ColumnRoles, list[SkippedFile], np.ndarray]:
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not subdirs:
@@ -412,7 +500,7 @@ def _read_image_folder(
     for done, (split, class_dir, file) in enumerate(files):
         if progress and done % 500 == 0:
             progress(done / len(files), f"Checking images: {done:,} of {len(files):,}")
-        digest, reason = _check_image_file(file)
+        digest, reason = _check_image_file(file, policy)
         if reason:
             skipped.append(SkippedFile(str(file), reason))
             continue
@@ -434,10 +522,14 @@ def _read_image_folder(
     return pd.DataFrame(rows), file_roles, skipped, np.array(hashes, dtype=object)
 
 
-def _check_image_file(file: Path) -> tuple[str | None, str | None]:
+def _check_image_file(file: Path, policy: Policy) -> tuple[str | None, str | None]:
     """Return (sha256 of the bytes, None) for a readable image, or (None, why not)."""
     if file.suffix.lower() not in IMAGE_SUFFIXES:
         return None, f"not an image file type ({file.suffix or 'no extension'})"
+    try:  # a link to a device would be read forever; one out of the data roots must not be read
+        file = resolve_data_path(file, policy, what="image", allow_dir=False)
+    except AccessError:
+        return None, "not a regular file inside the data folders, or over the size cap"
     try:
         data = file.read_bytes()
     except OSError as exc:
@@ -456,12 +548,12 @@ def _check_image_file(file: Path) -> tuple[str | None, str | None]:
 
 
 def _check_image_column(
-    table: pd.DataFrame, base_dir: Path, path: Path
+    table: pd.DataFrame, base_dir: Path, path: Path, policy: Policy
 ) -> tuple[pd.DataFrame, list[SkippedFile], np.ndarray]:
     resolved = [
         str(p if p.is_absolute() else (base_dir / p)) for p in map(Path, table["image"].astype(str))
     ]
-    results = [_check_image_file(Path(p)) if Path(p).exists() else (None, "file not found")
+    results = [_check_image_file(Path(p), policy) if Path(p).exists() else (None, "file not found")
                for p in resolved]
     keep = np.array([reason is None for _, reason in results])
     skipped = [
@@ -635,6 +727,12 @@ def _check_ids(ids: pd.Series, column: str, path: Path) -> None:
         rows = (np.flatnonzero(empty.to_numpy()) + 1).tolist()
         raise DatasetError(f"{path}: column '{column}' has {len(rows)} empty ids "
                            f"(rows {_quote_rows(rows)}).")
+    control = ids.astype(str).str.contains(_CONTROL_CHARACTERS, regex=True).to_numpy()
+    if control.any():
+        rows = (np.flatnonzero(control) + 1).tolist()
+        raise DatasetError(f"{path}: column '{column}' has {len(rows)} ids with control characters such as "
+                           f"a line break or NUL (rows {_quote_rows(rows)}; row {rows[0]} is "
+                           f"{ascii(ids.iloc[rows[0] - 1])}). Ids must be printable text.")
 
 
 def _labels_as_text(values: pd.Series) -> pd.Series:

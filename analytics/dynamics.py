@@ -25,6 +25,7 @@ from typing import Callable, ClassVar, Sequence
 
 import numpy as np
 
+from analytics.access import AccessError, Policy, resolve_data_path
 from analytics.workspace import atomic_write_text
 
 __all__ = [
@@ -84,17 +85,27 @@ class TrainingDynamics:
 
 
 def read_reference_dynamics(folder: str | Path, ids: Sequence[str], *, n_classes: int | None = None,
-                            gold: np.ndarray | None = None) -> tuple[TrainingDynamics, list[str]]:
+                            gold: np.ndarray | None = None,
+                            policy: Policy | None = None) -> tuple[TrainingDynamics, list[str]]:
     """Read ``dynamics_epoch_{e}.jsonl`` files and align them with the dataset's ``ids``.
 
     Returns the dynamics (one seed) and notes for the user (e.g. guids not in the dataset).
     Raises :class:`DynamicsError` for missing epochs, dataset ids absent from an epoch,
-    inconsistent class counts, or malformed lines (file and line named).
+    inconsistent class counts, or malformed lines (file and line named), and when the
+    operator's rules (``policy``: data roots, size cap; by default any path) refuse the folder
+    or one of its files. Only regular files are read, never a device or a pipe.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DynamicsError(f"{folder}: no such folder of training dynamics.")
+    policy = policy or Policy()
+    try:
+        folder = resolve_data_path(folder, policy, what="folder of training dynamics", allow_file=False)
+    except AccessError as exc:
+        raise DynamicsError(str(exc)) from None
     files = {int(m.group(1)): p for p in folder.iterdir() if (m := _EPOCH_FILE.search(p.name))}
+    for name in files.values():
+        try:
+            resolve_data_path(name, policy, what="dynamics file", allow_dir=False)
+        except AccessError as exc:
+            raise DynamicsError(str(exc)) from None
     if not files:
         raise DynamicsError(f"{folder}: no dynamics_epoch_{{e}}.jsonl files found.")
     epochs = sorted(files)

@@ -28,6 +28,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from analytics.access import AccessError, Policy, resolve_data_path
 from analytics.datasets import Dataset
 
 __all__ = [
@@ -59,7 +60,11 @@ class EmbeddingSpec:
     """Which embedding source to use, and its options.
 
     ``path`` is the file (source ``file``) or checkpoint (``checkpoint``); ``column`` the
-    vector column (``column``). ``architecture`` and ``trust`` go to checkpoint loading.
+    vector column (``column``). ``architecture`` and ``trust`` go to checkpoint loading;
+    ``trust`` is the operator's choice (``--trust-checkpoint``, or the app's
+    ``CARTOGRAPHER_TRUST_CHECKPOINTS``), never a browser user's. Paths are checked against the
+    operator's rules in the environment (:func:`analytics.access.resolve_data_path`) before
+    they are read or hashed.
     """
 
     source: str
@@ -299,9 +304,16 @@ def _vector_column(dataset: Dataset, column: str | None) -> np.ndarray:
         raise EmbeddingError(f"{dataset.name}: column '{column}' holds non-numeric values: {exc}") from None
 
 
+def _checked_vectors_file(path: str | Path) -> Path:
+    """A vectors file under the operator's rules: inside the data roots, a regular file, not too big."""
+    try:
+        return resolve_data_path(path, Policy.from_env(), what="vectors file", allow_dir=False)
+    except AccessError as exc:
+        raise EmbeddingError(str(exc)) from None
+
+
 def _vector_file(dataset: Dataset, path: Path) -> np.ndarray:
-    if not path.exists():
-        raise EmbeddingError(f"{path}: no such embeddings file.")
+    path = _checked_vectors_file(path)
     n = dataset.n_examples
     if path.suffix.lower() == ".npy":
         try:
@@ -470,9 +482,7 @@ def _path_fingerprint(path: str, source: str) -> str:
             raise EmbeddingError(str(exc)) from None
     import hashlib
 
-    target = Path(path)
-    if not target.exists():
-        raise EmbeddingError(f"{path}: no such embeddings file.")
+    target = _checked_vectors_file(path)
     digest = hashlib.sha256()
     with target.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

@@ -126,3 +126,73 @@ def test_warnings_go_to_the_log_not_to_the_user(caplog, capsys):
         warnings.warn("torch-like: the given NumPy array is not writable", UserWarning, stacklevel=1)
     assert "torch-like: the given NumPy array is not writable" in caplog.text
     assert "not writable" not in capsys.readouterr().err
+
+
+
+# --- the operator's rules: data roots, the image cap, checkpoints ---------------------------------
+
+@pytest.fixture
+def data_roots(tmp_path, monkeypatch):
+    """CARTOGRAPHER_DATA_ROOTS set to one folder, with a secrets file outside it and a link to it inside."""
+    root = tmp_path / "data"
+    root.mkdir()
+    secrets = tmp_path / "private" / "secrets.csv"
+    secrets.parent.mkdir()
+    pd.DataFrame({"id": ["1", "2"], "label": ["a", "b"], "text": ["password=hunter2", "x"]}).to_csv(
+        secrets, index=False)
+    (root / "link.csv").symlink_to(secrets)
+    monkeypatch.setenv("CARTOGRAPHER_DATA_ROOTS", str(root))
+    return root, secrets
+
+
+@pytest.mark.parametrize("which", ["secrets", "link", "system folder", "device"])
+def test_a_path_outside_the_data_roots_is_refused_and_nothing_opens(data_roots, which):
+    root, secrets = data_roots
+    typed = {"secrets": str(secrets), "link": str(root / "link.csv"), "system folder": "/etc",
+             "device": "/dev/zero"}[which]
+    at = run_app(**{state.DATASET_CHOICE: OPEN_PATH, state.DATASET_PATH: typed})
+    assert not at.exception
+    errors = " ".join(e.value for e in at.sidebar.error)
+    assert f"{typed}: outside the data folders this server may open" in errors
+    assert state.DATASET not in at.session_state
+    shown = " ".join(str(e.value) for e in (*at.error, *at.sidebar.error, *at.sidebar.selectbox))
+    assert "hunter2" not in shown and "passwd" not in shown
+    if which == "link":
+        assert "private" not in shown
+
+
+def test_a_folder_over_the_image_cap_opens_only_when_asked(tmp_path, monkeypatch):
+    from PIL import Image
+
+    for label in ("cat", "dog"):
+        (tmp_path / "pets" / label).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (8, 8), (60 * i, 100 if label == "cat" else 0, 0)).save(
+                tmp_path / "pets" / label / f"{i}.png")
+    monkeypatch.setenv("CARTOGRAPHER_MAX_IMAGES", "3")
+    at = run_app(**{state.DATASET_CHOICE: OPEN_PATH, state.DATASET_PATH: str(tmp_path / "pets")})
+    assert any("holds more than 3 images" in e.value for e in at.sidebar.error)
+    assert state.DATASET not in at.session_state
+    at.sidebar.button(key="dataset_open_anyway_button").click().run()
+    assert not at.exception
+    assert at.session_state[state.DATASET].n_examples == 4
+
+
+def test_checkpoint_settings_have_no_trust_box_and_refuse_a_command_as_architecture(tmp_path, use_analysed_workspace):
+    import torch
+    from safetensors.torch import save_file
+
+    from tests.conftest import open_page
+
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "x.safetensors"))
+    marker = tmp_path / "MARKER"
+    at = open_page("views/data_map.py", "breast-cancer")
+    at.selectbox(key="analysis_source").select("checkpoint").run()
+    assert not [c for c in at.checkbox if "trust" in c.label.lower()]
+    assert any("CARTOGRAPHER_TRUST_CHECKPOINTS" in c.value for c in at.caption)
+    at.text_input(key="analysis_path").input(str(tmp_path / "x.safetensors"))
+    at.text_input(key="analysis_architecture").input(f'subprocess:run{{"args": ["touch", "{marker}"]}}')
+    at.button(key="analysis_apply").click().run()
+    assert not at.exception
+    assert any("not a subclass of torch.nn.Module" in e.value for e in at.error)
+    assert not marker.exists()

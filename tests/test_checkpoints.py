@@ -233,7 +233,9 @@ def test_wrong_architecture_names_the_file(tmp_path, tinyarch, architecture):
     ("tinyarch:TinyNet{hidden: 4}", "not valid JSON"),
     ('tinyarch:TinyNet{"width": 4}', "could not build"),
 ])
-def test_unusable_architecture_is_explained(tmp_path, tinyarch, architecture, message):
+def test_unusable_architecture_is_explained(tmp_path, tinyarch, architecture, message, monkeypatch):
+    # On the operator's allow-list, so the missing module is imported (and fails to import).
+    monkeypatch.setenv("CARTOGRAPHER_ARCHITECTURES", "no_such_module_here:Net,tinyarch:*")
     path = tmp_path / "weights.pt"
     torch.save(tinyarch.TinyNet().state_dict(), path)
     with pytest.raises(CheckpointError, match=message):
@@ -241,6 +243,108 @@ def test_unusable_architecture_is_explained(tmp_path, tinyarch, architecture, me
 
 
 # --- safety ----------------------------------------------------------------------------------
+
+SIDE_EFFECT_MODULE = """
+import pathlib
+pathlib.Path({marker!r}).write_text("imported")
+import torch
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(2))
+"""
+
+
+@pytest.fixture
+def weights(tmp_path):
+    """Any .safetensors file: the exploit needs no particular weights."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "weights.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path))
+    return path
+
+
+@pytest.fixture
+def side_effect_module(tmp_path, monkeypatch):
+    """An importable, not yet imported module whose import writes a marker file."""
+    marker = tmp_path / "imported_marker"
+    folder = tmp_path / "side"
+    folder.mkdir()
+    (folder / "side_effect_arch.py").write_text(SIDE_EFFECT_MODULE.format(marker=str(marker)))
+    monkeypatch.syspath_prepend(str(folder))
+    sys.modules.pop("side_effect_arch", None)
+    importlib.invalidate_caches()
+    yield "side_effect_arch", marker
+    sys.modules.pop("side_effect_arch", None)
+
+
+@pytest.mark.parametrize("template", [
+    'subprocess:run{{"args": ["touch", "{marker}"]}}',
+    'os:system{{"command": "touch {marker}"}}',
+    'builtins:eval{{"source": "open(\'{marker}\', \'w\')"}}',
+    'subprocess:Popen{{"args": ["touch", "{marker}"]}}',
+])
+def test_an_architecture_that_is_not_a_model_class_is_refused_before_it_runs(tmp_path, weights, template):
+    marker = tmp_path / "MARKER"
+    with pytest.raises(CheckpointError, match="not a subclass of torch.nn.Module.*Nothing was called") as error:
+        load_checkpoint(weights, architecture=template.format(marker=marker))
+    assert str(weights) in str(error.value)
+    assert not marker.exists()
+
+
+def test_a_module_is_not_imported_unless_the_operator_allows_it(weights, side_effect_module):
+    name, marker = side_effect_module
+    with pytest.raises(CheckpointError, match="not loaded, and importing it would run its code") as error:
+        load_checkpoint(weights, architecture=f"{name}:Net")
+    assert "CARTOGRAPHER_ARCHITECTURES" in str(error.value)
+    assert not marker.exists() and name not in sys.modules
+
+
+@pytest.mark.parametrize("allowed", ["side_effect_arch:Net", "side_effect_arch:*"])
+def test_the_allow_list_lets_its_module_be_imported(weights, side_effect_module, monkeypatch, allowed):
+    name, marker = side_effect_module
+    monkeypatch.setenv("CARTOGRAPHER_ARCHITECTURES", allowed)
+    loaded = load_checkpoint(weights, architecture=f"{name}:Net")
+    assert marker.exists() and type(loaded.model).__name__ == "Net"
+
+
+def test_trust_on_the_command_line_lets_the_module_be_imported(weights, side_effect_module):
+    name, marker = side_effect_module
+    loaded = load_checkpoint(weights, architecture=f"{name}:Net", trust=True)
+    assert marker.exists() and type(loaded.model).__name__ == "Net"
+
+
+def test_with_an_allow_list_an_imported_class_not_on_it_is_refused(tmp_path, tinyarch, monkeypatch):
+    path = tmp_path / "weights.pt"
+    torch.save(torch.nn.Linear(6, 3).state_dict(), path)
+    monkeypatch.setenv("CARTOGRAPHER_ARCHITECTURES", "tinyarch:*")
+    with pytest.raises(CheckpointError, match="not on this server's list of allowed architectures"):
+        load_checkpoint(path, architecture='torch.nn:Linear{"in_features": 6, "out_features": 3}')
+    with pytest.raises(CheckpointError, match="not on this server's list"):  # trust does not widen the list
+        load_checkpoint(path, architecture='torch.nn:Linear{"in_features": 6, "out_features": 3}', trust=True)
+    monkeypatch.setenv("CARTOGRAPHER_ARCHITECTURES", "torch.nn:Linear")
+    loaded = load_checkpoint(path, architecture='torch.nn:Linear{"in_features": 6, "out_features": 3}')
+    assert isinstance(loaded.model, torch.nn.Linear)
+
+
+def test_a_checkpoint_outside_the_data_roots_or_a_device_is_refused(tmp_path, weights, monkeypatch):
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "link.safetensors").symlink_to(weights)
+    monkeypatch.setenv("CARTOGRAPHER_DATA_ROOTS", str(root))
+    for path in (weights, root / "link.safetensors"):
+        with pytest.raises(CheckpointError, match="outside the data folders") as error:
+            load_checkpoint(path, architecture="torch.nn:Linear")
+        assert path == weights or str(weights) not in str(error.value)  # a link's target is not shown
+        with pytest.raises(CheckpointError, match="outside the data folders"):
+            checkpoint_fingerprint(path)
+    monkeypatch.delenv("CARTOGRAPHER_DATA_ROOTS")
+    with pytest.raises(CheckpointError, match="not a regular file"):
+        checkpoint_fingerprint("/dev/zero")
+
 
 @pytest.mark.parametrize("writer", ["torch.save", "pickle protocol 2", "pickle protocol 5"])
 @pytest.mark.parametrize("action", ["open", "os.system"])
@@ -464,7 +568,7 @@ def test_fingerprint_of_a_folder_covers_every_file_and_name(tmp_path):
 
 
 def test_fingerprint_of_a_missing_path_is_a_checkpoint_error(tmp_path):
-    with pytest.raises(CheckpointError, match="no such checkpoint"):
+    with pytest.raises(CheckpointError, match="no such file or folder. Check the checkpoint path"):
         checkpoint_fingerprint(tmp_path / "nope.pt")
 
 

@@ -182,3 +182,80 @@ def test_the_large_data_methods_can_be_chosen_from_the_command_line(tmp_path, mo
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert code == 0 and manifest["dynamics"]["scheme"] == "cross-fit" and manifest["dynamics"]["folds"] == 4
     assert manifest["projection"]["init"] == "pca"
+
+
+# --- the operator's rules on the command line ----------------------------------------------------
+
+def small_csv(path):
+    pd.DataFrame({"id": [str(i) for i in range(8)], "label": ["a", "b"] * 4,
+                  "x": np.arange(8.0), "y": np.arange(8.0) % 3}).to_csv(path, index=False)
+    return path
+
+
+def safetensors_file(path):
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(path))
+    return path
+
+
+def test_analyze_refuses_an_architecture_that_runs_a_command(tmp_path, capsys):
+    """The exploit of issue 12: a function named as the architecture ran before any check."""
+    marker = tmp_path / "MARKER"
+    code = main(["analyze", str(small_csv(tmp_path / "d.csv")), "--projection", "pca", "--no-scores",
+                 "--checkpoint", str(safetensors_file(tmp_path / "x.safetensors")),
+                 "--architecture", f'subprocess:run{{"args": ["touch", "{marker}"]}}', "--out", str(tmp_path / "run")])
+    assert code == 2
+    assert "not a subclass of torch.nn.Module" in capsys.readouterr().err
+    assert not marker.exists()
+
+
+def test_analyze_imports_an_architecture_module_only_with_trust(tmp_path, monkeypatch, capsys):
+    import sys
+
+    marker = tmp_path / "imported"
+    (tmp_path / "cli_side_effect.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\nimport torch\n\n\nclass Net(torch.nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.w = torch.nn.Parameter(torch.zeros(2))\n\n"
+        "    def forward(self, x):\n        return x[:, :2] * self.w\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("cli_side_effect", None)
+    args = ["analyze", str(small_csv(tmp_path / "d.csv")), "--projection", "pca", "--no-scores", "--clusters", "none",
+            "--checkpoint", str(safetensors_file(tmp_path / "x.safetensors")), "--architecture", "cli_side_effect:Net"]
+    assert main(args + ["--out", str(tmp_path / "run")]) == 2
+    assert "not loaded, and importing it would run its code" in capsys.readouterr().err
+    assert not marker.exists()
+    try:
+        assert main(args + ["--trust-checkpoint", "--out", str(tmp_path / "run2")]) == 0
+        assert marker.exists()
+    finally:
+        sys.modules.pop("cli_side_effect", None)
+
+
+def test_the_data_roots_apply_to_every_path_on_the_command_line(tmp_path, monkeypatch, capsys):
+    root = tmp_path / "root"
+    root.mkdir()
+    inside = small_csv(root / "d.csv")
+    outside = small_csv(tmp_path / "secrets.csv")
+    np.save(tmp_path / "vectors.npy", np.zeros((8, 2), dtype=np.float32))
+    (tmp_path / "dynamics").mkdir()
+    monkeypatch.setenv("CARTOGRAPHER_DATA_ROOTS", str(root))
+    out = ["--out", str(root / "run")]
+    for argv in (["validate", str(outside)], ["validate", "/etc"],
+                 ["analyze", str(outside), *out],
+                 ["analyze", str(inside), "--embeddings", str(tmp_path / "vectors.npy"), *out],
+                 ["analyze", str(inside), "--checkpoint", str(tmp_path / "vectors.npy"), *out],
+                 ["analyze", str(inside), "--dynamics", str(tmp_path / "dynamics"), *out]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "outside the data folders" in err and "Traceback" not in err, argv
+        assert "passwd" not in err
+
+
+def test_validate_refuses_a_device_and_a_folder_over_the_image_cap(tmp_path, capsys):
+    assert main(["validate", "/dev/zero"]) == 2
+    assert "not a regular file" in capsys.readouterr().err
+    digits = str(sample_by_key("digits").path)
+    assert main(["validate", digits, "--max-images", "10"]) == 2
+    assert "holds more than 10 images" in capsys.readouterr().err

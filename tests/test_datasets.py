@@ -383,3 +383,65 @@ def test_nan_features_load_and_are_reported_missing(tmp_path):
     rows = [{"a": np.nan if i == 2 else float(i), "label": "x" if i % 2 else "y"} for i in range(6)]
     dataset = load_dataset(write_csv(tmp_path / "nan.csv", rows))
     assert dataset.table["a"].isna().sum() == 1
+
+
+@pytest.mark.parametrize("bad_id, shown", [("a\nb", r"'a\nb'"), ("a\x00b", r"'a\x00b'"),
+                                            ("tab\there", r"'tab\there'"), ("x\u2028y", r"'x\u2028y'")])
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_ids_with_control_characters_are_refused_naming_the_row(tmp_path, bad_id, shown, suffix):
+    rows = [dict(row) for row in ROWS]
+    rows[2]["id"] = bad_id
+    path = tmp_path / f"data{suffix}"
+    if suffix == ".csv":
+        write_csv(path, rows)
+    else:
+        pd.DataFrame(rows).to_json(path, orient="records", lines=True)
+    with pytest.raises(DatasetError, match=r"data\.\w+: column 'id' has 1 ids with control characters") as error:
+        load_dataset(path)
+    assert "(rows 3;" in str(error.value) and f"row 3 is {shown}" in str(error.value)
+
+
+def wide_csv(path, columns: int):
+    header = ",".join(["id", "label"] + [f"c{i}" for i in range(columns - 2)])
+    path.write_text(header + "\n" + "1,x" + ",0" * (columns - 2) + "\n" + "2,y" + ",1" * (columns - 2) + "\n")
+    return path
+
+
+def test_a_table_over_the_column_cap_is_refused_from_its_header_quickly(tmp_path):
+    import time
+
+    path = wide_csv(tmp_path / "wide.csv", 100_000)
+    started = time.perf_counter()
+    with pytest.raises(DatasetError, match=r"wide\.csv: has 100,000 columns, more than the 10,000"):
+        load_dataset(path)
+    with pytest.raises(DatasetError, match=r"wide\.csv: has 100,000 columns"):
+        peek_columns(path)
+    assert time.perf_counter() - started < 10
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl"])
+def test_the_column_cap_is_a_keyword_and_a_policy_setting(tmp_path, suffix):
+    from analytics.access import Policy
+
+    frame = pd.DataFrame([{"id": "1", "label": "x", "a": 1, "b": 2}, {"id": "2", "label": "y", "a": 3, "b": 4}])
+    path = tmp_path / f"four{suffix}"
+    {".csv": lambda: frame.to_csv(path, index=False), ".parquet": lambda: frame.to_parquet(path),
+     ".jsonl": lambda: frame.to_json(path, orient="records", lines=True)}[suffix]()
+    with pytest.raises(DatasetError, match=r"four\.\w+: has 4 columns, more than the 3"):
+        load_dataset(path, max_columns=3)
+    with pytest.raises(DatasetError, match="has 4 columns, more than the 3"):
+        load_dataset(path, policy=Policy(max_columns=3))
+    assert load_dataset(path, max_columns=4).n_examples == 2
+
+
+def test_an_image_folder_over_the_image_cap_is_refused(tmp_path):
+    from analytics.datasets import count_images
+
+    for label in ("cat", "dog"):
+        (tmp_path / label).mkdir()
+        for i in range(3):
+            Image.new("RGB", (4, 4), (i * 40, 0, 0)).save(tmp_path / label / f"{i}.png")
+    assert count_images(tmp_path) == 6 and count_images(tmp_path, stop_after=2) == 3
+    with pytest.raises(DatasetError, match="holds more than 5 images"):
+        load_dataset(tmp_path, max_images=5)
+    assert load_dataset(tmp_path, max_images=6).n_examples == 6

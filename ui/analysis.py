@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from analytics.access import AccessError, check_architecture, resolve_data_path
 from analytics.clusters import ClusterConfig
 from analytics.datasets import Dataset
 from analytics.embeddings import EmbeddingError, EmbeddingSpec, default_spec
@@ -11,6 +12,7 @@ from analytics.pipeline import AnalysisConfig, AnalysisRun, RunError, is_run_dir
 from analytics.workspace import Workspace
 from ui import cached, jobs, state
 from ui.figures import map_figure
+from ui.policy import policy as operator_policy
 
 CLUSTER_METHODS = {"kmeans": "k-means", "hdbscan": "HDBSCAN"}
 ACTIVE_CONFIG = "analysis_config"  # {fingerprint: AnalysisConfig}
@@ -47,10 +49,9 @@ def analysis_settings(dataset: Dataset) -> AnalysisConfig:
             spec_fields["architecture"] = st.text_input(
                 "Architecture (state dicts only)", key="analysis_architecture",
                 placeholder="mypkg.models:Net") or None
-            spec_fields["trust"] = st.checkbox(
-                "I trust this file", key="analysis_trust", value=False,
-                help="Allows full unpickling, which can run arbitrary code. Leave off unless the "
-                     "file comes from a source you trust; safe loading (weights only) is the default.")
+            st.caption("Checkpoints load safely (weights only). Full unpickling, which can run code "
+                       "from the file, is the server operator's choice (CARTOGRAPHER_TRUST_CHECKPOINTS), "
+                       "as is the list of architectures (CARTOGRAPHER_ARCHITECTURES).")
         left, right = st.columns(2)
         projection = left.radio("Layout", ["umap", "pca"], format_func=str.upper, horizontal=True,
                                 key="analysis_projection")
@@ -69,15 +70,31 @@ def analysis_settings(dataset: Dataset) -> AnalysisConfig:
                                     help="Automatic picks k by silhouette on a sample.")
         if st.button("Compute the map with these settings", key="analysis_apply"):
             try:
+                if source in ("file", "checkpoint"):
+                    spec_fields.update(_checked_source(source, spec_fields["path"], spec_fields.get("architecture")))
                 spec = None if source == "auto" else EmbeddingSpec(source=source, **spec_fields)
                 clusters = ClusterConfig(method=cluster_method,
                                          k=(int(cluster_k) or None) if cluster_method == "kmeans" else None)
                 configs[dataset.fingerprint] = active = AnalysisConfig(embedding=spec, projection=projection, k=int(k),
                                                                        clusters=clusters)
                 st.session_state.pop(state.OPENED_RUN, None)
-            except (EmbeddingError, ValueError) as exc:
+            except (EmbeddingError, ValueError, AccessError) as exc:
                 st.error(str(exc))
     return active
+
+
+def _checked_source(source: str, path: str, architecture: str | None) -> dict:
+    """The vectors file or checkpoint the user typed, checked against the operator's rules
+    before anything is read: its resolved path, and (checkpoints) the operator's trust setting.
+    Raises :class:`AccessError` with a message safe to show."""
+    rules = operator_policy()
+    fields = {"path": str(resolve_data_path(path, rules, what="vectors file" if source == "file" else "checkpoint",
+                                            allow_dir=source == "checkpoint"))}
+    if source == "checkpoint":
+        if architecture:
+            check_architecture(architecture, rules, trust=rules.trust_checkpoints)
+        fields["trust"] = rules.trust_checkpoints
+    return fields
 
 
 def page_run(title: str) -> tuple[Dataset, AnalysisRun]:

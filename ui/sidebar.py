@@ -6,16 +6,21 @@ from pathlib import Path
 
 import streamlit as st
 
-from analytics.datasets import AUTO, NO_COLUMN, ColumnRoles, DatasetError, MissingLabelsError, source_stamp
+from analytics.access import AccessError, Policy, resolve_data_path
+from analytics.datasets import (AUTO, NO_COLUMN, ColumnRoles, DatasetError, MissingLabelsError, count_images,
+                                source_stamp)
 from analytics.pipeline import DamagedRunError, RunError, is_run_dir
 from analytics.samples import SAMPLES
 from ui import cached, state
 from ui.figures import escape_markdown
+from ui.policy import policy as operator_policy
 
 _OPEN_PATH = "Open a file or folder…"
 _AUTO_LABEL, _NONE_LABEL = "(detect)", "(none)"
 _ROLES = ("label", "id", "text", "image", "split")
 _ENCODINGS = ("utf-8", "latin-1", "cp1252", "utf-16")
+_IMAGE_COUNT = "dataset_image_count"  # ((folder, stamp), images counted up to the cap + 1)
+_OPEN_ANYWAY = "dataset_open_anyway"  # folders over the image cap the user chose to open
 
 
 def dataset_sidebar() -> None:
@@ -42,6 +47,15 @@ def _dataset_picker() -> None:
         default_roles = ColumnRoles()
         if not path:
             _set_result(None, None)
+            return
+        rules = operator_policy()
+        try:  # the operator's rules before anything is read; the resolved path is used from here on
+            path = str(resolve_data_path(path, rules, what="dataset"))
+        except AccessError as exc:
+            _set_result(None, str(exc))
+            sidebar.error(str(exc))
+            return
+        if Path(path).is_dir() and not is_run_dir(path) and not _image_count_allowed(path, rules):
             return
     else:
         sample = SAMPLES[titles.index(choice)]
@@ -78,6 +92,27 @@ def _dataset_picker() -> None:
     progress.empty()
     _set_result(dataset, None)
     sidebar.success(f"{dataset.name}: {dataset.n_examples:,} examples, {len(dataset.classes)} classes")
+
+
+def _image_count_allowed(path: str, rules: Policy) -> bool:
+    """A folder with more images than the operator's cap opens only after the user says so."""
+    opened_anyway = st.session_state.setdefault(_OPEN_ANYWAY, set())
+    if path in opened_anyway:
+        return True
+    key = (path, source_stamp(path))
+    counted = st.session_state.get(_IMAGE_COUNT)
+    if counted is None or counted[0] != key:
+        counted = st.session_state[_IMAGE_COUNT] = (key, count_images(path, stop_after=rules.max_images))
+    if counted[1] <= rules.max_images:
+        return True
+    message = (f"{Path(path).name}: holds more than {rules.max_images:,} images, the most this server opens "
+               "without asking (CARTOGRAPHER_MAX_IMAGES). Checking them all may take a long time.")
+    _set_result(None, message)
+    st.sidebar.error(message)
+    if st.sidebar.button("Open anyway", key="dataset_open_anyway_button"):
+        opened_anyway.add(path)
+        st.rerun()
+    return False
 
 
 def _open_run(path: str) -> None:

@@ -197,3 +197,29 @@ def test_forget_drops_a_finished_job_so_the_key_starts_afresh(make_pool):
     running = submit(pool, "long", "sleep", seconds=30)
     pool.forget("long")  # never drops a job that is still queued or running
     assert pool.get("long") is running
+
+
+def test_workers_stop_when_the_server_is_killed(tmp_path):
+    """A server killed without cleaning up (SIGKILL) leaves no job running for nobody."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    pid_file = tmp_path / "pids"
+    server = subprocess.Popen([sys.executable, "-c", (
+        "import time\n"
+        "from ui.pool import Pool\n"
+        "pool = Pool('server', slots=1, per_user=None, grace_s=60)\n"
+        f"pool.submit('spin', 'fake', 'tests.pool_tasks:spin_with_child', {{'pid_file': {str(pid_file)!r}}},\n"
+        "            owner='alice', watcher='tab', label='spin')\n"
+        "time.sleep(120)\n")], cwd=ROOT)
+    try:
+        assert wait_until(lambda: pid_file.exists() and pid_file.read_text(), timeout=60)
+        worker_pid, child_pid = map(int, pid_file.read_text().split())
+        server.send_signal(signal.SIGKILL)
+        server.wait(10)
+        assert wait_until(lambda: gone(worker_pid) and gone(child_pid), timeout=10)
+    finally:
+        server.kill()

@@ -60,7 +60,9 @@ def _session_alive(watcher: str) -> bool:
 
 _pool = Pool("jobs", slots=2, per_user=2, grace_s=30.0, session_alive=_session_alive,
              warm_up="ui.tasks:warm_up_umap")
-_loads = Pool("loads", slots=_LOAD_SLOTS, per_user=None, grace_s=30.0, session_alive=_session_alive)
+# A load is what its user waits for, so it runs nearly at the server's priority (a runaway
+# load is stopped by its time limit or when its tab goes away).
+_loads = Pool("loads", slots=_LOAD_SLOTS, per_user=None, grace_s=30.0, session_alive=_session_alive, nice=2)
 
 
 def _apply_policy() -> None:

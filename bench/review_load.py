@@ -1,0 +1,307 @@
+"""Load test of team review: many signed-in reviewers in one session, one server on PostgreSQL.
+
+Issue 12's target: 12 browser contexts review the same session for 3 minutes against one app
+server whose review store is PostgreSQL; no decision is lost; a decision is visible to the
+others within 5 s at p95; ``/_stcore/health`` stays answered throughout.
+
+What it does:
+
+1. Analyses the bundled breast-cancer table into a fresh workspace (the Review page needs a run).
+2. Starts a throwaway PostgreSQL server (``tests/conftest_pg.running_postgres``) and creates one
+   session of ``--examples`` examples, owner ``alice@example.org`` (an admin), reviewers
+   ``user01@example.org`` … ``userNN@example.org``.
+3. Starts ``streamlit run app.py`` in team mode behind a (simulated) auth proxy: every browser
+   context sends ``X-Forwarded-Email: userNN@example.org``, the header named by
+   ``CARTOGRAPHER_TRUSTED_USER_HEADER``.
+4. Each context opens Review, and until the time is up: stays on its current example for 1.5–4 s
+   (reading the "Decisions on this example" list every 0.4 s), then presses K, D or F and waits
+   until "You have decided n of N" counts it (the acknowledgement).
+5. Meanwhile a thread asks ``/_stcore/health`` every 0.5 s.
+
+Figures:
+
+- **lost**: acknowledged decisions missing from the database (must be 0), and database rows per
+  reviewer against acknowledgements.
+- **visibility lag**: for every decision recorded while another reviewer was looking at the same
+  example, the time from the database row's ``created_at`` until that reviewer's page listed it.
+  A decision never shown although the observer stayed at least 5 s longer counts as a miss
+  (lag > 5 s); one whose observer left sooner is censored (not counted).
+- **health**: latency percentiles and failures of the health endpoint.
+
+Run: ``.venv/bin/python bench/review_load.py`` (about 5 minutes; ``--contexts 12 --seconds 180``).
+Results: ``bench/results/review_load.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.conftest_pg import running_postgres  # noqa: E402
+
+HEADER = "X-Forwarded-Email"
+OWNER = "alice@example.org"
+SAMPLE_KEY = "breast-cancer"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+_INVISIBLE = re.compile("[\u200b-\u200d\u2060\ufeff]")
+_SHOWN = re.compile(r"(user\d{2}@example\.org)\s*:\s*(Keep|Drop|Flag|Relabel)")
+_DECIDED = re.compile(r"You have decided ([\d,]+) of")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _percentiles(values, qs=(50, 95, 99)) -> dict:
+    if len(values) == 0:
+        return {f"p{q}": None for q in qs} | {"max": None, "n": 0}
+    array = np.asarray(values, dtype=float)
+    return {f"p{q}": round(float(np.percentile(array, q)), 4) for q in qs} | {
+        "max": round(float(array.max()), 4), "n": int(array.size)}
+
+
+class HealthProbe(threading.Thread):
+    """Asks the health endpoint every ``interval`` seconds until stopped."""
+
+    def __init__(self, url: str, interval: float = 0.5):
+        super().__init__(daemon=True)
+        self.url, self.interval = url, interval
+        self.latencies: list[float] = []
+        self.failures: list[str] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            started = time.perf_counter()
+            try:
+                ok = urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=10).read() == b"ok"
+                if not ok:
+                    self.failures.append("not ok")
+            except OSError as exc:
+                self.failures.append(type(exc).__name__)
+            self.latencies.append(time.perf_counter() - started)
+            self._stop_event.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(15)
+
+
+async def _reviewer(browser, url: str, email: str, sample_title: str, deadline: float, seed: int,
+                    log: dict) -> None:
+    """One reviewer's browser context, deciding until ``deadline``; fills ``log``."""
+    from playwright.async_api import expect
+
+    rng = np.random.default_rng(seed)
+    context = await browser.new_context(viewport={"width": 1400, "height": 1400},
+                                        extra_http_headers={HEADER: email})
+    page = await context.new_page()
+    page.set_default_timeout(60_000)
+    page.on("pageerror", lambda error: log["errors"].append(str(error)))
+    try:
+        await page.goto(f"{url}/review")
+        await page.wait_for_selector("[data-testid=stApp]")
+        await page.locator("[data-testid=stSelectbox]").filter(has_text="Dataset").first.click()
+        await page.get_by_role("option", name=sample_title, exact=True).click()
+        heading = page.get_by_role("heading", name=re.compile(r"^Example \d+ of"))
+        await expect(heading).to_be_visible(timeout=120_000)
+        decided = 0
+        while time.time() < deadline:
+            title = _INVISIBLE.sub("", await heading.inner_text())
+            example_id = title.split("· ")[-1].strip()
+            arrive = time.time()
+            stay_until = min(deadline, arrive + float(rng.uniform(1.5, 4.0)))
+            while time.time() < stay_until:
+                text = _INVISIBLE.sub("", await page.evaluate("document.body.innerText"))
+                now = time.time()
+                for reviewer, _ in _SHOWN.findall(text):
+                    if reviewer != email:
+                        log["seen"].setdefault(f"{example_id}|{reviewer}", now)
+                await asyncio.sleep(0.4)
+            log["stays"].append([example_id, arrive, time.time()])
+            if time.time() >= deadline:
+                break
+            key = str(rng.choice(["k", "d", "f"], p=[0.6, 0.25, 0.15]))
+            await page.get_by_role("heading", name="Review", exact=True).click()
+            pressed = time.time()
+            await page.keyboard.press(key)
+            try:
+                await expect(page.get_by_text(re.compile(rf"^You have decided {decided + 1:,} of"))).to_be_visible(
+                    timeout=30_000)
+                decided += 1
+                log["acknowledged"].append([example_id, {"k": "keep", "d": "drop", "f": "flag"}[key],
+                                            pressed, time.time()])
+            except AssertionError:
+                log["unacknowledged"].append([example_id, key, pressed])
+                text = await page.evaluate("document.body.innerText")
+                match = _DECIDED.search(text)
+                decided = int(match.group(1).replace(",", "")) if match else decided
+    except Exception as exc:  # a reviewer that fails is reported, the others go on
+        log["errors"].append(f"{type(exc).__name__}: {exc}")
+    finally:
+        await context.close()
+
+
+async def _drive(url: str, emails: list[str], sample_title: str, seconds: float) -> dict:
+    from playwright.async_api import async_playwright
+
+    logs = {email: {"seen": {}, "stays": [], "acknowledged": [], "unacknowledged": [], "errors": []}
+            for email in emails}
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        start = time.time()
+        deadline = start + seconds
+        # open the contexts a little apart, as people arrive; every one reviews until the deadline
+        tasks = []
+        for i, email in enumerate(emails):
+            tasks.append(asyncio.create_task(_reviewer(browser, url, email, sample_title, deadline, i, logs[email])))
+            await asyncio.sleep(1.0)
+        await asyncio.gather(*tasks)
+        await browser.close()
+    return {"start": start, "deadline": deadline, "logs": logs}
+
+
+def _analyse(workspace: Path):
+    from analytics.datasets import load_dataset
+    from analytics.pipeline import AnalysisConfig, run_analysis
+    from analytics.samples import sample_by_key
+    from analytics.workspace import Workspace
+
+    sample = sample_by_key(SAMPLE_KEY)
+    dataset = load_dataset(sample.path, roles=sample.roles)
+    run_analysis(dataset, AnalysisConfig(), workspace=Workspace(workspace))
+    return sample, dataset
+
+
+def _visibility(decisions, logs: dict, window: float = 5.0) -> dict:
+    """Lag from each database row to its first appearance on another reviewer's page."""
+    lags, misses, censored = [], 0, 0
+    for reviewer, example_id, created in decisions:
+        for observer, log in logs.items():
+            if observer == reviewer:
+                continue
+            for stay_id, arrive, leave in log["stays"]:
+                if stay_id != example_id or not (arrive <= created <= leave):
+                    continue
+                seen = log["seen"].get(f"{example_id}|{reviewer}")
+                if seen is not None and seen >= created - 0.5:
+                    lags.append(max(0.0, seen - created))
+                elif leave - created >= window:
+                    misses += 1
+                else:
+                    censored += 1
+    measured = len(lags) + misses
+    within = sum(lag <= window for lag in lags)
+    return {"lag_s": _percentiles(lags), "missed_over_5s": misses, "censored": censored,
+            "share_within_5s": round(within / measured, 4) if measured else None,
+            "p95_with_misses_s": (round(float(np.percentile(lags + [float("inf")] * misses, 95)), 3)
+                                  if measured else None)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--contexts", type=int, default=12)
+    parser.add_argument("--seconds", type=float, default=180.0)
+    parser.add_argument("--examples", type=int, default=300)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args(argv)
+
+    from analytics.store import ReviewStore
+
+    folder = Path(tempfile.mkdtemp(prefix="review-load-"))
+    workspace = folder / "workspace"
+    print("analysing the breast-cancer sample …", flush=True)
+    sample, dataset = _analyse(workspace)
+    emails = [f"user{i:02d}@example.org" for i in range(1, args.contexts + 1)]
+    with running_postgres() as postgres:
+        url_db = postgres.url()
+        store = ReviewStore.open(url_db, admins=[OWNER], default_role="viewer")
+        ids = dataset.table["id"].astype(str).tolist()[: args.examples]
+        session = store.create_session("load test", ids, owner=OWNER, fingerprint=dataset.fingerprint,
+                                       classes=dataset.classes, reviewers=emails, source="bench")
+        port = _free_port()
+        env = dict(os.environ, CARTOGRAPHER_WORKSPACE=str(workspace), CARTOGRAPHER_DATABASE_URL=url_db,
+                   CARTOGRAPHER_TRUSTED_USER_HEADER=HEADER, CARTOGRAPHER_ADMINS=OWNER,
+                   CARTOGRAPHER_DATA_ROOTS=str(ROOT / "sample_data"),
+                   STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+        log_path = folder / "streamlit.log"
+        with log_path.open("w") as server_log:
+            server = subprocess.Popen(
+                [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+                 "--server.port", str(port), "--server.address", "127.0.0.1",
+                 "--server.fileWatcherType", "none"],
+                cwd=ROOT, env=env, stdout=server_log, stderr=subprocess.STDOUT)
+            url = f"http://127.0.0.1:{port}"
+            try:
+                for _ in range(300):
+                    try:
+                        if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
+                            break
+                    except OSError:
+                        time.sleep(0.2)
+                probe = HealthProbe(url)
+                probe.start()
+                print(f"{args.contexts} reviewers for {args.seconds:.0f} s …", flush=True)
+                driven = asyncio.run(_drive(url, emails, sample.title, args.seconds))
+                probe.stop()
+            finally:
+                server.terminate()
+                try:
+                    server.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+        history = store.history(session.id)
+        store.close()
+
+    logs = driven["logs"]
+    rows = {(r.reviewer, r.example_id, r.decision) for r in history.itertuples()}
+    acknowledged = [(email, example_id, decision) for email, log in logs.items()
+                    for example_id, decision, _, _ in log["acknowledged"]]
+    lost = [entry for entry in acknowledged if entry not in rows]
+    decisions = [(r.reviewer, r.example_id, r.created_at.timestamp()) for r in history.itertuples()]
+    ack_latency = [done - pressed for log in logs.values() for _, _, pressed, done in log["acknowledged"]]
+    result = {
+        "contexts": args.contexts, "seconds": args.seconds, "examples": len(ids), "database": "postgresql",
+        "decisions_in_database": len(history), "acknowledged": len(acknowledged),
+        "unacknowledged_presses": sum(len(log["unacknowledged"]) for log in logs.values()),
+        "lost": len(lost), "lost_examples": lost[:20],
+        "per_reviewer": {email: {"acknowledged": len(log["acknowledged"]),
+                                 "in_database": int((history["reviewer"] == email).sum()),
+                                 "errors": log["errors"][:5]} for email, log in logs.items()},
+        "acknowledgement_s": _percentiles(ack_latency),
+        "visibility": _visibility(decisions, logs),
+        "health_s": _percentiles(probe.latencies) | {"failures": len(probe.failures),
+                                                    "requests": len(probe.latencies)},
+        "cpu_count": os.cpu_count(),
+        "server_log_tail": log_path.read_text()[-2000:],
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "review_load.json").write_text(json.dumps(result, indent=2, default=str))
+    summary = {k: result[k] for k in ("decisions_in_database", "acknowledged", "unacknowledged_presses", "lost",
+                                      "acknowledgement_s", "visibility", "health_s")}
+    print(json.dumps(summary, indent=2))
+    return 0 if not lost and not probe.failures else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import html
+import re
+
 import numpy as np
 import pandas as pd
+import pytest
 
 from ui.figures import drawn_rows, map_figure, points_in_polygon, rows_from_event, rows_in_shapes
 
@@ -63,3 +67,26 @@ def test_a_lasso_on_a_sampled_chart_selects_every_point_inside_it_drawn_or_not()
     # a click still picks the drawn point it hit
     curve = next(i for i, rows in enumerate(built.trace_rows) if rows is not None)
     assert rows_from_event([{"curve_number": curve, "point_index": 0}], built.trace_rows)[0] == built.trace_rows[curve][0]
+
+
+# The patterns remark-gfm (mdast-util-gfm-autolink-literal) links in text Streamlit renders.
+GFM_URL = re.compile(r"(https?://|www(?=\.))([-.\w]+)([^ \t\r\n]*)", re.IGNORECASE)
+GFM_EMAIL = re.compile(r"([-.\w+]+)@([-\w]+(?:\.[-\w]+)+)")
+
+
+@pytest.mark.parametrize("text", [
+    "see https://evil.example/path?q=1 now",
+    "HTTP://EVIL.EXAMPLE",
+    "visit www.evil.example today",
+    "mail bob@evil.example or mailto:eve@evil.example",
+    "ftp://files.example and xmpp:alice@chat.example",
+])
+def test_urls_in_user_text_are_plain_text_not_links(text):
+    from markdown_it import MarkdownIt
+
+    from ui.figures import WORD_JOINER, escape_markdown
+
+    rendered = html.unescape(re.sub(r"<[^>]+>", "", MarkdownIt("commonmark").render(escape_markdown(text))))
+    assert rendered.strip().replace(WORD_JOINER, "") == text  # reads the same
+    assert not GFM_URL.search(rendered) and not GFM_EMAIL.search(rendered)  # nothing left to autolink
+    assert "<a" not in MarkdownIt("commonmark").render(escape_markdown(f"<a href='{text}'>x</a>"))

@@ -102,12 +102,23 @@ def escape(text: object) -> str:
 
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+# What GitHub-flavoured markdown turns into a link by itself (Streamlit renders with remark-gfm):
+# "scheme://", "www." and the "@" of an e-mail address. A word joiner (U+2060, invisible, no
+# width) inside each breaks the match; the text still reads the same.
+_AUTOLINK_TRIGGER = re.compile(r"(?<=:)(?=//)|(?<=www)(?=\.)|(?<=@)", re.IGNORECASE)
+WORD_JOINER = "\u2060"
+
+
+def plain_urls(text: object) -> str:
+    """``text`` with every would-be autolink (``https://…``, ``www.…``, ``name@host``) broken
+    by an invisible word joiner, so markdown shows it as plain text, not as a link."""
+    return _AUTOLINK_TRIGGER.sub(WORD_JOINER, str(text))
 
 
 def escape_markdown(text: object) -> str:
     """Dataset or user text made inert for Streamlit markdown (st.caption, st.subheader…): no
-    links, images, emphasis or HTML come from it."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
+    links (URLs and e-mail addresses show as plain text), images, emphasis or HTML come from it."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", plain_urls(text))
 
 
 def hover_previews(ids: pd.Series, texts: pd.Series | None, *, width: int = 60) -> np.ndarray:

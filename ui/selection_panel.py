@@ -10,6 +10,7 @@ from analytics.selections import SelectionError, list_selections, save_selection
 from analytics.workspace import Workspace
 from ui import state
 from ui.components import example_table
+from ui.figures import escape_markdown
 from ui.selection import get_selection, set_selection
 
 MAX_ROWS_SHOWN = 500
@@ -20,7 +21,7 @@ def selection_panel(dataset: Dataset, examples: pd.DataFrame, *, key: str = "sel
     workspace = Workspace.default()
     st.subheader(f"Selection · {len(selection.ids):,} examples")
     if selection.ids:
-        st.caption(f"Last change: {selection.source}. The selection is shared with the other pages.")
+        st.caption(f"Last change: {escape_markdown(selection.source)}. The selection is shared with the other pages.")
         rows = examples[examples["id"].isin(selection.ids)]
         shown = rows.drop(columns=[c for c in ("x", "y", "pca_x", "pca_y") if c in rows.columns])
         if len(rows) > MAX_ROWS_SHOWN:
@@ -34,7 +35,7 @@ def selection_panel(dataset: Dataset, examples: pd.DataFrame, *, key: str = "sel
                 saved = save_selection(workspace, dataset.fingerprint, name, sorted(selection.ids),
                                        source=selection.source,
                                        author=st.session_state.get(state.REVIEWER, ""))
-                st.success(f"Saved '{saved.name}' ({saved.size:,} examples).")
+                st.success(f"Saved '{escape_markdown(saved.name)}' ({saved.size:,} examples).")
             except SelectionError as exc:
                 st.error(str(exc))
         if clear_column.button("Clear selection", key=f"{key}_clear"):
@@ -58,4 +59,5 @@ def selection_panel(dataset: Dataset, examples: pd.DataFrame, *, key: str = "sel
             if add.button("Add", key=f"{key}_add"):
                 set_selection(dataset.fingerprint, entry.ids, source=f"saved: {entry.name}", mode="Add")
                 st.rerun()
-            st.caption(f"Saved by {entry.author or 'anonymous'} on {entry.created} from {entry.source or '—'}.")
+            st.caption(f"Saved by {escape_markdown(entry.author or 'anonymous')} on {entry.created} from "
+                       f"{escape_markdown(entry.source or '—')}.")

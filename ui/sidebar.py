@@ -91,7 +91,7 @@ def _dataset_picker() -> None:
         return
     progress.empty()
     _set_result(dataset, None)
-    sidebar.success(f"{dataset.name}: {dataset.n_examples:,} examples, {len(dataset.classes)} classes")
+    sidebar.success(f"{escape_markdown(dataset.name)}: {dataset.n_examples:,} examples, {len(dataset.classes)} classes")
 
 
 def _image_count_allowed(path: str, rules: Policy) -> bool:
@@ -126,7 +126,7 @@ def _open_run(path: str) -> None:
         return
     st.session_state[state.OPENED_RUN] = run
     _set_result(run.dataset, None)
-    st.sidebar.success(f"Run of {run.dataset.name}: {run.dataset.n_examples:,} examples, "
+    st.sidebar.success(f"Run of {escape_markdown(run.dataset.name)}: {run.dataset.n_examples:,} examples, "
                        f"{len(run.dataset.classes)} classes (analysed {run.manifest['created']})")
 
 

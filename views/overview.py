@@ -6,12 +6,12 @@ import streamlit as st
 
 from ui import cached, state
 from ui.components import example_table
-from ui.figures import escape
+from ui.figures import escape, plain_urls
 
 dataset = state.require_dataset()
 summary = cached.summarize(dataset.fingerprint, dataset)
 
-st.title(dataset.name)
+st.title(plain_urls(dataset.name))  # a file named www.example.com.csv is not a link
 st.caption(f"{dataset.kind.capitalize()} dataset · `{dataset.source}` · fingerprint `{dataset.fingerprint}`")
 
 metrics = st.columns(4)

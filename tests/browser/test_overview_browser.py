@@ -93,3 +93,19 @@ def test_the_toolbar_shows_no_deploy_button_or_developer_menu(page):
         expect(page.get_by_test_id("stMainMenuList")).to_be_visible()
         for developer_item in ("Rerun", "Clear cache", "Deploy this app"):
             expect(page.get_by_test_id("stMainMenuList").get_by_text(developer_item)).to_have_count(0)
+
+
+def test_a_url_in_a_dataset_name_is_plain_text(page, tmp_path):
+    path = tmp_path / "www.evil.example.csv"
+    pd.DataFrame({"text": [f"see https://evil.example/{i} or bob@evil.example" for i in range(6)],
+                  "label": ["a", "b"] * 3}).to_csv(path, index=False)
+    pick(page, "Dataset", "Open a file or folder…")
+    box = page.get_by_label("Path to a file or image folder", exact=True)
+    box.fill(str(path))
+    box.press("Enter")
+    wait_idle(page)
+    expect(page.get_by_role("heading", name="evil.example.csv")).to_be_visible()
+    expect(page.get_by_test_id("stSidebar").get_by_text("6 examples, 2 classes")).to_be_visible()
+    # no link to the address (a heading's own "#www-evil-example-csv" anchor is not one)
+    expect(page.locator("a[href*='evil.example']:not([href^='#'])")).to_have_count(0)
+    expect(page.locator("a[href^='mailto:']")).to_have_count(0)

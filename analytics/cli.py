@@ -42,10 +42,9 @@ def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load(args: argparse.Namespace):
     """The dataset, under the operator's rules in the environment (data roots, caps)."""
-    policy = Policy.from_env()
     roles = ColumnRoles(id=args.id, label=args.label, text=args.text, image=args.image, split=args.split)
     return load_dataset(args.dataset, roles=roles, drop_missing_labels=args.drop_missing_labels,
-                        encoding=args.encoding, policy=policy, max_images=args.max_images or policy.max_images)
+                        encoding=args.encoding, max_images=args.max_images or Policy.from_env().max_images)
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -8,8 +8,8 @@ column is kept as metadata or features under its own name.
 
 Bad input raises :class:`DatasetError` with a message that names the file and the row or
 column at fault. Paths go through :func:`analytics.access.resolve_data_path` first: only regular
-files and folders, within the operator's caps (file size, columns, images) and, when the caller
-passes a policy with data roots, inside those roots. Rows are numbered from 1 in the order of the file (for CSV and TSV, row 1 is
+files and folders, within the operator's caps (file size, columns, images) and inside the data
+roots (from the environment unless the caller passes a policy). Rows are numbered from 1 in the order of the file (for CSV and TSV, row 1 is
 the line after the header).
 """
 
@@ -22,7 +22,7 @@ import json
 import os
 import re
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -196,9 +196,10 @@ def load_dataset(
     progress : callable, optional
         Called as ``progress(fraction, message)`` while image files are checked.
     policy : Policy, optional
-        The operator's rules for a path a user typed (data roots, file size cap, column cap);
-        pass ``Policy.from_env()`` for one. By default any path, with the default caps; even
-        then only a regular file or a folder is read, never a device or a pipe.
+        The operator's rules (data roots, file size cap, column cap) for the path and for the
+        image files it names. By default :meth:`Policy.from_env`, under which the bundled
+        samples stay readable. In every mode only a regular file or a folder is read, never a
+        device or a pipe.
     max_columns : int, optional
         Most columns a table may have; by default ``policy.max_columns``. Checked on the
         header, before the rows are read.
@@ -212,7 +213,7 @@ def load_dataset(
         With a message naming the file and the row or column at fault, or what the operator's
         rules refuse.
     """
-    policy = policy or Policy()
+    policy = policy or _operator_policy()
     path = _checked_path(path, policy)
     roles = roles or ColumnRoles()
     if path.is_dir():
@@ -261,7 +262,7 @@ def peek_columns(path: str | Path, *, encoding: str = "utf-8", policy: Policy | 
     ``policy`` and ``max_columns`` are as for :func:`load_dataset`; a table over the column
     cap raises :class:`DatasetError`.
     """
-    policy = policy or Policy()
+    policy = policy or _operator_policy()
     path = _checked_path(path, policy)
     max_columns = max_columns or policy.max_columns
     if path.is_dir():
@@ -312,6 +313,18 @@ def count_images(folder: str | Path, *, stop_after: int | None = None) -> int:
         if stop_after is not None and count > stop_after:
             return stop_after + 1
     return count
+
+
+def _operator_policy() -> Policy:
+    """The operator's rules from the environment; under data roots the bundled samples, which
+    ship with the app, stay readable."""
+    from analytics.samples import SAMPLE_DIR  # samples.py imports this module
+
+    try:
+        policy = Policy.from_env()
+    except AccessError as exc:
+        raise DatasetError(str(exc)) from None
+    return replace(policy, data_roots=policy.data_roots + (SAMPLE_DIR,)) if policy.data_roots else policy
 
 
 def _checked_path(path: str | Path, policy: Policy) -> Path:

@@ -92,11 +92,11 @@ def read_reference_dynamics(folder: str | Path, ids: Sequence[str], *, n_classes
     Returns the dynamics (one seed) and notes for the user (e.g. guids not in the dataset).
     Raises :class:`DynamicsError` for missing epochs, dataset ids absent from an epoch,
     inconsistent class counts, or malformed lines (file and line named), and when the
-    operator's rules (``policy``: data roots, size cap; by default any path) refuse the folder
-    or one of its files. Only regular files are read, never a device or a pipe.
+    operator's rules (``policy``: data roots, size cap; by default :meth:`Policy.from_env`)
+    refuse the folder or one of its files. Only regular files are read, never a device or a pipe.
     """
-    policy = policy or Policy()
     try:
+        policy = policy or Policy.from_env()
         folder = resolve_data_path(folder, policy, what="folder of training dynamics", allow_file=False)
     except AccessError as exc:
         raise DynamicsError(str(exc)) from None

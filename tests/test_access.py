@@ -236,3 +236,27 @@ def test_the_allow_list_refuses_other_classes_even_when_imported():
 def test_arguments_must_be_a_json_object():
     refused(check_architecture, "torch.nn:Linear[1, 2]", Policy(), match="not of the form")
     refused(check_architecture, "torch.nn:Linear{1: 2}", Policy(), match="not valid JSON")
+
+
+def test_by_default_the_environment_rules_and_the_samples_stay_readable(layout, monkeypatch):
+    """The app's loader passes no policy: roots come from the environment, images named in a table
+    are read only inside them, and the bundled samples still open."""
+    from PIL import Image
+
+    from analytics.samples import sample_by_key
+
+    Image.new("RGB", (4, 4), (1, 2, 3)).save(layout["root"] / "cat.png")
+    Image.new("RGB", (4, 4), (200, 0, 0)).save(layout["root"] / "dog.png")
+    Image.new("RGB", (4, 4), (0, 0, 9)).save(layout["secrets"].parent / "private.png")
+    table = layout["root"] / "images.csv"
+    pd.DataFrame({"id": ["1", "2", "3"], "label": ["cat", "dog", "cat"],
+                  "image": ["cat.png", "dog.png", str(layout["secrets"].parent / "private.png")]}).to_csv(
+        table, index=False)
+    monkeypatch.setenv("CARTOGRAPHER_DATA_ROOTS", str(layout["root"]))
+    dataset = load_dataset(table)
+    assert dataset.n_examples == 2
+    assert [s.reason for s in dataset.skipped] == ["row 3 of images.csv: not a regular file inside the data folders, "
+                                                    "or over the size cap"]
+    with pytest.raises(DatasetError, match="outside the data folders"):
+        load_dataset(layout["secrets"])
+    assert load_dataset(sample_by_key("digits").path).n_examples > 0

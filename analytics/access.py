@@ -292,7 +292,13 @@ def check_architecture(spec: str, policy: Policy, *, trust: bool = False) -> tup
         try:
             target = inspect.getattr_static(target, part)
         except AttributeError:
-            raise AccessError(f"module '{module_name}' has no '{name}'.") from None
+            # A lazily loaded package (transformers) provides its classes through the module's
+            # __getattr__: code of a module that is already imported or allowed, never called with
+            # the user's arguments.
+            found = _module_attribute(target, part)
+            if found is None:
+                raise AccessError(f"module '{module_name}' has no '{name}'.") from None
+            target = found
     import torch  # here, not at import time: the app reads the policy without loading torch
 
     if not (inspect.isclass(target) and issubclass(target, torch.nn.Module)):
@@ -300,6 +306,15 @@ def check_architecture(spec: str, policy: Policy, *, trust: bool = False) -> tup
         raise AccessError(f"'{module_name}:{name}' is a {kind}, not a subclass of torch.nn.Module, so it "
                           "cannot be a model architecture. Nothing was called.")
     return target, kwargs
+
+
+def _module_attribute(target: object, name: str) -> object | None:
+    if not inspect.ismodule(target):
+        return None
+    try:
+        return getattr(target, name, None)
+    except Exception:  # a lazy module's import of the attribute failed
+        return None
 
 
 def normalize_identity(name: object) -> str:

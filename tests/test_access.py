@@ -260,3 +260,16 @@ def test_by_default_the_environment_rules_and_the_samples_stay_readable(layout, 
     with pytest.raises(DatasetError, match="outside the data folders"):
         load_dataset(layout["secrets"])
     assert load_dataset(sample_by_key("digits").path).n_examples > 0
+
+
+def test_a_lazily_loaded_module_provides_its_classes(monkeypatch):
+    """Packages such as transformers hand out their classes through a module __getattr__."""
+    import types
+
+    import torch
+
+    lazy = types.ModuleType("lazy_arch")
+    lazy.__getattr__ = lambda name: torch.nn.Linear if name == "Lazy" else (_ for _ in ()).throw(AttributeError(name))
+    monkeypatch.setitem(sys.modules, "lazy_arch", lazy)
+    assert check_architecture("lazy_arch:Lazy", Policy())[0] is torch.nn.Linear
+    refused(check_architecture, "lazy_arch:Missing", Policy(), match="has no 'Missing'")

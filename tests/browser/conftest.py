@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -28,26 +30,26 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.browser)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def app_url(tmp_path_factory, analysed_workspace):
-    """Start `streamlit run app.py` on a free loopback port for the whole session, on a
-    workspace where the bundled samples are already analysed."""
-    port = _free_port()
-    workspace = analysed_workspace
-    log = (tmp_path_factory.mktemp("server") / "streamlit.log").open("w")
-    env = dict(os.environ, CARTOGRAPHER_WORKSPACE=str(workspace),
-               STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+@contextmanager
+def serve_app(log_dir: Path, env: dict[str, str], args: tuple[str, ...] = (), *,
+              port: int | None = None) -> Iterator[str]:
+    """Run `streamlit run app.py` on ``port`` (default: a free loopback port) with ``env`` added to
+    the environment and ``args`` added to its command line; yields its URL once it answers, stops
+    it after."""
+    port = port or free_port()
+    log = (log_dir / "streamlit.log").open("w")
     server = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
          "--server.headless", "true", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+         "--server.address", "127.0.0.1", "--server.fileWatcherType", "none", *args],
+        cwd=ROOT, env=dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false", **env),
+        stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -60,13 +62,23 @@ def app_url(tmp_path_factory, analysed_workspace):
     else:
         server.terminate()
         pytest.fail(f"the app server did not answer on {url} within 60 s; see {log.name}")
-    yield url
-    server.terminate()
     try:
-        server.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        server.kill()
-    log.close()
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory, analysed_workspace):
+    """Start the app for the whole session, on a workspace where the bundled samples are already
+    analysed."""
+    with serve_app(tmp_path_factory.mktemp("server"), {"CARTOGRAPHER_WORKSPACE": str(analysed_workspace)}) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

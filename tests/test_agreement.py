@@ -182,7 +182,8 @@ def test_reviewer_agreement_on_store_output(tmp_path):
     from analytics.store import ReviewStore
 
     with ReviewStore.open(f"sqlite:///{tmp_path / 'r.sqlite'}") as store:
-        session = store.create_session("s", ["a", "b", "c"], owner="o", fingerprint="f", classes=["x", "y"])
+        session = store.create_session("s", ["a", "b", "c"], owner="o", fingerprint="f", classes=["x", "y"],
+                                       reviewers=["ann", "bob", "cy"])
         for reviewer, decisions in {"ann": ["keep", "drop", "keep"], "bob": ["keep", "drop", "drop"],
                                     "cy": ["keep", "keep", "keep"]}.items():
             for example, decision in zip("abc", decisions):

@@ -21,9 +21,12 @@ from __future__ import annotations
 import streamlit as st
 
 from analytics.access import AccessError, normalize_identity
+from analytics.store import ADMIN, OWNER, TEAM_ROLES  # the roles, for the pages (they import only ui)
 from ui import state
 from ui.figures import escape_markdown
 from ui.policy import login_configured, policy
+
+__all__ = ["ADMIN", "OWNER", "TEAM_ROLES", "current_user", "identity_sidebar", "require_user", "team_mode"]
 
 _OIDC_CLAIMS = ("email", "preferred_username", "sub")
 

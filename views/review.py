@@ -12,12 +12,11 @@ from pathlib import PurePath
 import pandas as pd
 import streamlit as st
 
-from analytics.store import ADMIN, OWNER, TEAM_ROLES
 from ui import cached
 from ui.analysis import page_run
 from ui.components import example_table
 from ui.figures import escape_markdown
-from ui.identity import current_user, require_user
+from ui.identity import ADMIN, OWNER, TEAM_ROLES, current_user, require_user
 from ui.selection import get_selection
 
 DECISIONS = {"keep": "Keep", "drop": "Drop", "relabel": "Relabel", "flag": "Flag"}

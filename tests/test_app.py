@@ -196,3 +196,12 @@ def test_checkpoint_settings_have_no_trust_box_and_refuse_a_command_as_architect
     assert not at.exception
     assert any("not a subclass of torch.nn.Module" in e.value for e in at.error)
     assert not marker.exists()
+
+
+def test_unexpected_errors_show_no_traceback_or_server_paths():
+    """An exception the app did not expect reaches the browser as its type only (the server log
+    keeps the message and the traceback): config.toml sets client.showErrorDetails."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["client"]["showErrorDetails"] in ("type", "none")

@@ -1029,6 +1029,19 @@ class ReviewStore:
         frame["category"] = _categories(frame)
         return frame
 
+    def session_version(self, session: int | str, example_id: str | None = None) -> tuple[int, int]:
+        """``(number of decision rows, newest row id)`` of a session, or of one of its examples:
+        one cheap query that changes whenever anyone records a decision or an adjudication (the
+        log is append-only), so a page can tell whether what it shows is still current."""
+        found = self._session(session)
+        query = (sa.select(sa.func.count(DECISIONS_TABLE.c.id), sa.func.max(DECISIONS_TABLE.c.id))
+                 .where(DECISIONS_TABLE.c.session_id == found.id))
+        if example_id is not None:
+            query = query.where(DECISIONS_TABLE.c.example_id == str(example_id))
+        with self.engine.connect() as conn:
+            count, newest = conn.execute(query).one()
+        return int(count or 0), int(newest or 0)
+
     def progress(self, session: int | str) -> Progress:
         """Items, examples decided by each reviewer and by anyone, and adjudicated."""
         found = self._session(session)

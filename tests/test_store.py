@@ -199,6 +199,21 @@ def test_a_changed_mind_is_a_new_row(store):
         ["e1", "ann", "relabel", "dog", "it barks"]]
 
 
+def test_session_version_changes_with_every_decision_and_only_its_sessions(store):
+    """The Review page redraws when this changes: every new row (a changed mind, an
+    adjudication) must change it, and another session's rows must not."""
+    session, other = make_session(store), make_session(store, name="other")
+    assert store.session_version(session.id) == (0, 0)
+    first = store.record_decision(session.id, "e1", "ann", "keep")
+    assert store.session_version(session.id) == (1, first.id)
+    store.record_decision(other.id, "e1", "ann", "drop")
+    assert store.session_version(session.id) == (1, first.id)
+    again = store.record_decision(session.id, "e1", "ann", "keep")  # the same decision again
+    assert store.session_version(session.id) == (2, again.id)
+    ruling = store.adjudicate(session.id, "e1", "olga", "drop")
+    assert store.session_version("hard cats") == (3, ruling.id)
+
+
 def test_history_and_current_decisions(store):
     session = make_session(store)
     store.record_decision(session.id, "e1", "ann", "keep")

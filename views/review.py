@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 from pathlib import PurePath
 
 import pandas as pd
@@ -27,7 +28,8 @@ OUTCOME = "The session's outcome"
 FORMATS = {"csv": "CSV", "parquet": "Parquet", "jsonl": "JSON Lines"}
 VIEWS = ("Review", "Agreement and conflicts", "Export")
 LAYOUT_COLUMNS = ("x", "y", "pca_x", "pca_y")
-REFRESH_SECONDS = 3
+REFRESH_SECONDS = 2  # how often the page asks whether the example shown has new decisions
+SESSION_REDRAW_SECONDS = 10  # how stale progress, agreement and conflicts may get while others decide
 MAX_FILTER_VALUES = 200
 NEIGHBOURS_SHOWN = 8
 CONFLICTS_SHOWN = 25
@@ -59,8 +61,8 @@ def flash(kind: str, message: str) -> None:
 
 
 def show_flash() -> None:
-    # Always one container, so the elements after it (and the self-refreshing fragments) keep
-    # their place in the page whether or not there is a message.
+    # Always one container, so the elements after it keep their place in the page whether or
+    # not there is a message.
     area = st.container()
     kind, message = st.session_state.pop(FLASH, (None, None))
     if kind is not None:
@@ -184,9 +186,8 @@ def session_summary(session) -> None:
                    "clusters and neighbours shown are those of the current run.")
 
 
-@st.fragment(run_every=REFRESH_SECONDS)
 def progress_panel(session_id: int) -> None:
-    """Progress per reviewer, refreshed every few seconds so everyone sees the others' work."""
+    """Progress per reviewer (redrawn by :func:`follow_session` when anyone decides)."""
     progress = store.progress(session_id)
     n_conflicts = len(store.conflicts(session_id))
     total = max(progress.n_items, 1)
@@ -294,9 +295,9 @@ def neighbours(row_index: int) -> None:
     example_table(rows, kind=dataset.kind, height=38 + (65 if dataset.kind == "image" else 35) * len(rows))
 
 
-@st.fragment(run_every=REFRESH_SECONDS)
 def example_decisions(session_id: int, example_id: str) -> None:
-    """Everyone's current decision on the example, and its history (refreshed)."""
+    """Everyone's current decision on the example, and its history (kept current by
+    :func:`follow_session`)."""
     history = store.history(session_id, example_id)
     st.markdown("**Decisions on this example**")
     if history.empty:
@@ -348,6 +349,7 @@ def review_view(session, reviewer: str) -> None:
                          text=f"You have decided {len(mine):,} of {len(items):,}")
 
     example_id = items[position - 1]
+    DRAWN.update(example_id=example_id, example=store.session_version(session.id, example_id))
     row_index = int(row_of_id.get_indexer([example_id])[0])
     show_flash()
     if row_index < 0:
@@ -405,9 +407,8 @@ def decision_controls(session, example_id: str, label: str, mine: pd.DataFrame, 
 # ----------------------------------------------------------------------------- agreement and conflicts
 
 
-@st.fragment(run_every=REFRESH_SECONDS)
 def agreement_panel(session_id: int) -> None:
-    """Agreement figures and the conflicts list (refreshed)."""
+    """Agreement figures and the conflicts list (kept current by :func:`follow_session`)."""
     current = store.current_decisions(session_id)
     st.subheader("Agreement")
     if current["reviewer"].nunique() < 2:
@@ -454,6 +455,27 @@ def adjudicate(session_id: int, example_id: str, keys: dict) -> None:
         flash("error", escape_markdown(str(exc)))
         return
     flash("success", f"Adjudicated {escape_markdown(example_id)}: {escape_markdown(category_text(choice))}.")
+
+
+@st.fragment(run_every=REFRESH_SECONDS)
+def follow_session(session_id: int, drawn: dict) -> None:
+    """Keep the page current while others review. Every few seconds ask the store whether the
+    decision log has grown since the page was drawn: a new decision on the example shown redraws
+    the page at once; any other (progress, agreement, conflicts) at most every
+    ``SESSION_REDRAW_SECONDS``, so twelve busy reviewers do not redraw each other's pages
+    continuously.
+
+    One watcher that draws nothing, near the top of the page, instead of several self-refreshing
+    panels: with 12 reviewers on one server a panel's refresh could land while a slow full rerun
+    was redrawing the page, and Streamlit's frontend then stopped the page ("Bad delta path
+    index", "'setIn' cannot be called on an ElementNode"; bench/review_load.py). A full rerun
+    redraws everything consistently."""
+    example_id = drawn.get("example_id")
+    if example_id is not None and store.session_version(session_id, example_id) != drawn["example"]:
+        st.rerun()
+    if (time.monotonic() - drawn["at"] >= SESSION_REDRAW_SECONDS
+            and store.session_version(session_id) != drawn["session"]):
+        st.rerun()
 
 
 @st.fragment
@@ -634,6 +656,8 @@ session_id = st.selectbox("Session", list(by_id), key=SESSION_KEY,
                           format_func=lambda i: f"{by_id[i].name} · {by_id[i].n_items:,} examples · "
                                                 f"owner {by_id[i].owner}")
 session = by_id[session_id]
+DRAWN = {"session": store.session_version(session.id), "at": time.monotonic()}  # review_view adds the example
+follow_session(session.id, DRAWN)
 with st.container():  # one element however many lines, so the fragment below keeps its place
     session_summary(session)
     reviewers_panel(session, reviewer)

@@ -4,8 +4,6 @@ file is damaged and how to recompute it. Never a traceback, never a server path.
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -25,15 +23,6 @@ CONFIG = AnalysisConfig(embedding=EmbeddingSpec(source="tabular"), projection="p
 @pytest.fixture(autouse=True)
 def clean_caches(clean_app_caches):
     yield
-
-
-@pytest.fixture
-def small_csv(tmp_path):
-    path = tmp_path / "small.csv"
-    rng = np.random.default_rng(0)
-    pd.DataFrame({"a": rng.normal(size=120), "b": rng.normal(size=120),
-                  "label": rng.choice(["x", "y"], 120)}).to_csv(path, index=False)
-    return path
 
 
 @pytest.fixture

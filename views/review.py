@@ -630,7 +630,7 @@ try:
 except USER_ERRORS as exc:
     say_error(exc)
     st.stop()
-st.caption(f"Reviewing as **{escape_markdown(reviewer)}** · {team_role}.")
+st.caption(f"Reviewing as **{escape_markdown(reviewer)}** · team role: {team_role}.")
 if team_role == ADMIN:
     team_panel(reviewer)
 

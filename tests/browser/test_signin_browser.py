@@ -131,7 +131,7 @@ def test_two_users_sign_in_and_decide_and_an_impostor_is_refused(browser, signin
         context, mallory = sign_in(browser, app_url, "mallory", errors,
                                    extra_http_headers={"X-Forwarded-Email": ALICE, "X-Forwarded-User": ALICE})
         contexts.append(context)
-        expect(mallory.get_by_text(shown(f"Reviewing as {MALLORY} · viewer."))).to_be_visible()
+        expect(mallory.get_by_text(shown(f"Reviewing as {MALLORY} · team role: viewer."))).to_be_visible()
         expect(mallory.get_by_text("You are not a reviewer of this session")).to_be_visible()
         expect(mallory.get_by_role("button", name=KEEP)).to_have_count(0)
         mallory.get_by_role("heading", name="Review").click()

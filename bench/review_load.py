@@ -39,8 +39,6 @@ import asyncio
 import json
 import os
 import re
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -53,6 +51,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.app_server import running_app  # noqa: E402
 from tests.conftest_pg import running_postgres  # noqa: E402
 
 HEADER = "X-Forwarded-Email"
@@ -64,12 +63,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 _INVISIBLE = re.compile("[\u200b-\u200d\u2060\ufeff]")
 _SHOWN = re.compile(r"(user\d{2}@example\.org)\s*:\s*(Keep|Drop|Flag|Relabel)")
 _DECIDED = re.compile(r"You have decided ([\d,]+) of")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -279,46 +272,25 @@ def main(argv: list[str] | None = None) -> int:
         ids = dataset.table["id"].astype(str).tolist()[: args.examples]
         session = store.create_session("load test", ids, owner=OWNER, fingerprint=dataset.fingerprint,
                                        classes=dataset.classes, reviewers=emails, source="bench")
-        port = _free_port()
-        env = dict(os.environ, CARTOGRAPHER_WORKSPACE=str(workspace), CARTOGRAPHER_DATABASE_URL=url_db,
+        env = dict(CARTOGRAPHER_WORKSPACE=str(workspace), CARTOGRAPHER_DATABASE_URL=url_db,
                    CARTOGRAPHER_TRUSTED_USER_HEADER=HEADER, CARTOGRAPHER_ADMINS=OWNER,
-                   CARTOGRAPHER_DATA_ROOTS=str(ROOT / "sample_data"),
-                   STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+                   CARTOGRAPHER_DATA_ROOTS=str(ROOT / "sample_data"))
         log_path = folder / "streamlit.log"
-        with log_path.open("w") as server_log:
-            server = subprocess.Popen(
-                [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
-                 "--server.port", str(port), "--server.address", "127.0.0.1",
-                 "--server.fileWatcherType", "none"],
-                cwd=ROOT, env=env, stdout=server_log, stderr=subprocess.STDOUT)
-            url = f"http://127.0.0.1:{port}"
-            server_started = time.time()
-            try:
-                for _ in range(300):
-                    try:
-                        if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
-                            break
-                    except OSError:
-                        time.sleep(0.2)
-                # A team server is warm when its reviewers arrive: let the worker pool's start-up
-                # (numba's compile of UMAP, at low priority) finish and load the dataset and the
-                # run once, before the clock starts.
-                asyncio.run(_warm_up(url, sample.title, _niced_chromium(folder, args.browser_nice)))
-                time.sleep(max(0.0, args.warm_up - (time.time() - server_started)))
-                probe = HealthProbe(url)
-                probe.start()
-                cpu_before = (time.time(), _cpu_seconds(server.pid), _machine_busy_seconds())
-                print(f"{args.contexts} reviewers for {args.seconds:.0f} s …", flush=True)
-                driven = asyncio.run(_drive(url, emails, sample.title, args.seconds,
-                                             _niced_chromium(folder, args.browser_nice)))
-                probe.stop()
-                cpu_after = (time.time(), _cpu_seconds(server.pid), _machine_busy_seconds())
-            finally:
-                server.terminate()
-                try:
-                    server.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    server.kill()
+        with running_app(folder, env, timeout=120) as app:
+            url, server_started = app.url, time.time()
+            # A team server is warm when its reviewers arrive: let the worker pool's start-up
+            # (numba's compile of UMAP, at low priority) finish and load the dataset and the
+            # run once, before the clock starts.
+            asyncio.run(_warm_up(url, sample.title, _niced_chromium(folder, args.browser_nice)))
+            time.sleep(max(0.0, args.warm_up - (time.time() - server_started)))
+            probe = HealthProbe(url)
+            probe.start()
+            cpu_before = (time.time(), _cpu_seconds(app.process.pid), _machine_busy_seconds())
+            print(f"{args.contexts} reviewers for {args.seconds:.0f} s …", flush=True)
+            driven = asyncio.run(_drive(url, emails, sample.title, args.seconds,
+                                         _niced_chromium(folder, args.browser_nice)))
+            probe.stop()
+            cpu_after = (time.time(), _cpu_seconds(app.process.pid), _machine_busy_seconds())
         history = store.history(session.id)
         store.close()
 

@@ -13,6 +13,7 @@ from analytics.pipeline import DamagedRunError, RunError, is_run_dir
 from analytics.samples import SAMPLES
 from ui import cached, state
 from ui.figures import escape_markdown
+from ui.identity import identity_sidebar
 from ui.policy import policy as operator_policy
 
 _OPEN_PATH = "Open a file or folder…"
@@ -160,6 +161,4 @@ def _set_result(dataset, error: str | None) -> None:
 def reviewer_sidebar() -> None:
     """Who is reviewing: the sign-in panel when the deployment configures one (``st.login`` or a
     trusted proxy header), else a name typed here (:mod:`ui.identity`)."""
-    from ui.identity import identity_sidebar
-
     identity_sidebar()

@@ -31,9 +31,4 @@ def require_dataset() -> Dataset:
     return dataset
 SELECTIONS = "selections"      # {fingerprint: ui.selection.Selection}
 OPENED_RUN = "opened_run"      # AnalysisRun opened from a run folder in the sidebar
-REVIEWER = "reviewer_name"
-
-
-def reviewer_name() -> str:
-    """Who is reviewing (the sidebar's name, or the login's when one is configured); "" if unset."""
-    return str(st.session_state.get(REVIEWER) or "").strip()
+REVIEWER = "reviewer_name"     # the name typed in the sidebar (local mode; see ui.identity)

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.app_server import AppServerError, free_port, running_app  # noqa: F401 (free_port for the tests)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -30,47 +24,16 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.browser)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def serve_app(log_dir: Path, env: dict[str, str], args: tuple[str, ...] = (), *,
               port: int | None = None) -> Iterator[str]:
-    """Run `streamlit run app.py` on ``port`` (default: a free loopback port) with ``env`` added to
-    the environment and ``args`` added to its command line; yields its URL once it answers, stops
-    it after."""
-    port = port or free_port()
-    log = (log_dir / "streamlit.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
-         "--server.headless", "true", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.fileWatcherType", "none", *args],
-        cwd=ROOT, env=dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false", **env),
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        server.terminate()
-        pytest.fail(f"the app server did not answer on {url} within 60 s; see {log.name}")
+    """:func:`tests.app_server.running_app` for a test: yields the app's URL, and fails the test
+    when the server does not start."""
     try:
-        yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
+        with running_app(log_dir, env, args, port=port) as app:
+            yield app.url
+    except AppServerError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")

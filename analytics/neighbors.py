@@ -126,6 +126,9 @@ def build_knn(vectors: np.ndarray, *, k: int = 15, metric: str = "cosine", exact
     if n <= exact_max:
         indices, distances = exact_knn(vectors, k=k, metric=metric)
         return KnnGraph(indices, distances, metric, "exact", 1.0, n)
+    from analytics import numba_cache
+
+    numba_cache.enable()
     from pynndescent import NNDescent
 
     _check_metric(metric)

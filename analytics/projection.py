@@ -76,6 +76,9 @@ def project_umap(
     minutes at 1M points. They are scaled and jittered as umap-learn treats its own spectral
     and PCA starts (:func:`scaled_start`); umap-learn then rescales every start to [0, 10].
     """
+    from analytics import numba_cache
+
+    numba_cache.enable()
     import umap
 
     progress = progress or (lambda fraction, message: None)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# One numba cache for the whole session, this process and the CLI and app processes it starts
+# (analytics.numba_cache): each compiles umap-learn and pynndescent once, not once per test.
+os.environ.setdefault("NUMBA_CACHE_DIR", tempfile.mkdtemp(prefix="cartographer-numba-"))
 
 
 @pytest.fixture(autouse=True)

@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first, from the local CPU wheel (see constraints.txt)
 	$(BIN)/pip install --quiet torch==2.13.0
-	# the ray extra too, so tests/test_ray.py runs against a real local cluster
-	$(BIN)/pip install --quiet -e '.[dev,ray]'
+	# the ray, hf and lightning extras too, so tests/test_ray.py runs against a real local cluster
+	# and tests/test_recorder.py against real Hugging Face and Lightning Trainers
+	$(BIN)/pip install --quiet -e '.[dev,ray,hf,lightning]'
 	touch $(STAMP)
 
 # Debian's Chromium drives the browser tests; never `playwright install`.

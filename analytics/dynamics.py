@@ -2,7 +2,10 @@
 
 1. **Imported** in the format of the Dataset Cartography reference implementation
    (allenai/cartography): a folder of ``dynamics_epoch_{e}.jsonl`` files, e = 0..E-1, one JSON
-   object per line ``{"guid": ..., "logits_epoch_{e}": [K floats], "gold": <class index>}``.
+   object per line ``{"guid": ..., "logits_epoch_{e}": [K floats], "gold": <class index>}``,
+   given as that folder or as the model output folder holding it as ``training_dynamics/``;
+   an optional ``classes.json`` beside the epoch files names the classes in logit order
+   (:mod:`analytics.recorder` writes all of it from the user's own training).
 2. **Checkpoints**, one per epoch: each checkpoint's logits on the dataset.
 3. **A probe** trained on the embeddings (a linear or one-hidden-layer head), recording each
    training example's logits in the training-mode forward pass of every epoch, as the
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import threading
 from contextlib import contextmanager
@@ -32,7 +36,13 @@ __all__ = [
     "DynamicsError",
     "TrainingDynamics",
     "ProbeConfig",
+    "CLASSES_FILE",
+    "DYNAMICS_SUBFOLDER",
+    "dynamics_epoch_files",
+    "find_dynamics_folder",
+    "read_dynamics_classes",
     "read_reference_dynamics",
+    "write_dynamics_epoch",
     "write_reference_dynamics",
     "checkpoint_dynamics",
     "train_probe",
@@ -83,36 +93,164 @@ class TrainingDynamics:
 
 # --------------------------------------------------------------------------- reference format
 
+#: The folder that holds the epoch files inside a model output folder (allenai/cartography layout).
+DYNAMICS_SUBFOLDER = "training_dynamics"
+#: Beside the epoch files: the label names in the order of the logit columns and gold indices.
+CLASSES_FILE = "classes.json"
 
-def read_reference_dynamics(folder: str | Path, ids: Sequence[str], *, n_classes: int | None = None,
-                            gold: np.ndarray | None = None,
-                            policy: Policy | None = None) -> tuple[TrainingDynamics, list[str]]:
-    """Read ``dynamics_epoch_{e}.jsonl`` files and align them with the dataset's ``ids``.
 
-    Returns the dynamics (one seed) and notes for the user (e.g. guids not in the dataset).
-    Raises :class:`DynamicsError` for missing epochs, dataset ids absent from an epoch,
-    inconsistent class counts, or malformed lines (file and line named), and when the
-    operator's rules (``policy``: data roots, size cap; by default :meth:`Policy.from_env`)
-    refuse the folder or one of its files. Only regular files are read, never a device or a pipe.
+def dynamics_epoch_files(folder: str | Path) -> dict[int, Path]:
+    """The ``dynamics_epoch_{e}.jsonl`` entries of ``folder`` by epoch (empty when there are none)."""
+    return {int(m.group(1)): p for p in Path(folder).iterdir() if (m := _EPOCH_FILE.fullmatch(p.name))}
+
+
+def find_dynamics_folder(path: str | Path, *, policy: Policy | None = None) -> Path:
+    """The folder of ``dynamics_epoch_{e}.jsonl`` files that ``path`` names.
+
+    ``path`` is either that folder itself or a model output folder holding it as
+    ``training_dynamics/`` (the layout allenai/cartography writes). Both are checked against the
+    operator's rules (``policy``: data roots; by default :meth:`Policy.from_env`), so this is
+    cheap enough to call before any expensive stage.
+
+    Returns
+    -------
+    Path
+        The resolved folder of epoch files; read this one.
+
+    Raises
+    ------
+    DynamicsError
+        The path is refused, missing or not a folder, or neither it nor its ``training_dynamics/``
+        holds epoch files. The message names the path as typed, never a server path outside the
+        data roots.
     """
+    typed = os.fspath(path)
+    inner_typed = os.path.join(typed, DYNAMICS_SUBFOLDER)
+    what = "folder of training dynamics"
     try:
         policy = policy or Policy.from_env()
-        folder = resolve_data_path(folder, policy, what="folder of training dynamics", allow_file=False)
+        folder = resolve_data_path(typed, policy, what=what, allow_file=False)
+        if dynamics_epoch_files(folder):
+            return folder
+        if os.path.lexists(folder / DYNAMICS_SUBFOLDER):  # a link is checked against the roots first
+            inner = resolve_data_path(inner_typed, policy, what=what, allow_file=False)
+            if dynamics_epoch_files(inner):
+                return inner
     except AccessError as exc:
         raise DynamicsError(str(exc)) from None
-    files = {int(m.group(1)): p for p in folder.iterdir() if (m := _EPOCH_FILE.search(p.name))}
+    except OSError as exc:  # a folder that cannot be listed
+        raise DynamicsError(f"{typed}: cannot be read as a {what} ({type(exc).__name__}).") from None
+    raise DynamicsError(f"{typed}: neither {typed} nor {inner_typed} holds dynamics_epoch_*.jsonl files. "
+                        "Give the folder of the epoch files (dynamics_epoch_0.jsonl, dynamics_epoch_1.jsonl, "
+                        "...) or the model output folder that holds training_dynamics/.")
+
+
+def read_dynamics_classes(folder: Path, *, policy: Policy | None = None) -> tuple[str, ...] | None:
+    """The label names of ``folder``'s ``classes.json`` (a JSON list, in logit-column order), or
+    None when it has none.
+
+    Raises
+    ------
+    DynamicsError
+        The file is refused by the operator's rules, unreadable, not a list of distinct names.
+    """
+    path = Path(folder) / CLASSES_FILE
+    if not os.path.lexists(path):
+        return None
+    try:
+        path = resolve_data_path(path, policy or Policy.from_env(), what="classes file", allow_dir=False)
+        names = json.loads(path.read_text(encoding="utf-8"))
+    except AccessError as exc:
+        raise DynamicsError(str(exc)) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DynamicsError(f"{path}: cannot be read as a JSON list of class names ({type(exc).__name__}: {exc}).") \
+            from None
+    if (not isinstance(names, list) or not names
+            or not all(isinstance(n, (str, int)) and not isinstance(n, bool) for n in names)):
+        raise DynamicsError(f"{path}: must be a JSON list of the class names in the order of the logits, "
+                            f'e.g. ["negative", "positive"].')
+    names = tuple(str(n) for n in names)
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DynamicsError(f"{path}: names {repeated} more than once; each class has one logit column.")
+    return names
+
+
+def _class_columns(names: tuple[str, ...], classes: Sequence[str] | None, path: Path) -> np.ndarray:
+    """For each logit column of the dynamics (named by ``classes.json``), its index among the
+    dataset's ``classes`` (by default the names sorted as the dataset loader sorts labels)."""
+    if classes is None:
+        import pandas as pd
+
+        from analytics.datasets import _sorted_classes
+
+        classes = _sorted_classes(pd.Series(list(names)))
+    index = {str(name): i for i, name in enumerate(classes)}
+    unknown = [name for name in names if name not in index]
+    if unknown:
+        raise DynamicsError(f"{path}: class {unknown[0]!r} is not a class of the dataset "
+                            f"({len(unknown)} such; the dataset's classes: {list(index)[:20]}).")
+    absent = [name for name in index if name not in set(names)]
+    if absent:
+        raise DynamicsError(f"{path}: lacks the dataset's classes {absent[:10]}; the model must have one "
+                            "logit per class of the dataset.")
+    return np.array([index[name] for name in names], dtype=np.int64)
+
+
+def read_reference_dynamics(folder: str | Path, ids: Sequence[str], *, n_classes: int | None = None,
+                            gold: np.ndarray | None = None, policy: Policy | None = None,
+                            classes: Sequence[str] | None = None) -> tuple[TrainingDynamics, list[str]]:
+    """Read ``dynamics_epoch_{e}.jsonl`` files and align them with the dataset's ``ids``.
+
+    Parameters
+    ----------
+    folder : str or Path
+        The folder of epoch files or a model output folder holding ``training_dynamics/``
+        (see :func:`find_dynamics_folder`).
+    ids : sequence of str
+        The dataset's ids, in its order; the records' ``guid`` are matched against them.
+    n_classes : int, optional
+        The number of logits each record must have.
+    gold : ndarray of shape (n_examples,), optional
+        The dataset's label indices; a note says how many differ from the dynamics' gold.
+    classes : sequence of str, optional
+        The dataset's class names in index order. When the folder holds ``classes.json`` (the
+        names in the order of the logits, as :class:`analytics.recorder.DynamicsRecorder` writes
+        it), the logit columns and gold indices are mapped into this order (by default the names
+        sorted as the dataset loader sorts labels). Without ``classes.json`` the indices are
+        taken as already in the dataset's order, the sorted label names.
+
+    Returns the dynamics (one seed) and notes for the user (e.g. guids not in the dataset).
+    Raises :class:`DynamicsError` for a folder without epoch files, missing epochs, dataset ids
+    absent from an epoch, guids matching no example, inconsistent class counts, a gold index
+    beyond the classes or malformed lines (file and line named), a ``classes.json`` naming a
+    class the dataset lacks, and when the operator's rules (``policy``: data roots, size cap; by
+    default :meth:`Policy.from_env`) refuse the folder or one of its files. Only regular files
+    are read, never a device or a pipe.
+    """
+    policy = policy or Policy.from_env()
+    folder = find_dynamics_folder(folder, policy=policy)
+    files = dynamics_epoch_files(folder)
     for name in files.values():
         try:
             resolve_data_path(name, policy, what="dynamics file", allow_dir=False)
         except AccessError as exc:
             raise DynamicsError(str(exc)) from None
-    if not files:
-        raise DynamicsError(f"{folder}: no dynamics_epoch_{{e}}.jsonl files found.")
     epochs = sorted(files)
     missing = sorted(set(range(epochs[-1] + 1)) - set(epochs))
     if missing:
         raise DynamicsError(f"{folder}: epochs {missing} are missing (found {epochs}); "
                             "epochs must run from 0 without gaps.")
+    names = read_dynamics_classes(folder, policy=policy)
+    if classes is not None and n_classes is not None and len(classes) != n_classes:
+        raise ValueError(f"n_classes={n_classes} but {len(classes)} classes were given.")
+    columns = None
+    width = n_classes or (len(classes) if classes is not None else None)
+    if names is not None:
+        columns = _class_columns(names, classes, folder / CLASSES_FILE)
+        if width is not None and width != len(names):
+            raise DynamicsError(f"{folder / CLASSES_FILE}: names {len(names)} classes; the dataset has {width}.")
+        width = len(names)
     ids = [str(i) for i in ids]
     position = {guid: i for i, guid in enumerate(ids)}
     logits = None
@@ -121,7 +259,7 @@ def read_reference_dynamics(folder: str | Path, ids: Sequence[str], *, n_classes
     for epoch in epochs:
         path = files[epoch]
         key = f"logits_epoch_{epoch}"
-        seen = np.zeros(len(ids), dtype=bool)
+        rows, values_by_row, labels = [], [], []
         unknown = []
         with path.open(encoding="utf-8") as handle:
             for line_number, line in enumerate(handle, start=1):
@@ -137,18 +275,30 @@ def read_reference_dynamics(folder: str | Path, ids: Sequence[str], *, n_classes
                 if row is None:
                     unknown.append(guid)
                     continue
-                if logits is None:
-                    classes = n_classes or len(values)
-                    logits = np.zeros((1, len(epochs), len(ids), classes), dtype=np.float32)
-                if len(values) != logits.shape[3]:
+                if width is None:
+                    width = len(values)
+                if len(values) != width:
                     raise DynamicsError(f"{path}: line {line_number} has {len(values)} logits; "
-                                        f"expected {logits.shape[3]} (one per class).")
-                logits[0, epoch, row] = values
-                seen[row] = True
-                file_gold[row] = label
-        if logits is None:
+                                        f"expected {width} (one per class).")
+                if not 0 <= label < width:
+                    raise DynamicsError(f"{path}: line {line_number} has gold {label}, beyond the {width} classes "
+                                        f"(indices 0..{width - 1}"
+                                        f"{' of ' + CLASSES_FILE if names is not None else ''}).")
+                rows.append(row)
+                values_by_row.append(values)
+                labels.append(label)
+        if not rows:
             raise DynamicsError(f"{path}: none of its guids match the dataset's ids "
                                 f"(e.g. {unknown[:3]}).")
+        if logits is None:
+            logits = np.zeros((1, len(epochs), len(ids), width), dtype=np.float32)
+        try:
+            logits[0, epoch, rows] = np.asarray(values_by_row, dtype=np.float32)
+        except (TypeError, ValueError) as exc:  # a logit that is not a number
+            raise DynamicsError(f"{path}: holds logits that are not numbers ({exc}).") from None
+        file_gold[rows] = labels
+        seen = np.zeros(len(ids), dtype=bool)
+        seen[rows] = True
         if not seen.all():
             absent = [ids[i] for i in np.flatnonzero(~seen)[:5]]
             raise DynamicsError(f"{path}: {int((~seen).sum())} dataset ids have no logits in epoch "
@@ -156,6 +306,11 @@ def read_reference_dynamics(folder: str | Path, ids: Sequence[str], *, n_classes
         if unknown and epoch == 0:
             notes.append(f"{len(unknown)} guids in the dynamics are not in the dataset and were "
                          f"ignored, e.g. {unknown[:3]}.")
+    if columns is not None and (columns != np.arange(len(columns))).any():
+        logits = logits[..., np.argsort(columns)]   # column j of the file is the dataset's class columns[j]
+        file_gold = columns[file_gold]
+        notes.append(f"The logits were recorded in the class order of {CLASSES_FILE} ({list(names)[:10]}) and "
+                     "were mapped into the dataset's order.")
     if gold is not None and (gold != file_gold).any():
         differ = int((gold != file_gold).sum())
         notes.append(f"{differ} examples have a different gold label in the dynamics than in the "
@@ -163,20 +318,37 @@ def read_reference_dynamics(folder: str | Path, ids: Sequence[str], *, n_classes
     return TrainingDynamics(logits=logits, gold=file_gold, source="reference"), notes
 
 
+def write_dynamics_epoch(folder: str | Path, epoch: int, ids: Sequence[str], logits: np.ndarray,
+                         gold: np.ndarray) -> Path:
+    """Write one epoch as ``folder/dynamics_epoch_{epoch}.jsonl`` (reference format), atomically.
+
+    Parameters
+    ----------
+    ids : sequence of str, length n
+    logits : ndarray of shape (n, n_classes)
+        Written as the float32 values they hold (what torch's ``.tolist()`` writes in the
+        reference code), so they read back exactly.
+    gold : ndarray of shape (n,), int
+    """
+    key = f"logits_epoch_{epoch}"
+    values = np.asarray(logits, dtype=np.float32).astype(np.float64).tolist()
+    labels = np.asarray(gold, dtype=np.int64).tolist()
+    text = "".join(json.dumps({"guid": str(guid), key: row, "gold": label}) + "\n"
+                   for guid, row, label in zip(ids, values, labels))
+    path = Path(folder) / f"dynamics_epoch_{epoch}.jsonl"
+    atomic_write_text(path, text)
+    return path
+
+
 def write_reference_dynamics(dynamics: TrainingDynamics, ids: Sequence[str], folder: str | Path,
-                             *, seed: int = 0) -> list[Path]:
-    """Write one seed's dynamics as ``dynamics_epoch_{e}.jsonl`` files (reference format)."""
+                             *, seed: int = 0, classes: Sequence[str] | None = None) -> list[Path]:
+    """Write one seed's dynamics as ``dynamics_epoch_{e}.jsonl`` files (reference format), and
+    with ``classes`` (the label names in the order of the logit columns) ``classes.json``."""
     folder = Path(folder)
-    written = []
-    for epoch in range(dynamics.n_epochs):
-        key = f"logits_epoch_{epoch}"
-        values = dynamics.logits[seed, epoch]
-        lines = [json.dumps({"guid": guid, key: row.tolist(), "gold": int(label)})
-                 for guid, row, label in zip(ids, values.astype(np.float64), dynamics.gold)]
-        path = folder / f"dynamics_epoch_{epoch}.jsonl"
-        atomic_write_text(path, "\n".join(lines) + "\n")
-        written.append(path)
-    return written
+    if classes is not None:
+        atomic_write_text(folder / CLASSES_FILE, json.dumps([str(name) for name in classes]) + "\n")
+    return [write_dynamics_epoch(folder, epoch, ids, dynamics.logits[seed, epoch], dynamics.gold)
+            for epoch in range(dynamics.n_epochs)]
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -76,6 +76,103 @@ def test_malformed_line_is_named(tmp_path):
         read_reference_dynamics(tmp_path / "td", ["a"])
 
 
+def test_both_folder_layouts_are_found_and_a_wrong_one_is_named(tmp_path):
+    from analytics.dynamics import find_dynamics_folder
+
+    write_epochs(tmp_path / "model" / "training_dynamics", ["a", "b"], np.zeros((2, 2, 2), np.float32), [0, 1])
+    inner = (tmp_path / "model" / "training_dynamics").resolve()
+    assert find_dynamics_folder(tmp_path / "model") == inner            # the allenai/cartography layout
+    assert find_dynamics_folder(tmp_path / "model" / "training_dynamics") == inner
+    dynamics, _ = read_reference_dynamics(tmp_path / "model", ["b", "a"])
+    assert dynamics.logits.shape == (1, 2, 2, 2)
+    (tmp_path / "empty" / "training_dynamics").mkdir(parents=True)
+    typed = str(tmp_path / "empty")
+    with pytest.raises(DynamicsError) as caught:
+        find_dynamics_folder(typed)
+    assert str(caught.value).startswith(f"{typed}: neither {typed} nor {typed}/training_dynamics holds "
+                                        "dynamics_epoch_*.jsonl")
+    with pytest.raises(DynamicsError, match="no such file or folder"):
+        read_reference_dynamics(tmp_path / "nowhere", ["a"])
+    (tmp_path / "file.jsonl").write_text("{}\n")
+    with pytest.raises(DynamicsError, match="is a file; a folder of training dynamics must be a folder"):
+        find_dynamics_folder(tmp_path / "file.jsonl")
+
+
+def test_the_data_roots_apply_to_the_dynamics_folder_and_what_it_links_to(tmp_path):
+    from analytics.access import Policy
+    from analytics.dynamics import find_dynamics_folder
+
+    root = tmp_path / "root"
+    secret = tmp_path / "secret" / "training_dynamics"
+    write_epochs(secret, ["a"], np.zeros((1, 1, 2), np.float32), [0])
+    (root / "model").mkdir(parents=True)
+    (root / "model" / "training_dynamics").symlink_to(secret)       # a link inside the root pointing out
+    policy = Policy(data_roots=(root.resolve(),))
+    for typed in (root / "model", tmp_path / "secret"):
+        with pytest.raises(DynamicsError, match="outside the data folders") as caught:
+            find_dynamics_folder(typed, policy=policy)
+        assert "secret" not in str(caught.value).replace(str(typed), "")   # never the link's target
+
+
+def test_classes_json_maps_the_logits_into_the_dataset_class_order(tmp_path):
+    rng = np.random.default_rng(0)
+    ids = [f"ex{i}" for i in range(12)]
+    logits = rng.normal(size=(3, 12, 3)).astype(np.float32)
+    gold = rng.integers(0, 3, 12)                        # indices into the recorded order below
+    write_epochs(tmp_path / "td", ids, logits, gold)
+    recorded = ["cat", "ant", "bee"]
+    (tmp_path / "td" / "classes.json").write_text(json.dumps(recorded))
+    dataset_classes = ("ant", "bee", "cat")
+    dynamics, notes = read_reference_dynamics(tmp_path / "td", ids, classes=dataset_classes)
+    column = [dataset_classes.index(name) for name in recorded]
+    np.testing.assert_array_equal(dynamics.logits[0][..., column], logits)
+    np.testing.assert_array_equal(dynamics.gold, [dataset_classes.index(recorded[g]) for g in gold])
+    assert any("class order of classes.json" in note for note in notes)
+    # the data map does not depend on the order the classes were recorded in
+    direct = cartography(logits[None], gold)
+    for score, values in cartography(dynamics.logits, dynamics.gold).items():
+        np.testing.assert_allclose(values, direct[score], atol=1e-12)
+    # without the dataset's classes, the sorted names are its order (as the loader sorts labels)
+    again, _ = read_reference_dynamics(tmp_path / "td", ids)
+    np.testing.assert_array_equal(again.logits, dynamics.logits)
+    with pytest.raises(DynamicsError, match=r"classes.json: class 'cat' is not a class of the dataset"):
+        read_reference_dynamics(tmp_path / "td", ids, classes=("ant", "bee", "dog"))
+    with pytest.raises(DynamicsError, match=r"classes.json: lacks the dataset's classes \['dog'\]"):
+        read_reference_dynamics(tmp_path / "td", ids, classes=("ant", "bee", "cat", "dog"))
+    (tmp_path / "td" / "classes.json").write_text('{"cat": 0}')
+    with pytest.raises(DynamicsError, match="classes.json: must be a JSON list of the class names"):
+        read_reference_dynamics(tmp_path / "td", ids)
+    (tmp_path / "td" / "classes.json").write_text('["ant", "cat"]')
+    with pytest.raises(DynamicsError, match=r"dynamics_epoch_0.jsonl: line 1 has 3 logits; expected 2"):
+        read_reference_dynamics(tmp_path / "td", ids)
+
+
+def test_a_gold_index_beyond_the_classes_names_the_file_and_line(tmp_path):
+    write_epochs(tmp_path / "td", ["a", "b", "c"], np.zeros((2, 3, 2), np.float32), [0, 1, 0])
+    lines = (tmp_path / "td" / "dynamics_epoch_1.jsonl").read_text().splitlines()
+    lines[2] = lines[2].replace('"gold": 0', '"gold": 2')
+    (tmp_path / "td" / "dynamics_epoch_1.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DynamicsError, match=r"dynamics_epoch_1.jsonl: line 3 has gold 2, beyond the 2 classes"):
+        read_reference_dynamics(tmp_path / "td", ["a", "b", "c"], classes=("x", "y"))
+    with pytest.raises(DynamicsError, match=r"dynamics_epoch_0.jsonl: none of its guids match the dataset's ids"):
+        read_reference_dynamics(tmp_path / "td", ["p", "q"])
+
+
+def test_reading_100k_lines_takes_seconds(tmp_path):
+    import time
+
+    n = 100_000
+    ids = [f"id{i}" for i in range(n)]
+    logits = np.random.default_rng(0).normal(size=(1, n, 4)).astype(np.float32)
+    write_reference_dynamics(TrainingDynamics(logits=logits[None], gold=np.zeros(n, np.int64), source="probe"),
+                             ids, tmp_path)
+    start = time.perf_counter()
+    dynamics, _ = read_reference_dynamics(tmp_path, ids[::-1], classes=("a", "b", "c", "d"))
+    elapsed = time.perf_counter() - start
+    np.testing.assert_array_equal(dynamics.logits[0, 0], logits[0, ::-1])
+    assert elapsed < 15, f"{elapsed:.1f} s for 100,000 lines"      # about 1 s on two quiet cores
+
+
 def test_checkpoint_dynamics_in_epoch_order():
     outputs = {"e0": np.array([[1.0, 0.0], [0.0, 1.0]]), "e1": np.array([[2.0, 0.0], [1.0, 0.0]])}
     dynamics = checkpoint_dynamics(["e0", "e1"], np.array([0, 1]), run_one=lambda p: outputs[p])

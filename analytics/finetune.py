@@ -89,7 +89,7 @@ from analytics.access import AccessError, Policy, resolve_data_path
 from analytics.datasets import Dataset
 from analytics.dynamics import TrainingDynamics, _one_thread_if_small
 from analytics.vog import VogAccumulator
-from analytics.workspace import atomic_write, atomic_write_text
+from analytics.workspace import atomic_write
 
 __all__ = ["FinetuneError", "FinetuneConfig", "check_finetune", "finetune_dynamics", "finetune_heldout"]
 

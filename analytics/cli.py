@@ -1,6 +1,7 @@
 """The ``cartographer`` command line.
 
     cartographer analyze DATASET [--embeddings FILE | --checkpoint PATH] [--dynamics DIR]
+                         [--dynamics-from probe|finetune|checkpoints|folder] [--finetune-epochs N ...]
                          [--clusters kmeans|hdbscan|none] [--n-clusters K] [--ray ADDRESS] --out DIR
     cartographer export-dynamics RUN_DIR --out DIR [--seed S]
     cartographer impact RUN_DIR --out DIR [--experiment pruning|easy-hard|what-if] [...]
@@ -63,10 +64,60 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --finetune-* option → FinetuneConfig field
+_FINETUNE_OPTIONS = {"finetune_epochs": "epochs", "finetune_lr": "learning_rate", "finetune_batch_size": "batch_size",
+                     "finetune_max_tokens": "max_tokens", "finetune_seed": "seed", "finetune_model": "model",
+                     "finetune_heldout": "heldout"}
+
+
+def _dynamics_source(args: argparse.Namespace, checkpoints: tuple[str, ...]) -> str:
+    """The source of training dynamics the flags ask for; an explicit conflicting combination
+    is refused with a message that names the flags."""
+    implied = [name for name, given in (("folder", bool(args.dynamics)), ("checkpoints", len(checkpoints) > 1))
+               if given]
+    if len(implied) > 1:
+        raise DatasetError("Give either --dynamics or several --checkpoint files, not both: each is a source "
+                           "of training dynamics.")
+    chosen = args.dynamics_from
+    if chosen is None:
+        chosen = implied[0] if implied else "probe"
+    elif implied and implied[0] != chosen:
+        flag = "--dynamics" if implied[0] == "folder" else "several --checkpoint files"
+        raise DatasetError(f"--dynamics-from {chosen} conflicts with {flag} (training dynamics from the "
+                           f"{implied[0]}): choose one source.")
+    elif chosen == "folder" and not args.dynamics:
+        raise DatasetError("--dynamics-from folder needs --dynamics DIR: the folder of dynamics_epoch_*.jsonl "
+                           "files, or the model output folder that holds training_dynamics/.")
+    elif chosen == "checkpoints" and len(checkpoints) < 2:
+        raise DatasetError(f"--dynamics-from checkpoints needs --checkpoint once per epoch, in order (at least "
+                           f"two); {len(checkpoints)} given.")
+    finetune_flags = [f"--{option.replace('_', '-')}" for option in _FINETUNE_OPTIONS
+                      if getattr(args, option) is not None]
+    if finetune_flags and chosen != "finetune":
+        raise DatasetError(f"{', '.join(finetune_flags)} apply only to --dynamics-from finetune "
+                           f"(the training dynamics here come from the {chosen}).")
+    if args.no_scores and (args.dynamics_from not in (None, "probe") or implied):
+        raise DatasetError("--no-scores computes no training dynamics: leave out --dynamics-from, --dynamics "
+                           "and the per-epoch checkpoints, or compute the scores.")
+    return chosen
+
+
+def _finetune_config(args: argparse.Namespace):
+    """The fine-tuning settings from the --finetune-* flags (the defaults for those not given)."""
+    from analytics.finetune import FinetuneConfig
+
+    given = {field: getattr(args, option) for option, field in _FINETUNE_OPTIONS.items()
+             if getattr(args, option) is not None}
+    if "model" in given:
+        given["model"] = str(resolve_data_path(given["model"], Policy.from_env(), what="model to fine-tune"))
+    return FinetuneConfig(device=args.device, **given)
+
+
 def _analyze(args: argparse.Namespace) -> int:
     from analytics.dynamics import ProbeConfig
     from analytics.embeddings import EmbeddingSpec
     from analytics.clusters import ClusterConfig
+    from analytics.finetune import FinetuneConfig
     from analytics.pipeline import AnalysisConfig, run_analysis
     from analytics.slices import SliceConfig
 
@@ -84,14 +135,14 @@ def _analyze(args: argparse.Namespace) -> int:
     elif args.embedding_source:
         spec = EmbeddingSpec(source=args.embedding_source, column=args.vector_column,
                              batch_size=args.batch_size)
-    if args.dynamics and len(checkpoints) > 1:
-        raise DatasetError("Give either --dynamics or several --checkpoint files, not both.")
+    source = _dynamics_source(args, checkpoints)
     dynamics_dir = (str(resolve_data_path(args.dynamics, Policy.from_env(), what="folder of training dynamics",
                                           allow_file=False)) if args.dynamics else None)
     config = AnalysisConfig(embedding=spec, projection=args.projection, k=args.k, seed=args.seed,
                             device=args.device, scores=not args.no_scores, dynamics_dir=dynamics_dir,
-                            checkpoints=checkpoints if len(checkpoints) > 1 else (),
-                            architecture=args.architecture, trust=args.trust_checkpoint,
+                            checkpoints=checkpoints if source == "checkpoints" else (),
+                            architecture=args.architecture, trust=args.trust_checkpoint, dynamics_from=source,
+                            finetune=_finetune_config(args) if source == "finetune" else FinetuneConfig(),
                             probe=ProbeConfig(hidden=args.probe_hidden, epochs=args.probe_epochs,
                                               seeds=args.probe_seeds, device=args.device,
                                               scheme=args.probe_scheme),
@@ -109,13 +160,15 @@ def _analyze(args: argparse.Namespace) -> int:
         cluster = executor.describe()
         print(f"parallel units run on the Ray cluster at {args.ray}: {cluster['nodes']} node"
               f"{'s' * (cluster['nodes'] != 1)}, {cluster['cpus']} CPUs", file=sys.stderr)
-    last = {"stage": None, "time": 0.0}
+    last = {"stage": None, "time": 0.0, "step": -1}
 
     def progress(stage: str, fraction: float, message: str) -> None:
-        now = time.monotonic()
-        if stage != last["stage"] or fraction >= 1.0 or now - last["time"] > 5:
+        # A line when a stage starts or ends, every 5 % of it and at least every 5 s: a fine-tuning
+        # epoch's steps (with the time the epoch is expected to take) show, without a line per step.
+        now, step = time.monotonic(), int(fraction * 20)
+        if stage != last["stage"] or fraction >= 1.0 or step != last["step"] or now - last["time"] > 5:
             print(f"[{stage:>10}] {fraction:4.0%} {message}", file=sys.stderr, flush=True)
-            last.update(stage=stage, time=now)
+            last.update(stage=stage, time=now, step=step)
 
     try:
         run = run_analysis(dataset, config, out_dir=args.out, progress=progress, executor=executor)
@@ -296,8 +349,14 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--vector-column", metavar="COLUMN", help="the dataset column holding vectors")
     source.add_argument("--batch-size", type=int, default=64)
     scores = analyze.add_argument_group("training dynamics and scores")
+    scores.add_argument("--dynamics-from", choices=("probe", "finetune", "checkpoints", "folder"), default=None,
+                        help="where the training dynamics come from: a probe on the embeddings (default), "
+                             "fine-tuning the model on the examples, the per-epoch --checkpoint files, or the "
+                             "--dynamics folder (the last two are implied by their flags)")
     scores.add_argument("--dynamics", metavar="DIR",
-                        help="a folder of dynamics_epoch_{e}.jsonl files (allenai/cartography format)")
+                        help="training dynamics in the allenai/cartography format: the folder of "
+                             "dynamics_epoch_{e}.jsonl files, or the model output folder that holds "
+                             "training_dynamics/")
     scores.add_argument("--probe-epochs", type=int, default=10)
     scores.add_argument("--probe-seeds", type=int, default=3)
     scores.add_argument("--probe-hidden", type=int, default=256, help="hidden units; 0 for a linear probe")
@@ -306,6 +365,22 @@ def build_parser() -> argparse.ArgumentParser:
                              "probabilities; cross-fit: seeds + 1 probes give both (2.3x less training); "
                              "auto: cross-fit from 200,000 examples on")
     scores.add_argument("--no-scores", action="store_true", help="only the map: no dynamics or scores")
+    tune = analyze.add_argument_group("fine-tuning (--dynamics-from finetune; defaults give the paper's map)")
+    tune.add_argument("--finetune-epochs", type=int, default=None, metavar="N", help="epochs, at least 2 (default 5)")
+    tune.add_argument("--finetune-lr", type=float, default=None, metavar="LR",
+                      help="AdamW learning rate, decayed linearly to 0 (default: 3e-5 for text, 1e-3 for "
+                           "tables and images)")
+    tune.add_argument("--finetune-batch-size", type=int, default=None, metavar="N", help="batch size (default 32)")
+    tune.add_argument("--finetune-max-tokens", type=int, default=None, metavar="N",
+                      help="text is cut to this many tokens (default 96)")
+    tune.add_argument("--finetune-seed", type=int, default=None, metavar="S", help="seed (default 0)")
+    tune.add_argument("--finetune-model", default=None, metavar="PATH",
+                      help="the model to fine-tune: a Hugging Face text model folder, or for images a "
+                           "Hugging Face image model folder or a TorchScript file (default: MiniLM for "
+                           "text, a small CNN on the pixels for images; tables always train an MLP)")
+    tune.add_argument("--finetune-heldout", choices=("auto", "cross-fit", "probe"), default=None,
+                      help="held-out probabilities: cross-fit the fine-tuning, take the probe's, or "
+                           "auto (cross-fit when it fits the time budget)")
     groups = analyze.add_argument_group("subpopulations")
     groups.add_argument("--clusters", choices=("kmeans", "hdbscan", "none"), default="kmeans",
                         help="k-means on the embeddings (default), HDBSCAN on the map, or no clustering")

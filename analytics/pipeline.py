@@ -6,6 +6,11 @@ result is cached in the workspace under the dataset fingerprint and the stage's 
 a run that stopped after a stage resumes from there, and a second run with the same inputs is
 instant.
 
+Training dynamics come from one of four sources (``AnalysisConfig.dynamics_from``): the probe
+on the embeddings, fine-tuning (:mod:`analytics.finetune`), per-epoch checkpoints, or a folder
+in the allenai/cartography format. :func:`check_sources` checks the chosen source before any
+stage runs, so a wrong folder or checkpoint fails in seconds, not after the embeddings and UMAP.
+
 A run folder holds:
 
 - ``examples.parquet`` — one row per example: the dataset's columns (``id``, ``label``,
@@ -40,19 +45,23 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from analytics.access import AccessError, Policy, check_architecture, resolve_data_path
 from analytics.clusters import ClusterConfig, Clustering, cluster_embeddings, cluster_summary, name_clusters
 from analytics.datasets import ColumnRoles, Dataset
 from analytics.dynamics import (
+    DynamicsError,
     ProbeConfig,
     TrainingDynamics,
     checkpoint_dynamics,
     cross_fit_dynamics,
     cross_fit_probabilities,
+    find_dynamics_folder,
     resolve_scheme,
     read_reference_dynamics,
     train_probe,
 )
 from analytics.embeddings import EmbeddingSpec, checkpoint_outputs, compute_embeddings, default_spec
+from analytics.finetune import FinetuneConfig, FinetuneError, check_finetune, finetune_dynamics, finetune_heldout
 from analytics.neighbors import KnnGraph, build_knn
 from analytics.parallel import LOCAL, Executor
 from analytics.projection import PCA_START_FROM, PROJECTIONS, UMAP_INITS, project_pca, project_umap
@@ -63,7 +72,11 @@ from analytics.workspace import Workspace, atomic_write, atomic_write_text, file
 __all__ = [
     "AnalysisConfig",
     "AnalysisRun",
+    "CheckedSource",
+    "DYNAMICS_SOURCES",
     "RunError",
+    "SourceError",
+    "check_sources",
     "DamagedRunError",
     "RunProblem",
     "STAGES",
@@ -82,6 +95,7 @@ __all__ = [
     "analysis_columns",
 ]
 
+DYNAMICS_SOURCES = ("probe", "finetune", "checkpoints", "folder")
 STAGES = ("embeddings", "neighbors", "pca", "umap", "dynamics", "heldout", "scores", "clusters", "artefacts")
 CLUSTER_COLUMNS = ("cluster", "cluster_fine")
 ROLE_COLUMNS = ("id", "text", "image")
@@ -123,10 +137,27 @@ class DamagedRunError(RunError):
         super().__init__("The run is damaged: " + "; ".join(str(p) for p in self.problems) + ".")
 
 
+class SourceError(RunError):
+    """The training-dynamics source cannot be used: a dynamics folder that is missing, has a gap
+    in its epochs, guids that match no example or a class index beyond the labels; a checkpoint
+    that is missing or outside the data roots, or an architecture the operator's rules refuse;
+    fine-tuning settings that cannot work. Raised by :func:`check_sources` before any stage runs;
+    the message names the file (and line) at fault and is safe to show a browser user."""
+
+
 @dataclass(frozen=True)
 class AnalysisConfig:
     """What to compute. ``embedding=None`` picks the source from the data (see
-    :func:`analytics.embeddings.default_spec`)."""
+    :func:`analytics.embeddings.default_spec`).
+
+    Training dynamics come from ``dynamics_from``: ``"probe"`` (a probe on the embeddings,
+    ``probe``), ``"finetune"`` (the model fine-tuned on the examples, ``finetune``; see
+    :mod:`analytics.finetune`), ``"checkpoints"`` (``checkpoints``, one per epoch in order, with
+    ``architecture`` for state dicts) or ``"folder"`` (``dynamics_dir``: the folder of
+    ``dynamics_epoch_*.jsonl`` files or the model output folder that holds
+    ``training_dynamics/``). ``None`` resolves from the other fields: ``dynamics_dir`` gives
+    "folder", ``checkpoints`` give "checkpoints", otherwise "probe" (:attr:`dynamics_source`).
+    """
 
     embedding: EmbeddingSpec | None = None
     projection: str = "umap"
@@ -144,6 +175,8 @@ class AnalysisConfig:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     clusters: ClusterConfig | None = field(default_factory=ClusterConfig)
     slices: SliceConfig = field(default_factory=SliceConfig)
+    dynamics_from: str | None = None
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def __post_init__(self):
         if self.projection not in PROJECTIONS:
@@ -152,6 +185,36 @@ class AnalysisConfig:
             raise ValueError("k must be at least 1")
         if self.umap_init not in UMAP_INITS:
             raise ValueError(f"umap_init must be one of {UMAP_INITS}, not {self.umap_init!r}")
+        self._check_dynamics_source()
+
+    @property
+    def dynamics_source(self) -> str:
+        """Where the training dynamics come from: "probe", "finetune", "checkpoints" or "folder"."""
+        if self.dynamics_from is not None:
+            return self.dynamics_from
+        return "folder" if self.dynamics_dir else "checkpoints" if self.checkpoints else "probe"
+
+    def _check_dynamics_source(self) -> None:
+        chosen = self.dynamics_from
+        if chosen is not None and chosen not in DYNAMICS_SOURCES:
+            raise ValueError(f"dynamics_from must be one of {DYNAMICS_SOURCES}, not {chosen!r}")
+        if self.dynamics_dir and self.checkpoints:
+            raise ValueError("Give either a dynamics folder or per-epoch checkpoints, not both: each is a "
+                             "source of training dynamics.")
+        given = "a dynamics folder" if self.dynamics_dir else "per-epoch checkpoints" if self.checkpoints else None
+        if chosen in ("probe", "finetune") and given:
+            raise ValueError(f"Training dynamics from the {'probe' if chosen == 'probe' else 'fine-tuning'} "
+                             f"conflict with {given}: choose one source of training dynamics.")
+        if chosen == "folder" and not self.dynamics_dir:
+            raise ValueError("Training dynamics from a folder need its path: the folder of "
+                             "dynamics_epoch_*.jsonl files, or the model output folder that holds "
+                             "training_dynamics/.")
+        if self.dynamics_source == "checkpoints" and len(self.checkpoints) < 2:
+            raise ValueError(f"Training dynamics from checkpoints need at least two checkpoints, one per "
+                             f"epoch in order; {len(self.checkpoints)} given.")
+        if not self.scores and chosen not in (None, "probe"):
+            raise ValueError(f"Without scores no training dynamics are computed, so dynamics from "
+                             f"'{chosen}' have nothing to do: compute the scores, or leave the source out.")
 
     def resolved(self, dataset: Dataset) -> "AnalysisConfig":
         return self if self.embedding else replace(self, embedding=default_spec(dataset))
@@ -184,10 +247,89 @@ class AnalysisRun:
         return self.read("dynamics.npy", mmap=True)
 
 
+@dataclass(frozen=True, eq=False)
+class CheckedSource:
+    """A training-dynamics source that :func:`check_sources` found usable.
+
+    Attributes
+    ----------
+    source : {"probe", "finetune", "checkpoints", "folder"}
+    folder : Path, optional
+        (folder) The resolved folder of the ``dynamics_epoch_*.jsonl`` files.
+    reference : TrainingDynamics, optional
+        (folder) The dynamics read from it, aligned with the dataset (kept so the dynamics stage
+        does not read the folder again).
+    notes : tuple of str
+        What the reader noticed (guids not in the dataset, gold labels that differ).
+    """
+
+    source: str
+    folder: Path | None = None
+    reference: TrainingDynamics | None = None
+    notes: tuple[str, ...] = ()
+
+
+def check_sources(dataset: Dataset, config: AnalysisConfig, *, policy: Policy | None = None) -> CheckedSource:
+    """Check the training-dynamics source of ``config`` on ``dataset``, before anything expensive.
+
+    :func:`run_analysis` calls it first (the app also calls it when the user presses Compute):
+
+    - ``"folder"``: the folder is found (either layout, :func:`analytics.dynamics.find_dynamics_folder`)
+      and read in full: every epoch from 0 without gaps, every example's guid present, every
+      line well formed, every gold class index within the dataset's labels;
+    - ``"checkpoints"``: every path exists as a regular file or folder inside the data roots,
+      and the architecture (for state dicts) is one the operator's rules allow
+      (:func:`analytics.access.check_architecture`); nothing is loaded yet;
+    - ``"finetune"``: :func:`analytics.finetune.check_finetune` (model folder, settings, data);
+    - ``"probe"``: nothing to check.
+
+    Parameters
+    ----------
+    policy : Policy, optional
+        The operator's rules (data roots, caps, allowed architectures); by default
+        :meth:`Policy.from_env`.
+
+    Returns
+    -------
+    CheckedSource
+        For a folder, with the dynamics already read.
+
+    Raises
+    ------
+    SourceError
+        The source cannot be used; the message names the file and, for a dynamics file, the line.
+    """
+    source = config.dynamics_source
+    try:
+        policy = policy or Policy.from_env()
+        if source == "folder":
+            folder = find_dynamics_folder(config.dynamics_dir, policy=policy)
+            dynamics, notes = read_reference_dynamics(folder, dataset.table["id"].tolist(),
+                                                      n_classes=len(dataset.classes), gold=dataset.label_codes,
+                                                      policy=policy, classes=list(dataset.classes))
+            return CheckedSource(source, folder=folder, reference=dynamics, notes=tuple(notes))
+        if source == "checkpoints":
+            for epoch, path in enumerate(config.checkpoints):
+                try:
+                    resolve_data_path(path, policy, what="checkpoint")
+                except AccessError as exc:
+                    raise SourceError(f"Checkpoint {epoch + 1} of {len(config.checkpoints)}: {exc}") from None
+            if config.architecture:
+                check_architecture(config.architecture, policy, trust=config.trust)
+        elif source == "finetune":
+            check_finetune(dataset, config.finetune, policy=policy)
+    except (DynamicsError, FinetuneError, AccessError) as exc:
+        raise SourceError(str(exc)) from None
+    return CheckedSource(source)
+
+
 def run_dir_for(dataset: Dataset, config: AnalysisConfig, workspace: Workspace) -> Path:
     """Where the app keeps the run of ``config`` on ``dataset``."""
-    config = config.resolved(dataset)
-    return Path(workspace.root) / "runs" / dataset.fingerprint / params_key(_config_params(config))
+    return _run_path(dataset, config.resolved(dataset), workspace)
+
+
+def _run_path(dataset: Dataset, config: AnalysisConfig, workspace: Workspace, dynamics: dict | None = None) -> Path:
+    return Path(workspace.root) / "runs" / dataset.fingerprint / params_key(_config_params(config, dynamics))
 
 
 def run_analysis(
@@ -218,8 +360,11 @@ def run_analysis(
     """
     executor = executor or LOCAL
     config = (config or AnalysisConfig()).resolved(dataset)
+    # the dynamics source first: a wrong folder or checkpoint fails in seconds, before any stage
+    checked = check_sources(dataset, config) if config.scores else None
+    dynamics_key = _dynamics_params(config) if config.scores else None  # once: it may hash checkpoints
     workspace = workspace or Workspace.default()
-    out = Path(out_dir) if out_dir else run_dir_for(dataset, config, workspace)
+    out = Path(out_dir) if out_dir else _run_path(dataset, config, workspace, dynamics_key)
     report = progress or (lambda stage, fraction, message: None)
     on_stage = on_stage or (lambda stage, result: None)
     timings: dict[str, float] = {}
@@ -264,25 +409,24 @@ def run_analysis(
         coords = pca
 
     dynamics = heldout = None
+    heldout_note = heldout_from = None
     score_table = pd.DataFrame(index=range(dataset.n_examples))
     notes: list[str] = []
     if config.scores:
         labels = dataset.label_codes
-        n_classes = len(dataset.classes)
-        scheme = resolve_scheme(config.probe, labels) if _probe_source(config) else None
-        dyn_params = {"embedding": embed_params, **_dynamics_params(config),
-                      **({"scheme": scheme} if scheme else {})}
+        scheme = resolve_scheme(config.probe, labels) if config.dynamics_source == "probe" else None
+        # fine-tuning never sees the embeddings: its dynamics do not depend on them
+        dyn_params = {**({"embedding": embed_params} if config.dynamics_source != "finetune" else {}),
+                      **dynamics_key, **({"scheme": scheme} if scheme else {})}
         heldout_params = {"embedding": embed_params, "probe": asdict(config.probe), "v": 1,
                           **({"scheme": scheme} if scheme == "cross-fit" else {})}
         dynamics = timed("dynamics", lambda: _cached_dynamics(
             workspace, fingerprint, dyn_params, dataset, vectors, config, notes, scheme=scheme,
-            heldout_params=heldout_params, executor=executor,
+            heldout_params=heldout_params, checked=checked, executor=executor,
             progress=lambda f, m: report("dynamics", f, m)))
-        heldout = timed("heldout", lambda: workspace.cached(
-            fingerprint, "heldout", heldout_params,
-            lambda: cross_fit_probabilities(vectors, labels, n_classes, config.probe, executor=executor,
-                                            progress=lambda f, m: report("heldout", f, m))[0],
-            fmt="npy"))
+        heldout, heldout_note, heldout_from = timed("heldout", lambda: _cached_heldout(
+            workspace, fingerprint, heldout_params, dataset, vectors, config, scheme=scheme,
+            dynamics_params=dynamics_key, executor=executor, progress=lambda f, m: report("heldout", f, m)))
         inputs = ScoreInputs(labels=dynamics.gold, logits_by_epoch=dynamics.logits,
                              early_epoch=dynamics.early_epoch, heldout_probs=heldout,
                              knn_indices=graph.indices, knn_distances=graph.distances,
@@ -294,12 +438,16 @@ def run_analysis(
                                                score_table["variability"].to_numpy(), thresholds)
         heldout_predicted = heldout.argmax(axis=1)
         score_table["heldout_correct"] = heldout_predicted == labels
-        if dynamics.source == "checkpoints":  # the user's model: its last checkpoint's predictions
+        # Whose errors the clusters and slices judge. The user's checkpoints: their model's, from
+        # its last checkpoint. Fine-tuning: the held-out predictions (the fine-tuned model's own
+        # when it was cross-fitted, else the probe's), never the last epoch's training-pass
+        # logits, which have seen the example and its label. Otherwise the probe's out-of-fold.
+        if dynamics.source == "checkpoints":
             predicted = dynamics.logits[0, -1].argmax(axis=1)
             error_source = "model (last checkpoint)"
         else:
             predicted = heldout_predicted
-            error_source = "probe (out-of-fold)"
+            error_source = "fine-tuned model (out-of-fold)" if heldout_from == "finetune" else "probe (out-of-fold)"
         score_table["predicted_label"] = np.asarray(dataset.classes, dtype=object)[predicted]
         score_table["correct"] = predicted == labels
 
@@ -346,7 +494,7 @@ def run_analysis(
             "roles": dataset.roles.as_dict(), "ids_generated": dataset.ids_generated,
             "notes": list(dataset.notes), "skipped": [asdict(s) for s in dataset.skipped],
         },
-        "config": _config_params(config),
+        "config": _config_params(config, dynamics_key),
         "embedding": {**{k: v for k, v in asdict(spec).items() if k != "options"},
                       "options": dict(spec.options), "dims": int(vectors.shape[1]),
                       "metric": spec.metric},
@@ -360,11 +508,8 @@ def run_analysis(
         "scores": {score.name: {"columns": list(score.columns), "direction": score.direction,
                                 "reference": score.reference, "description": score.description}
                    for score in (available_scores(inputs) if config.scores else [])},
-        "dynamics": ({"source": dynamics.source, "seeds": dynamics.n_seeds, "epochs": dynamics.n_epochs,
-                      "early_epoch": dynamics.early_epoch, "notes": notes,
-                      **({"probe": asdict(config.probe), "scheme": scheme,
-                          "folds": _folds_used(config.probe, scheme, dynamics.gold),
-                          "scheme_note": SCHEME_NOTES[scheme]} if dynamics.source == "probe" else {})}
+        "dynamics": (_dynamics_manifest(config, dynamics, checked, notes, scheme=scheme, heldout_note=heldout_note,
+                                        heldout_from=heldout_from)
                      if dynamics is not None else None),
         "region_thresholds": asdict(RegionThresholds()) if config.scores else None,
         "clusters": cluster_info,
@@ -598,13 +743,17 @@ def _folds_used(probe: ProbeConfig, scheme: str | None, gold: np.ndarray) -> int
     return max(2, min(probe.folds, int(counts[counts > 0].min())))
 
 
-def _probe_source(config: AnalysisConfig) -> bool:
-    return not config.dynamics_dir and not config.checkpoints
+def _finetune_dir(workspace: Workspace, fingerprint: str) -> Path:
+    """Where fine-tuning keeps its per-epoch cache, so a stopped run resumes from its last
+    finished epoch (:mod:`analytics.finetune` keys each training run inside it by the dataset,
+    the options and the rows it trains on)."""
+    return Path(workspace.root) / "finetune" / fingerprint
 
 
 def _cached_dynamics(workspace: Workspace, fingerprint: str, params: dict, dataset: Dataset,
                      vectors: np.ndarray, config: AnalysisConfig, notes: list[str], *,
-                     scheme: str | None, heldout_params: dict, executor, progress) -> TrainingDynamics:
+                     scheme: str | None, heldout_params: dict, checked: CheckedSource | None,
+                     executor, progress) -> TrainingDynamics:
     logits = workspace.load(fingerprint, "dynamics_logits", params, fmt="npy")
     info = workspace.load(fingerprint, "dynamics_info", params, fmt="json")
     gold = workspace.load(fingerprint, "dynamics_gold", params, fmt="npy")
@@ -614,13 +763,18 @@ def _cached_dynamics(workspace: Workspace, fingerprint: str, params: dict, datas
         return TrainingDynamics(logits=logits, gold=np.asarray(gold, dtype=np.int64),
                                 source=info["source"], hidden_norms=norms, early_epoch=info["early_epoch"])
     labels = dataset.label_codes
-    if config.dynamics_dir:
-        dynamics, found = read_reference_dynamics(config.dynamics_dir, dataset.table["id"].tolist(),
-                                                  n_classes=len(dataset.classes), gold=labels)
-        notes.extend(found)
+    source = config.dynamics_source
+    if source == "folder":
+        if checked is None or checked.reference is None:  # read by check_sources in a run
+            checked = check_sources(dataset, config)
+        notes.extend(checked.notes)
+        dynamics = checked.reference
         dynamics = TrainingDynamics(logits=dynamics.logits, gold=dynamics.gold, source="reference",
                                     early_epoch=min(dynamics.n_epochs - 1, max(0, dynamics.n_epochs // 5)))
-    elif config.checkpoints:
+    elif source == "finetune":
+        dynamics = finetune_dynamics(dataset, config.finetune, cache_dir=_finetune_dir(workspace, fingerprint),
+                                     progress=progress)
+    elif source == "checkpoints":
         dynamics = checkpoint_dynamics(
             config.checkpoints, labels, progress=progress, executor=executor,
             run_one=functools.partial(checkpoint_outputs, dataset, architecture=config.architecture,
@@ -644,14 +798,81 @@ def _cached_dynamics(workspace: Workspace, fingerprint: str, params: dict, datas
     return dynamics
 
 
-def _config_params(config: AnalysisConfig) -> dict:
+def _cached_heldout(workspace: Workspace, fingerprint: str, probe_params: dict, dataset: Dataset,
+                    vectors: np.ndarray, config: AnalysisConfig, *, scheme: str | None, dynamics_params: dict,
+                    executor, progress) -> tuple[np.ndarray, str, str]:
+    """Out-of-fold probabilities for the scores that need held-out predictions.
+
+    Fine-tuning tries :func:`analytics.finetune.finetune_heldout` first (cross-fitting the same
+    fine-tuning when asked, or when its time, estimated from the epochs just trained, fits the
+    budget); when it declines, and for every other source, the probe's K-fold cross-fitting on
+    the embeddings.
+
+    Returns
+    -------
+    (ndarray of shape (n, classes), str, str)
+        The probabilities, the note for the manifest (which procedure gave them), and where they
+        came from: "finetune" or "probe".
+    """
+    labels = dataset.label_codes
+
+    def probe() -> np.ndarray:
+        return workspace.cached(fingerprint, "heldout", probe_params, lambda: cross_fit_probabilities(
+            vectors, labels, len(dataset.classes), config.probe, executor=executor, progress=progress)[0], fmt="npy")
+
+    folds = _folds_used(config.probe, scheme, labels)
+    probe_note = f"probe out-of-fold ({folds} folds" + (", the probes of the dynamics)" if scheme == "cross-fit" else ")")
+    if config.dynamics_source != "finetune":
+        return probe(), probe_note, "probe"
+    params = {**dynamics_params, "v": 1}
+    info = workspace.load(fingerprint, "heldout_info", params, fmt="json")
+    if info is not None and info.get("from") == "finetune":
+        probs = workspace.load(fingerprint, "heldout", params, fmt="npy")
+        if probs is not None:
+            return probs, info["note"], "finetune"
+    elif info is not None:
+        return probe(), info["note"], "probe"
+    probs, how = finetune_heldout(dataset, config.finetune, cache_dir=_finetune_dir(workspace, fingerprint),
+                                  progress=progress)
+    if probs is None:  # the fine-tuning declined (budget, tiny class, or asked for the probe): say why
+        probs, origin = probe(), "probe"
+        note = f"{probe_note}; {how.removeprefix('probe:').strip()}"
+    else:
+        probs, origin, note = np.asarray(probs, dtype=np.float32), "finetune", how
+        workspace.save(fingerprint, "heldout", params, probs, fmt="npy")
+    workspace.save(fingerprint, "heldout_info", params, {"note": note, "from": origin}, fmt="json")
+    return probs, note, origin
+
+
+def _dynamics_manifest(config: AnalysisConfig, dynamics: TrainingDynamics, checked: CheckedSource | None,
+                       notes: list[str], *, scheme: str | None, heldout_note: str, heldout_from: str) -> dict:
+    """The manifest's "dynamics" entry: the source and its settings, and where the held-out
+    probabilities came from."""
+    entry = {"source": dynamics.source, "seeds": dynamics.n_seeds, "epochs": dynamics.n_epochs,
+             "early_epoch": dynamics.early_epoch, "notes": notes, "heldout": heldout_note,
+             "heldout_from": heldout_from}
+    if dynamics.source == "probe":
+        entry.update(probe=asdict(config.probe), scheme=scheme, folds=_folds_used(config.probe, scheme, dynamics.gold),
+                     scheme_note=SCHEME_NOTES[scheme])
+    elif dynamics.source == "finetune":
+        entry["finetune"] = {k: v for k, v in asdict(config.finetune).items() if k != "device"}
+    elif dynamics.source == "reference":
+        entry["folder"] = str(checked.folder) if checked is not None and checked.folder else config.dynamics_dir
+    elif dynamics.source == "checkpoints":
+        entry.update(checkpoints=[Path(path).name for path in config.checkpoints], architecture=config.architecture)
+    return entry
+
+
+def _config_params(config: AnalysisConfig, dynamics: dict | None = None) -> dict:
+    """The run's key: every setting that changes what the run folder holds (``dynamics``: the
+    :func:`_dynamics_params` of ``config`` when already computed)."""
     params = {"embedding": config.embedding.cache_params() if config.embedding else None,
               "projection": config.projection, "k": config.k, "seed": config.seed,
               "exact_knn_max": config.exact_knn_max, "umap_fit_max": config.umap_fit_max}
     if config.umap_init != "auto":
         params["umap_init"] = config.umap_init
     if config.scores:
-        params["scores"] = _dynamics_params(config)
+        params["scores"] = dynamics if dynamics is not None else _dynamics_params(config)
     if config.clusters is not None:
         params["clusters"] = {**config.clusters.params(), "slices": asdict(config.slices)}
     return params
@@ -733,15 +954,29 @@ def discover_run_slices(examples: pd.DataFrame, clusters: pd.DataFrame | None, c
 
 
 def _dynamics_params(config: AnalysisConfig) -> dict:
-    if config.dynamics_dir:
-        return {"source": "reference", "dir": str(Path(config.dynamics_dir).resolve()),
-                "stamp": _folder_stamp(Path(config.dynamics_dir))}
-    if config.checkpoints:
+    """What the training dynamics depend on: the source and its settings (part of the run's key,
+    so runs from different sources never share a run folder)."""
+    source = config.dynamics_source
+    if source == "folder":
+        folder = _epoch_folder(config.dynamics_dir)
+        return {"source": "reference", "dir": str(folder), "stamp": _folder_stamp(folder)}
+    if source == "checkpoints":
         from analytics.checkpoints import checkpoint_fingerprint
 
         return {"source": "checkpoints", "checkpoints": [checkpoint_fingerprint(c) for c in config.checkpoints],
                 "architecture": config.architecture}
+    if source == "finetune":
+        return {"source": "finetune", **config.finetune.params()}
     return {"source": "probe", **asdict(config.probe), "device": None}
+
+
+def _epoch_folder(typed: str) -> Path:
+    """The folder of the epoch files for either layout, or the typed folder when none is found
+    (:func:`check_sources` then says what is wrong)."""
+    try:
+        return find_dynamics_folder(typed)
+    except DynamicsError:
+        return Path(typed).expanduser().resolve()
 
 
 def _folder_stamp(folder: Path) -> list:

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from analytics.cli import main
 from analytics.samples import sample_by_key
@@ -259,3 +260,102 @@ def test_validate_refuses_a_device_and_a_folder_over_the_image_cap(tmp_path, cap
     digits = str(sample_by_key("digits").path)
     assert main(["validate", digits, "--max-images", "10"]) == 2
     assert "holds more than 10 images" in capsys.readouterr().err
+
+
+# --- sources of training dynamics ---------------------------------------------------------------
+
+def dynamics_csv(tmp_path):
+    """A small table (90 rows, three classes) and its dataset."""
+    from analytics.datasets import load_dataset
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 90)
+    frame = pd.DataFrame(rng.normal(size=(90, 4)) + labels[:, None] * 2.0, columns=list("abcd"))
+    frame["label"] = np.array(["x", "y", "z"])[labels]
+    frame["id"] = [f"r{i}" for i in range(90)]
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    return tmp_path / "t.csv", load_dataset(tmp_path / "t.csv")
+
+
+def test_analyze_accepts_both_dynamics_folder_layouts(tmp_path):
+    from analytics.pipeline import load_run
+    from tests.test_pipeline import reference_folder
+
+    path, dataset = dynamics_csv(tmp_path)
+    reference_folder(dataset, tmp_path / "model" / "training_dynamics")
+    runs = {}
+    for layout, folder in (("model output folder", tmp_path / "model"),
+                           ("epoch files", tmp_path / "model" / "training_dynamics")):
+        out = tmp_path / layout.replace(" ", "-")
+        assert main(["analyze", str(path), "--projection", "pca", "--clusters", "none", "--probe-epochs", "2",
+                     "--dynamics", str(folder), "--out", str(out)]) == 0, layout
+        runs[layout] = load_run(out)
+        assert runs[layout].manifest["dynamics"]["source"] == "reference"
+    np.testing.assert_array_equal(runs["epoch files"].examples["confidence"],
+                                  runs["model output folder"].examples["confidence"])
+
+
+@pytest.mark.parametrize("how", ["missing", "gap", "unknown guids", "class beyond the labels"])
+def test_analyze_with_a_wrong_dynamics_folder_fails_before_any_stage(tmp_path, capsys, monkeypatch, how):
+    import time
+
+    from tests.test_pipeline import BROKEN, break_folder, reference_folder
+
+    path, dataset = dynamics_csv(tmp_path)
+    folder = break_folder(reference_folder(dataset, tmp_path / "model" / "training_dynamics"), how)
+    typed = folder if how == "missing" else tmp_path / "model"
+    monkeypatch.setenv("CARTOGRAPHER_WORKSPACE", str(tmp_path / "ws"))
+    started = time.perf_counter()
+    code = main(["analyze", str(path), "--projection", "pca", "--dynamics", str(typed), "--out", str(tmp_path / "run")])
+    elapsed = time.perf_counter() - started
+    captured = capsys.readouterr()
+    assert code == 2 and elapsed < 5, (code, elapsed)
+    assert BROKEN[how] in captured.err and "Traceback" not in captured.err
+    assert "[embeddings]" not in captured.err  # no stage started
+    assert not (tmp_path / "ws" / dataset.fingerprint).exists() and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--dynamics-from", "probe", "--dynamics", "{td}"], "--dynamics-from probe conflicts with --dynamics"),
+    (["--dynamics-from", "finetune", "--checkpoint", "{a}", "--checkpoint", "{b}"],
+     "--dynamics-from finetune conflicts with several --checkpoint files"),
+    (["--dynamics-from", "folder"], "--dynamics-from folder needs --dynamics DIR"),
+    (["--dynamics-from", "checkpoints", "--checkpoint", "{a}"], "needs --checkpoint once per epoch"),
+    (["--dynamics", "{td}", "--checkpoint", "{a}", "--checkpoint", "{b}"], "either --dynamics or several"),
+    (["--finetune-epochs", "3"], "--finetune-epochs apply only to --dynamics-from finetune"),
+    (["--dynamics-from", "finetune", "--no-scores"], "--no-scores computes no training dynamics"),
+])
+def test_conflicting_dynamics_flags_are_refused(tmp_path, capsys, flags, message):
+    path, _ = dynamics_csv(tmp_path)
+    names = {"td": str(tmp_path), "a": str(tmp_path / "a.pt"), "b": str(tmp_path / "b.pt")}
+    code = main(["analyze", str(path), "--out", str(tmp_path / "run"), *[f.format(**names) for f in flags]])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_analyze_with_fine_tuning_shows_its_steps(tmp_path, capsys):
+    from analytics.pipeline import load_run
+
+    path, _ = dynamics_csv(tmp_path)
+    assert main(["analyze", str(path), "--projection", "pca", "--clusters", "none", "--dynamics-from", "finetune",
+                 "--finetune-epochs", "3", "--finetune-batch-size", "16", "--finetune-lr", "0.003",
+                 "--finetune-seed", "2", "--finetune-heldout", "probe", "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert "Fine-tuning epoch 1/3 · step" in err and "s per epoch" in err
+    dynamics = load_run(tmp_path / "run").manifest["dynamics"]
+    assert dynamics["source"] == "finetune" and dynamics["epochs"] == 3
+    assert dynamics["finetune"] == {"epochs": 3, "learning_rate": 0.003, "batch_size": 16, "max_tokens": 96,
+                                    "seed": 2, "model": None, "heldout": "probe", "heldout_budget_s": 900.0}
+    assert dynamics["heldout"].startswith("probe out-of-fold")
+
+
+def test_a_wrong_fine_tuning_model_fails_before_any_stage(tmp_path, capsys):
+    path, _ = dynamics_csv(tmp_path)
+    text = tmp_path / "texts.csv"
+    pd.DataFrame({"text": ["a b c", "d e f", "g h i", "j k l"] * 5, "label": ["p", "q"] * 10}).to_csv(text, index=False)
+    (tmp_path / "not-a-model").mkdir()
+    code = main(["analyze", str(text), "--dynamics-from", "finetune", "--finetune-model", str(tmp_path / "not-a-model"),
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "not-a-model: not a Hugging Face model folder" in err and "[embeddings]" not in err

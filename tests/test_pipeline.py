@@ -57,6 +57,7 @@ def test_run_writes_the_artefacts_and_manifest(dataset, tmp_path):
                    "predicted_label", "heldout_correct", "correct", "cluster", "cluster_fine"):
         assert column in examples.columns, column
     assert manifest["dynamics"]["source"] == "probe" and manifest["dynamics"]["seeds"] == 3
+    assert manifest["dynamics"]["heldout"] == "probe out-of-fold (5 folds)"
     assert np.load(tmp_path / "run" / "dynamics.npy").shape == (3, 10, 150, 3)
     assert set(examples["region"]) <= {"easy-to-learn", "ambiguous", "hard-to-learn"}
     assert {"numpy", "umap-learn", "torch"} <= set(manifest["versions"])
@@ -275,3 +276,160 @@ def test_a_changed_byte_and_a_hostile_manifest_are_refused(dataset, tmp_path):
     assert problems["../outside.npy"] == "is not a file name of a run folder"
     with pytest.raises(DamagedRunError):
         load_run(tmp_path / "run")
+
+
+# --- sources of training dynamics ---------------------------------------------------------------
+
+def reference_folder(dataset, folder, *, epochs=3, seed=0):
+    """A dynamics folder in the allenai/cartography format for ``dataset`` (random logits)."""
+    from analytics.dynamics import TrainingDynamics, write_reference_dynamics
+
+    logits = np.random.default_rng(seed).normal(size=(1, epochs, dataset.n_examples, len(dataset.classes)))
+    folder.mkdir(parents=True, exist_ok=True)
+    write_reference_dynamics(TrainingDynamics(logits=logits.astype(np.float32), gold=dataset.label_codes,
+                                              source="probe"), dataset.table["id"].tolist(), folder)
+    return folder
+
+
+def break_folder(folder, how):
+    """Damage a dynamics folder the way a user's files go wrong."""
+    if how == "missing":
+        return folder / "nothing-here"
+    if how == "gap":
+        (folder / "dynamics_epoch_1.jsonl").unlink()
+    elif how == "unknown guids":
+        path = folder / "dynamics_epoch_0.jsonl"
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        path.write_text("".join(json.dumps({**r, "guid": "other-" + r["guid"]}) + "\n" for r in lines))
+    elif how == "class beyond the labels":
+        path = folder / "dynamics_epoch_2.jsonl"
+        lines = path.read_text().splitlines()
+        lines[6] = json.dumps({**json.loads(lines[6]), "gold": 7})
+        path.write_text("\n".join(lines) + "\n")
+    return folder
+
+
+BROKEN = {"missing": "nothing-here", "gap": "epochs [1] are missing",
+          "unknown guids": "dynamics_epoch_0.jsonl: none of its guids match",
+          "class beyond the labels": "dynamics_epoch_2.jsonl: line 7 has gold 7"}
+
+
+@pytest.mark.parametrize("how", list(BROKEN))
+def test_a_wrong_dynamics_folder_fails_before_any_stage(dataset, tmp_path, how):
+    import time
+
+    from analytics.pipeline import SourceError
+
+    folder = break_folder(reference_folder(dataset, tmp_path / "td"), how)
+    stages = []
+    started = time.perf_counter()
+    with pytest.raises(SourceError, match=BROKEN[how].replace("[", r"\[").replace("]", r"\]")):
+        run_analysis(dataset, AnalysisConfig(projection="pca", k=8, dynamics_dir=str(folder)),
+                     workspace=Workspace(tmp_path / "ws"), progress=lambda stage, f, m: stages.append(stage))
+    assert time.perf_counter() - started < 5
+    assert stages == [] and not (tmp_path / "ws" / dataset.fingerprint / "embeddings").exists()
+
+
+def test_both_folder_layouts_give_the_same_dynamics(dataset, tmp_path):
+    """The folder of epoch files, or the model output folder that holds training_dynamics/."""
+    from analytics.pipeline import check_sources
+
+    epochs_folder = reference_folder(dataset, tmp_path / "td")
+    model_folder = tmp_path / "model"
+    reference_folder(dataset, model_folder / "training_dynamics")
+    checked = [check_sources(dataset, AnalysisConfig(dynamics_dir=str(folder)))
+               for folder in (epochs_folder, model_folder)]
+    assert checked[1].folder == (model_folder / "training_dynamics").resolve()
+    np.testing.assert_array_equal(checked[0].reference.logits, checked[1].reference.logits)
+    run = run_analysis(dataset, AnalysisConfig(projection="pca", k=8, dynamics_dir=str(model_folder), clusters=None),
+                       out_dir=tmp_path / "run", workspace=Workspace(tmp_path / "ws"))
+    dynamics = run.manifest["dynamics"]
+    assert dynamics["source"] == "reference" and dynamics["epochs"] == 3
+    assert dynamics["folder"] == str((model_folder / "training_dynamics").resolve())
+    assert dynamics["heldout"] == "probe out-of-fold (5 folds)" and dynamics["heldout_from"] == "probe"
+    np.testing.assert_allclose(np.load(tmp_path / "run" / "dynamics.npy").astype(np.float32),
+                               checked[0].reference.logits, atol=2e-3)
+
+
+def test_checkpoints_are_checked_before_any_stage(dataset, tmp_path):
+    from analytics.pipeline import SourceError
+
+    paths = [tmp_path / f"epoch{e}.pt" for e in range(3)]
+    for path in paths[::2]:
+        path.write_bytes(b"x")
+    stages = []
+    config = AnalysisConfig(projection="pca", checkpoints=tuple(map(str, paths)))
+    with pytest.raises(SourceError, match="Checkpoint 2 of 3: .*epoch1.pt: no such file"):
+        run_analysis(dataset, config, workspace=Workspace(tmp_path / "ws"),
+                     progress=lambda stage, f, m: stages.append(stage))
+    paths[1].write_bytes(b"x")
+    marker = tmp_path / "MARKER"
+    config = AnalysisConfig(projection="pca", checkpoints=tuple(map(str, paths)),
+                            architecture=f'subprocess:run{{"args": ["touch", "{marker}"]}}')
+    with pytest.raises(SourceError, match="not a subclass of torch.nn.Module"):
+        run_analysis(dataset, config, workspace=Workspace(tmp_path / "ws"),
+                     progress=lambda stage, f, m: stages.append(stage))
+    assert stages == [] and not marker.exists()
+
+
+def test_fine_tuning_as_the_source_of_dynamics(dataset, tmp_path):
+    """Fine-tuning gives the dynamics; its held-out probabilities are cross-fitted when asked,
+    otherwise the probe's, and the manifest and the error source say which."""
+    from analytics.finetune import FinetuneConfig
+
+    workspace = Workspace(tmp_path / "ws")
+    messages = []
+    tuned = FinetuneConfig(epochs=2, batch_size=16, heldout="probe")
+    run = run_analysis(dataset, AnalysisConfig(projection="pca", k=8, dynamics_from="finetune", finetune=tuned),
+                       workspace=workspace, progress=lambda stage, f, m: messages.append((stage, m)))
+    dynamics = run.manifest["dynamics"]
+    assert dynamics["source"] == "finetune" and dynamics["epochs"] == 2 and dynamics["seeds"] == 1
+    assert dynamics["finetune"]["epochs"] == 2 and dynamics["finetune"]["batch_size"] == 16
+    assert dynamics["heldout"].startswith("probe out-of-fold (5 folds); ") and dynamics["heldout_from"] == "probe"
+    assert run.manifest["clusters"]["errors"] == "probe (out-of-fold)"
+    assert any(stage == "dynamics" and "Fine-tuning epoch 2/2 · step" in m for stage, m in messages)
+    assert np.isfinite(run.examples["vog"]).all()
+    assert (workspace.root / "finetune" / dataset.fingerprint).is_dir()  # the per-epoch cache
+    # the same training with cross-fitted held-out probabilities: the dynamics come from the cache
+    crossed = run_analysis(dataset, AnalysisConfig(projection="pca", k=8, dynamics_from="finetune",
+                                                   finetune=FinetuneConfig(epochs=2, batch_size=16,
+                                                                           heldout="cross-fit")),
+                           workspace=workspace)
+    assert crossed.path != run.path
+    assert crossed.manifest["dynamics"]["heldout"] == "fine-tuning cross-fit, 5 folds"
+    assert crossed.manifest["clusters"]["errors"] == "fine-tuned model (out-of-fold)"
+    np.testing.assert_array_equal(crossed.examples["confidence"], run.examples["confidence"])
+    held = np.load(crossed.path / "heldout_probs.npy")
+    assert (crossed.examples["predicted_label"].to_numpy()
+            == np.asarray(dataset.classes, dtype=object)[held.argmax(1)]).all()
+
+
+def test_different_sources_never_share_a_run_folder(dataset, tmp_path):
+    from analytics.finetune import FinetuneConfig
+    from analytics.pipeline import run_dir_for
+
+    folder = reference_folder(dataset, tmp_path / "td")
+    workspace = Workspace(tmp_path / "ws")
+    configs = [AnalysisConfig(), AnalysisConfig(dynamics_from="finetune"),
+               AnalysisConfig(dynamics_from="finetune", finetune=FinetuneConfig(epochs=3)),
+               AnalysisConfig(dynamics_from="finetune", finetune=FinetuneConfig(learning_rate=1e-4)),
+               AnalysisConfig(dynamics_from="finetune", finetune=FinetuneConfig(heldout="probe")),
+               AnalysisConfig(dynamics_dir=str(folder))]
+    keys = [run_dir_for(dataset, config, workspace) for config in configs]
+    assert len(set(keys)) == len(keys)
+    assert run_dir_for(dataset, AnalysisConfig(dynamics_from="probe"), workspace) == keys[0]
+    assert run_dir_for(dataset, AnalysisConfig(dynamics_from="folder", dynamics_dir=str(folder)), workspace) == keys[-1]
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"dynamics_from": "notes"}, "dynamics_from must be one of"),
+    ({"dynamics_from": "folder"}, "need its path"),
+    ({"dynamics_from": "probe", "dynamics_dir": "/x"}, "conflict with a dynamics folder"),
+    ({"dynamics_from": "finetune", "checkpoints": ("a", "b")}, "conflict with per-epoch checkpoints"),
+    ({"dynamics_dir": "/x", "checkpoints": ("a", "b")}, "not both"),
+    ({"dynamics_from": "checkpoints", "checkpoints": ("a",)}, "at least two checkpoints"),
+    ({"dynamics_from": "finetune", "scores": False}, "Without scores"),
+])
+def test_conflicting_sources_are_refused_with_a_clear_message(fields, message):
+    with pytest.raises(ValueError, match=message):
+        AnalysisConfig(**fields)

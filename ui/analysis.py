@@ -8,7 +8,8 @@ from analytics.access import AccessError, check_architecture, resolve_data_path
 from analytics.clusters import ClusterConfig
 from analytics.datasets import Dataset
 from analytics.embeddings import EmbeddingError, EmbeddingSpec, default_spec
-from analytics.pipeline import AnalysisConfig, AnalysisRun, RunError, is_run_dir
+from analytics.finetune import FinetuneConfig
+from analytics.pipeline import AnalysisConfig, AnalysisRun, RunError, check_sources, is_run_dir
 from analytics.workspace import Workspace
 from ui import cached, jobs, state
 from ui.figures import map_figure
@@ -25,6 +26,15 @@ _SOURCE_LABELS = {
     "column": "A vector column of the dataset",
     "file": "A vectors file (.npy / .parquet)",
     "checkpoint": "A model checkpoint (HF folder, TorchScript, state dict)",
+}
+_TRUST_NOTE = ("Checkpoints load safely (weights only). Full unpickling, which can run code from the file, is "
+               "the server operator's choice (CARTOGRAPHER_TRUST_CHECKPOINTS), as is the list of architectures "
+               "(CARTOGRAPHER_ARCHITECTURES).")
+_DYNAMICS_LABELS = {
+    "probe": "Probe on the embeddings (fast)",
+    "finetune": "Fine-tune the model (slower; the paper's map)",
+    "checkpoints": "Per-epoch checkpoints",
+    "folder": "A dynamics folder (dynamics_epoch_*.jsonl)",
 }
 
 
@@ -49,9 +59,7 @@ def analysis_settings(dataset: Dataset) -> AnalysisConfig:
             spec_fields["architecture"] = st.text_input(
                 "Architecture (state dicts only)", key="analysis_architecture",
                 placeholder="mypkg.models:Net") or None
-            st.caption("Checkpoints load safely (weights only). Full unpickling, which can run code "
-                       "from the file, is the server operator's choice (CARTOGRAPHER_TRUST_CHECKPOINTS), "
-                       "as is the list of architectures (CARTOGRAPHER_ARCHITECTURES).")
+            st.caption(_TRUST_NOTE)
         left, right = st.columns(2)
         projection = left.radio("Layout", ["umap", "pca"], format_func=str.upper, horizontal=True,
                                 key="analysis_projection")
@@ -68,6 +76,7 @@ def analysis_settings(dataset: Dataset) -> AnalysisConfig:
         cluster_k = c2.number_input("Number of clusters (0 = automatic)", 0, 200, value=active_clusters.k or 0,
                                     key="analysis_cluster_k", disabled=cluster_method != "kmeans",
                                     help="Automatic picks k by silhouette on a sample.")
+        dynamics_from, dynamics_fields = _dynamics_settings(dataset, active)
         if st.button("Compute the map with these settings", key="analysis_apply"):
             try:
                 if source in ("file", "checkpoint"):
@@ -75,12 +84,98 @@ def analysis_settings(dataset: Dataset) -> AnalysisConfig:
                 spec = None if source == "auto" else EmbeddingSpec(source=source, **spec_fields)
                 clusters = ClusterConfig(method=cluster_method,
                                          k=(int(cluster_k) or None) if cluster_method == "kmeans" else None)
-                configs[dataset.fingerprint] = active = AnalysisConfig(embedding=spec, projection=projection, k=int(k),
-                                                                       clusters=clusters)
+                config = AnalysisConfig(embedding=spec, projection=projection, k=int(k), clusters=clusters,
+                                        **_checked_dynamics(dynamics_from, dynamics_fields, dataset.kind))
+                with st.spinner("Checking the training dynamics…"):
+                    check_sources(dataset, config, policy=operator_policy())
+                configs[dataset.fingerprint] = active = config
                 st.session_state.pop(state.OPENED_RUN, None)
-            except (EmbeddingError, ValueError, AccessError) as exc:
+            except (EmbeddingError, ValueError, AccessError) as exc:  # SourceError and FinetuneError too
                 st.error(str(exc))
     return active
+
+
+def _dynamics_settings(dataset: Dataset, active: AnalysisConfig) -> tuple[str, dict]:
+    """The "Training dynamics" part of the settings: the source and what it needs, as typed."""
+    sources = list(_DYNAMICS_LABELS)
+    choice = st.selectbox(
+        "Training dynamics", sources, index=sources.index(active.dynamics_source), format_func=_DYNAMICS_LABELS.get,
+        key="analysis_dynamics_from",
+        help="Where the data map's confidence and variability come from. The probe learns on frozen "
+             "embeddings in seconds but often memorises every example (a one-dimensional map); "
+             "fine-tuning the model records the logits of every example in each training epoch, as "
+             "the paper does. Your own training run can write a dynamics folder (README, \"Bring your "
+             "own training\").")
+    fields: dict = {}
+    if choice == "finetune":
+        tuned = active.finetune
+        c1, c2, c3 = st.columns(3)
+        fields["epochs"] = c1.number_input("Epochs", 2, 100, value=tuned.epochs, key="analysis_ft_epochs")
+        fields["batch_size"] = c2.number_input("Batch size", 1, 4096, value=tuned.batch_size,
+                                               key="analysis_ft_batch_size")
+        fields["seed"] = c3.number_input("Seed", 0, 2**31 - 1, value=tuned.seed, key="analysis_ft_seed")
+        c1, c2 = st.columns(2)
+        fields["learning_rate"] = c1.text_input(
+            "Learning rate", value="" if tuned.learning_rate is None else f"{tuned.learning_rate:g}",
+            key="analysis_ft_lr", placeholder="default for the data",
+            help="AdamW's rate, decayed linearly to 0. Blank: 3e-5 for text, 1e-3 for tables and images.")
+        fields["max_tokens"] = c2.number_input("Max tokens (text)", 8, 4096, value=tuned.max_tokens,
+                                               key="analysis_ft_max_tokens", disabled=dataset.kind != "text",
+                                               help="Each text is cut to this many tokens.")
+        fields["model"] = st.text_input(
+            "Model folder (optional)", value=tuned.model or "", key="analysis_ft_model",
+            placeholder="/models/my-encoder (a Hugging Face folder)", disabled=dataset.kind == "tabular",
+            help="A Hugging Face model folder (text or images) or, for images, a TorchScript file. "
+                 "Blank: MiniLM for text, a small CNN on the pixels for images. Tables always train an "
+                 "MLP from scratch on their standardised columns.").strip()
+        st.caption("Fine-tuning on a CPU takes about 40 ms per text per epoch (a minute per epoch for "
+                   "1,500 texts); tables and small images are much faster. Progress shows each step "
+                   "with the time an epoch is expected to take, and a stopped run resumes from its "
+                   "last finished epoch.")
+    elif choice == "checkpoints":
+        fields["paths"] = st.text_area("Checkpoints, one per line, in epoch order", key="analysis_dyn_checkpoints",
+                                       value="\n".join(active.checkpoints),
+                                       placeholder="/models/run/epoch0.pt\n/models/run/epoch1.pt\n/models/run/epoch2.pt",
+                                       help="Each checkpoint's logits on every example are one epoch of the "
+                                            "training dynamics.")
+        fields["architecture"] = st.text_input("Architecture (state dicts only)", key="analysis_dyn_architecture",
+                                               value=active.architecture or "",
+                                               placeholder="mypkg.models:Net").strip() or None
+        st.caption(_TRUST_NOTE)
+    elif choice == "folder":
+        fields["path"] = st.text_input(
+            "Dynamics folder", value=active.dynamics_dir or "", key="analysis_dyn_folder",
+            placeholder="/runs/my-model (it holds training_dynamics/)",
+            help="The folder of dynamics_epoch_{e}.jsonl files, or the model output folder that holds "
+                 "training_dynamics/ (as allenai/cartography writes it).").strip()
+    return choice, fields
+
+
+def _checked_dynamics(source: str, fields: dict, dataset_kind: str) -> dict:
+    """The :class:`AnalysisConfig` fields of the chosen dynamics source, with every path the
+    user typed resolved under the operator's rules (:class:`AccessError` names what was typed)."""
+    rules = operator_policy()
+    if source == "finetune":
+        rate = fields["learning_rate"].strip()
+        try:
+            learning_rate = float(rate) if rate else None
+        except ValueError:
+            raise ValueError(f"Learning rate '{rate}' is not a number (e.g. 3e-5); leave it blank for the "
+                             "model's default.") from None
+        model = (str(resolve_data_path(fields["model"], rules, what="model to fine-tune"))
+                 if fields["model"] and dataset_kind != "tabular" else None)
+        return {"dynamics_from": "finetune", "finetune": FinetuneConfig(
+            epochs=int(fields["epochs"]), learning_rate=learning_rate, batch_size=int(fields["batch_size"]),
+            max_tokens=int(fields["max_tokens"]), seed=int(fields["seed"]), model=model)}
+    if source == "checkpoints":
+        typed = [line.strip() for line in fields["paths"].splitlines() if line.strip()]
+        paths = tuple(str(resolve_data_path(path, rules, what="checkpoint")) for path in typed)
+        return {"dynamics_from": "checkpoints", "checkpoints": paths, "architecture": fields["architecture"],
+                "trust": rules.trust_checkpoints}
+    if source == "folder":
+        folder = resolve_data_path(fields["path"], rules, what="dynamics folder", allow_file=False)
+        return {"dynamics_from": "folder", "dynamics_dir": str(folder)}
+    return {}  # the probe: the default source
 
 
 def _checked_source(source: str, path: str, architecture: str | None) -> dict:
@@ -116,7 +211,7 @@ def current_run(dataset: Dataset, config: AnalysisConfig) -> AnalysisRun | None:
         return opened
     try:
         run_dir = cached.run_dir(dataset.fingerprint, config, dataset)
-    except EmbeddingError as exc:
+    except (EmbeddingError, ValueError, AccessError) as exc:  # a checkpoint or folder gone since it was checked
         st.error(str(exc))
         st.stop()
     if not is_run_dir(run_dir):

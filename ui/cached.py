@@ -132,15 +132,16 @@ def _run_dir(fingerprint: str, config, file_stamp: tuple, _dataset) -> str:
 
 
 def run_dir(fingerprint: str, config, dataset):
-    """Where the run of ``config`` lives; the file hash behind a vectors file or checkpoint is
-    computed once per file version, not on every rerun."""
+    """Where the run of ``config`` lives; the file hash behind a vectors file or checkpoint (and
+    the listing of a dynamics folder) is computed once per file version, not on every rerun."""
     from pathlib import Path
 
     from analytics.datasets import source_stamp
     from analytics.workspace import default_root
 
     path = config.embedding.path if config.embedding else None
-    stamp = source_stamp(path) if path else ()
+    paths = [p for p in (path, *config.checkpoints, config.dynamics_dir, config.finetune.model) if p]
+    stamp = tuple(source_stamp(p) for p in paths)
     return Path(_run_dir(fingerprint, config, (stamp, str(default_root())), dataset))
 
 
@@ -335,6 +336,12 @@ def reviewer_agreement(current):
     from analytics.agreement import reviewer_agreement as _agreement
 
     return _agreement(current)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _heldout_probs(run_path: str, stamp: tuple, _run):
+    """The run's ``heldout_probs.npy`` (memory-mapped), or None when the run has none."""
+    return _run.read("heldout_probs.npy", mmap=True) if "heldout_probs.npy" in _run.manifest["artefacts"] else None
 
 
 def export_table(dataset, scores, *, actor: str, ids=None, store=None, session=None, score_columns=(),

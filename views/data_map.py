@@ -13,6 +13,9 @@ from ui.selection import MODES, get_selection, selected_mask, set_selection
 from ui.selection_panel import selection_panel
 
 REGIONS = ("easy-to-learn", "ambiguous", "hard-to-learn")
+ONE_DIMENSIONAL = 0.95  # |Spearman(confidence, variability)| above this: the map is nearly a line
+SOURCE_NAMES = {"probe": "probe on the embeddings", "finetune": "fine-tuned model",
+                "reference": "dynamics folder", "checkpoints": "per-epoch checkpoints"}
 
 dataset, run = page_run("Data map")
 examples = run.examples
@@ -22,12 +25,25 @@ if "confidence" not in examples.columns:
     st.stop()
 
 dynamics = run.manifest.get("dynamics") or {}
+source = dynamics.get("source", "?")
 st.caption(
     f"Swayamdipta et al. 2020. Each point is an example: **confidence** is the mean probability "
     f"of its label over {dynamics.get('epochs', '?')} epochs, **variability** its spread, colour "
-    f"the fraction of epochs it was classified correctly. Dynamics from the "
-    f"**{dynamics.get('source', '?')}**"
-    + (f" ({dynamics['seeds']} seeds, averaged)" if dynamics.get("seeds", 1) > 1 else "") + ".")
+    f"the fraction of epochs it was classified correctly. Training dynamics from the "
+    f"**{SOURCE_NAMES.get(source, source)}**"
+    + (f" ({dynamics['seeds']} seeds, averaged)" if dynamics.get("seeds", 1) > 1 else "")
+    + (f"; held-out probabilities: {dynamics['heldout']}" if dynamics.get("heldout") else "") + ".")
+
+rho = cached.score_correlations(str(run.path), cached.run_stamp(run.path), examples,
+                                ("confidence", "variability")).loc["confidence", "variability"]
+if np.isfinite(rho) and abs(rho) > ONE_DIMENSIONAL:
+    st.warning(
+        f"This map is nearly one-dimensional: Spearman(confidence, variability) = {rho:.2f}, so "
+        "variability says almost nothing that confidence does not, and the regions are cut along one "
+        "line. A probe on frozen embeddings often learns this way. For the two-dimensional map of the "
+        "paper, fine-tune the model (*Analysis settings → Training dynamics → Fine-tune the model*) or "
+        "bring the training dynamics of your own model (README, \"Bring your own training\").",
+        icon=":material/linear_scale:")
 
 ids = examples["id"].to_numpy(dtype=object)
 summary = st.container()  # region counts and buttons, drawn above the chart once thresholds are read

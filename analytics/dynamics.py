@@ -74,6 +74,9 @@ class TrainingDynamics:
         Squared L2 norm of the input to the last layer at ``early_epoch`` (for GraNd).
     early_epoch : int
         The epoch taken as "early in training" for EL2N and GraNd.
+    vog : ndarray of shape (n_examples,), optional
+        Raw Variance of Gradients (before the within-class normalisation; see
+        :mod:`analytics.vog`), averaged over seeds.
     """
 
     logits: np.ndarray
@@ -81,6 +84,7 @@ class TrainingDynamics:
     source: str
     hidden_norms: np.ndarray | None = None
     early_epoch: int = 0
+    vog: np.ndarray | None = None
 
     @property
     def n_seeds(self) -> int:

@@ -430,7 +430,7 @@ def run_analysis(
         inputs = ScoreInputs(labels=dynamics.gold, logits_by_epoch=dynamics.logits,
                              early_epoch=dynamics.early_epoch, heldout_probs=heldout,
                              knn_indices=graph.indices, knn_distances=graph.distances,
-                             hidden_norms=dynamics.hidden_norms)
+                             hidden_norms=dynamics.hidden_norms, vog_raw=dynamics.vog)
         score_table = timed("scores", lambda: compute_scores(
             inputs, progress=lambda f, m: report("scores", f, m)))
         thresholds = RegionThresholds()
@@ -760,8 +760,10 @@ def _cached_dynamics(workspace: Workspace, fingerprint: str, params: dict, datas
     if logits is not None and info is not None and gold is not None:
         notes.extend(info["notes"])
         norms = workspace.load(fingerprint, "dynamics_norms", params, fmt="npy") if info["has_norms"] else None
+        vog = workspace.load(fingerprint, "dynamics_vog", params, fmt="npy") if info.get("has_vog") else None
         return TrainingDynamics(logits=logits, gold=np.asarray(gold, dtype=np.int64),
-                                source=info["source"], hidden_norms=norms, early_epoch=info["early_epoch"])
+                                source=info["source"], hidden_norms=norms, early_epoch=info["early_epoch"],
+                                vog=vog)
     labels = dataset.label_codes
     source = config.dynamics_source
     if source == "folder":
@@ -791,10 +793,12 @@ def _cached_dynamics(workspace: Workspace, fingerprint: str, params: dict, datas
     workspace.save(fingerprint, "dynamics_logits", params, dynamics.logits.astype(np.float32, copy=False), fmt="npy")
     if dynamics.hidden_norms is not None:
         workspace.save(fingerprint, "dynamics_norms", params, dynamics.hidden_norms, fmt="npy")
+    if dynamics.vog is not None:
+        workspace.save(fingerprint, "dynamics_vog", params, np.asarray(dynamics.vog, dtype=np.float64), fmt="npy")
     workspace.save(fingerprint, "dynamics_gold", params, dynamics.gold, fmt="npy")
     workspace.save(fingerprint, "dynamics_info", params, {
         "source": dynamics.source, "early_epoch": dynamics.early_epoch, "notes": notes,
-        "has_norms": dynamics.hidden_norms is not None}, fmt="json")
+        "has_norms": dynamics.hidden_norms is not None, "has_vog": dynamics.vog is not None}, fmt="json")
     return dynamics
 
 

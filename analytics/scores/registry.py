@@ -14,7 +14,7 @@ import pandas as pd
 
 __all__ = ["Score", "ScoreInputs", "SCORES", "register", "compute_scores", "available_scores", "INPUTS"]
 
-INPUTS = ("labels", "logits_by_epoch", "heldout_probs", "knn", "hidden_norms")
+INPUTS = ("labels", "logits_by_epoch", "heldout_probs", "knn", "hidden_norms", "vog_raw")
 
 
 @dataclass(frozen=True, eq=False)
@@ -27,6 +27,7 @@ class ScoreInputs:
     heldout_probs : (n, K) float32 — out-of-fold probabilities
     knn_indices, knn_distances : (n, k) — the shared neighbour graph (self excluded)
     hidden_norms : (seeds, n) — squared norm of the last layer's input at the early epoch
+    vog_raw : (n,) — raw Variance of Gradients over epochs (see analytics.vog)
     """
 
     labels: np.ndarray
@@ -36,6 +37,7 @@ class ScoreInputs:
     knn_indices: np.ndarray | None = None
     knn_distances: np.ndarray | None = None
     hidden_norms: np.ndarray | None = None
+    vog_raw: np.ndarray | None = None
 
     def has(self, name: str) -> bool:
         if name == "labels":
@@ -84,7 +86,7 @@ def _block(inputs: ScoreInputs, rows: slice) -> ScoreInputs:
 
     return ScoreInputs(labels=inputs.labels[rows], logits_by_epoch=cut(inputs.logits_by_epoch, 2),
                        early_epoch=inputs.early_epoch, heldout_probs=cut(inputs.heldout_probs, 0),
-                       hidden_norms=cut(inputs.hidden_norms, 1))
+                       hidden_norms=cut(inputs.hidden_norms, 1), vog_raw=cut(inputs.vog_raw, 0))
 
 
 def compute_scores(inputs: ScoreInputs, *, progress: Callable[[float, str], None] | None = None,

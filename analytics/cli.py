@@ -104,7 +104,7 @@ def _dynamics_source(args: argparse.Namespace, checkpoints: tuple[str, ...]) -> 
 
 def _finetune_config(args: argparse.Namespace):
     """The fine-tuning settings from the --finetune-* flags (the defaults for those not given)."""
-    from analytics.finetune import FinetuneConfig
+    from analytics.finetune_config import FinetuneConfig
 
     given = {field: getattr(args, option) for option, field in _FINETUNE_OPTIONS.items()
              if getattr(args, option) is not None}
@@ -117,7 +117,7 @@ def _analyze(args: argparse.Namespace) -> int:
     from analytics.dynamics import ProbeConfig
     from analytics.embeddings import EmbeddingSpec
     from analytics.clusters import ClusterConfig
-    from analytics.finetune import FinetuneConfig
+    from analytics.finetune_config import FinetuneConfig
     from analytics.pipeline import AnalysisConfig, run_analysis
     from analytics.slices import SliceConfig
 

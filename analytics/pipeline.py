@@ -61,7 +61,7 @@ from analytics.dynamics import (
     train_probe,
 )
 from analytics.embeddings import EmbeddingSpec, checkpoint_outputs, compute_embeddings, default_spec
-from analytics.finetune import FinetuneConfig, FinetuneError, check_finetune, finetune_dynamics, finetune_heldout
+from analytics.finetune_config import FinetuneConfig, FinetuneError, check_finetune
 from analytics.neighbors import KnnGraph, build_knn
 from analytics.parallel import LOCAL, Executor
 from analytics.projection import PCA_START_FROM, PROJECTIONS, UMAP_INITS, project_pca, project_umap
@@ -774,6 +774,8 @@ def _cached_dynamics(workspace: Workspace, fingerprint: str, params: dict, datas
         dynamics = TrainingDynamics(logits=dynamics.logits, gold=dynamics.gold, source="reference",
                                     early_epoch=min(dynamics.n_epochs - 1, max(0, dynamics.n_epochs // 5)))
     elif source == "finetune":
+        from analytics.finetune import finetune_dynamics  # torch: only when fine-tuning runs
+
         dynamics = finetune_dynamics(dataset, config.finetune, cache_dir=_finetune_dir(workspace, fingerprint),
                                      progress=progress)
     elif source == "checkpoints":
@@ -836,6 +838,8 @@ def _cached_heldout(workspace: Workspace, fingerprint: str, probe_params: dict, 
             return probs, info["note"], "finetune"
     elif info is not None:
         return probe(), info["note"], "probe"
+    from analytics.finetune import finetune_heldout  # torch: only when fine-tuning runs
+
     probs, how = finetune_heldout(dataset, config.finetune, cache_dir=_finetune_dir(workspace, fingerprint),
                                   progress=progress)
     if probs is None:  # the fine-tuning declined (budget, tiny class, or asked for the probe): say why

@@ -8,7 +8,7 @@ from analytics.access import AccessError, check_architecture, resolve_data_path
 from analytics.clusters import ClusterConfig
 from analytics.datasets import Dataset
 from analytics.embeddings import EmbeddingError, EmbeddingSpec, default_spec
-from analytics.finetune import FinetuneConfig
+from analytics.finetune_config import FinetuneConfig
 from analytics.pipeline import AnalysisConfig, AnalysisRun, RunError, check_sources, is_run_dir
 from analytics.workspace import Workspace
 from ui import cached, jobs, state

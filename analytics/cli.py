@@ -33,6 +33,10 @@ def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     for role in ("id", "label", "text", "image", "split"):
         parser.add_argument(f"--{role}", metavar="COLUMN", default=None,
                             help=f"the {role} column (detected when omitted; '' for none)")
+    parser.add_argument("--annotator", metavar="COLUMN", action="append", default=[],
+                        help="one annotator's label column; repeat once per annotator (--annotator ann_a "
+                             "--annotator ann_b …). Missing values mean not labelled. Without a label column "
+                             "each row's label is the annotators' majority vote")
     parser.add_argument("--drop-missing-labels", action="store_true",
                         help="drop rows without a label instead of stopping")
     parser.add_argument("--encoding", default="utf-8", help="text encoding of CSV/TSV/JSON files")
@@ -43,7 +47,8 @@ def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load(args: argparse.Namespace):
     """The dataset, under the operator's rules in the environment (data roots, caps)."""
-    roles = ColumnRoles(id=args.id, label=args.label, text=args.text, image=args.image, split=args.split)
+    roles = ColumnRoles(id=args.id, label=args.label, text=args.text, image=args.image, split=args.split,
+                        annotator=tuple(args.annotator))
     return load_dataset(args.dataset, roles=roles, drop_missing_labels=args.drop_missing_labels,
                         encoding=args.encoding, max_images=args.max_images or Policy.from_env().max_images)
 

@@ -6,6 +6,19 @@ sub-folder per class (optionally under ``train/``, ``test/``… split folders). 
 where present, ``text``, ``image`` (absolute file paths) and ``split`` columns; every other
 column is kept as metadata or features under its own name.
 
+Several annotators: the role ``annotator`` names one label column per annotator
+(``ColumnRoles(annotator=("ann_a", "ann_b", "ann_c"))``, ``--annotator COL`` once per annotator).
+They keep their names; each value becomes a class name (str) or None where that annotator did
+not label the row, and every value must be one of the dataset's classes (else the column and
+row are named). They are never features. How ``label`` relates to them:
+
+- with a label column, it stays the label (the one the model trains on); the annotators'
+  consensus is computed beside it (:mod:`analytics.annotators`: ``consensus_label``…);
+- with no label column (none detected, or ``label=""``), each row's label is the annotators'
+  majority vote (:func:`analytics.annotators.majority_vote`; ties go to the class chosen most
+  often overall), the classes are those the annotators used, and ``notes`` says so. A row
+  nobody labelled has no label (:class:`MissingLabelsError`, or dropped on request).
+
 Bad input raises :class:`DatasetError` with a message that names the file and the row or
 column at fault. Paths go through :func:`analytics.access.resolve_data_path` first: only regular
 files and folders, within the operator's caps (file size, columns, images) and inside the data
@@ -93,16 +106,41 @@ class MissingLabelsError(DatasetError):
 
 @dataclass(frozen=True)
 class ColumnRoles:
-    """Which column plays which role. ``AUTO`` (None) detects it; ``NO_COLUMN`` ("") means none."""
+    """Which column plays which role. ``AUTO`` (None) detects it; ``NO_COLUMN`` ("") means none.
+
+    ``annotator`` is the exception: the label columns of several annotators, one each, as a
+    tuple (a list or a single name is accepted and stored as a tuple; None or "" is none).
+    They are never detected: name them.
+    """
 
     id: str | None = AUTO
     label: str | None = AUTO
     text: str | None = AUTO
     image: str | None = AUTO
     split: str | None = AUTO
+    annotator: tuple[str, ...] = ()
 
-    def as_dict(self) -> dict[str, str | None]:
+    def __post_init__(self):
+        object.__setattr__(self, "annotator", _annotator_names(self.annotator))
+
+    def as_dict(self) -> dict[str, str | None | tuple[str, ...]]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def single_columns(self) -> dict[str, str | None]:
+        """The one-column roles (every role but ``annotator``)."""
+        return {role: value for role, value in self.as_dict().items() if role != "annotator"}
+
+
+def _annotator_names(value) -> tuple[str, ...]:
+    if value is None or isinstance(value, str):
+        return (value,) if value else ()
+    names = tuple(value)
+    if not all(isinstance(name, str) and name for name in names):
+        raise DatasetError(f"Annotator columns must be column names (non-empty text); got {list(names)!r}.")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise DatasetError(f"Annotator columns repeat: {_quote_list(repeated)}.")
+    return names
 
 
 @dataclass(frozen=True)
@@ -164,8 +202,10 @@ class Dataset:
 
     @property
     def feature_columns(self) -> list[str]:
-        """Columns other than id, label, text, image and split (metadata or features)."""
-        return [c for c in self.table.columns if c not in ("id", "label", "text", "image", "split")]
+        """Columns other than id, label, text, image, split and the annotators' label columns
+        (metadata or features)."""
+        roles = ("id", "label", "text", "image", "split", *self.roles.annotator)
+        return [c for c in self.table.columns if c not in roles]
 
 
 def load_dataset(
@@ -187,7 +227,8 @@ def load_dataset(
         A ``.csv``, ``.tsv``, ``.parquet``, ``.jsonl``/``.ndjson`` or ``.json`` file, or a folder
         of images with one sub-folder per class.
     roles : ColumnRoles, optional
-        Columns to use for id, label, text, image and split; unset roles are detected.
+        Columns to use for id, label, text, image and split (unset roles are detected), and the
+        annotators' label columns (see the module docstring).
     drop_missing_labels : bool, default False
         Drop rows without a label (and say so in ``notes``) instead of raising
         :class:`MissingLabelsError`.
@@ -236,9 +277,17 @@ def load_dataset(
     classes = _sorted_classes(table["label"])
     if len(classes) < 2:
         raise DatasetError(
-            f"{path}: column '{file_roles.label}' has a single class ('{classes[0]}'); "
+            f"{path}: {_label_source(file_roles)} has a single class ('{classes[0]}'); "
             "at least two classes are needed to map, score or curate labels."
         )
+    if file_roles.annotator and skipped:  # a class may have left with the skipped rows
+        from analytics.annotators import annotation_codes
+
+        try:
+            annotation_codes(table[list(file_roles.annotator)], classes)
+        except ValueError as exc:
+            raise DatasetError(f"{path}: once the unreadable images are left out, {exc} (rows of the loaded "
+                               "table.)") from None
     kind: DataKind = "image" if "image" in table.columns else "text" if "text" in table.columns else "tabular"
     return Dataset(
         name=path.name,
@@ -532,6 +581,9 @@ def _read_image_folder(
     if roles.label not in (AUTO, "label") or roles.id not in (AUTO, "id"):
         raise DatasetError(f"{root}: in an image folder the label is the class folder's name "
                            "and the id is the file's path; they cannot be set to other columns.")
+    if roles.annotator:
+        raise DatasetError(f"{root}: an image folder has no annotator columns; give several annotators' labels "
+                           "in a table (CSV, Parquet…) with an image column of file paths.")
     return pd.DataFrame(rows), file_roles, skipped, np.array(hashes, dtype=object)
 
 
@@ -594,16 +646,27 @@ def _role_of_name(name: str) -> str | None:
 
 def _resolve_roles(frame: pd.DataFrame, roles: ColumnRoles, path: Path) -> ColumnRoles:
     columns = list(frame.columns)
+    annotators = roles.annotator
+    absent = [c for c in annotators if c not in columns]
+    if absent:
+        raise DatasetError(f"{path}: the annotator column{'s' if len(absent) > 1 else ''} {_quote_list(absent)} "
+                           f"{'do' if len(absent) > 1 else 'does'} not exist; columns are {_quote_list(columns)}.")
+    reserved = [c for c in annotators if c in _ROLE_NAMES]
+    if reserved:
+        raise DatasetError(f"{path}: the annotator column {_quote_list(reserved)} has the name of a role column; "
+                           "rename it in the file (e.g. 'label_1') so it cannot be taken for the dataset's own.")
     chosen: dict[str, str] = {}
-    for role, value in roles.as_dict().items():
+    for role, value in roles.single_columns().items():
         if value is AUTO:
             continue
         if value != NO_COLUMN and value not in columns:
             raise DatasetError(
                 f"{path}: the {role} column '{value}' does not exist; columns are {_quote_list(columns)}."
             )
+        if value in annotators:
+            raise DatasetError(f"{path}: column '{value}' cannot be both the {role} column and an annotator column.")
         chosen[role] = value
-    taken = {v for v in chosen.values() if v}
+    taken = {v for v in chosen.values() if v} | set(annotators)
     for role in ("id", "label", "split", "image", "text"):
         if role in chosen:
             continue
@@ -614,16 +677,17 @@ def _resolve_roles(frame: pd.DataFrame, roles: ColumnRoles, path: Path) -> Colum
             candidate = _guess_by_content(frame, role, exclude=taken)
         chosen[role] = candidate or NO_COLUMN
         taken.add(chosen[role])
-    if not chosen["label"]:
+    if not chosen["label"] and not annotators:
         # Columns with few distinct values are the likely labels: name them first.
         likely = [c for c in columns if c not in taken and 2 <= frame[c].nunique() <= min(100, len(frame) // 2)]
         hint = f" Likely candidates: {_quote_list(likely)}." if likely else ""
         raise DatasetError(
             f"{path}: no label column found. Columns are {_quote_list(columns, limit=60)}.{hint} "
             "Choose the label column explicitly (in the app's column roles, or "
-            "ColumnRoles(label=...) / --label on the command line)."
+            "ColumnRoles(label=...) / --label on the command line), or name the annotators' label "
+            "columns (--annotator COL, once per annotator) to label each row by their majority vote."
         )
-    return ColumnRoles(**chosen)
+    return ColumnRoles(**chosen, annotator=annotators)
 
 
 def _fits_role(column: pd.Series, role: str) -> bool:
@@ -675,7 +739,7 @@ def _normalise(
     """Rename role columns to their canonical names, check ids and labels, generate ids."""
     notes: list[str] = []
     frame = frame.reset_index(drop=True)
-    role_columns = {role: col for role, col in roles.as_dict().items() if col}
+    role_columns = {role: col for role, col in roles.single_columns().items() if col}
     canonical = {col: role for role, col in role_columns.items()}
     # A non-role column that happens to carry a canonical name keeps its data under a new name.
     clashes = {c: f"{c}_original" for c in frame.columns if c in _ROLE_NAMES and c not in canonical}
@@ -683,6 +747,9 @@ def _normalise(
         notes.append("Renamed columns that clash with role names: "
                      + ", ".join(f"'{a}' → '{b}'" for a, b in clashes.items()) + ".")
     frame = frame.rename(columns={**clashes, **canonical})
+    if roles.annotator:
+        frame, note = _annotations(frame, roles, path)
+        notes.extend([note] if note else [])
 
     labels = frame["label"]
     missing = labels.isna() | labels.astype(str).str.strip().eq("")
@@ -690,19 +757,19 @@ def _normalise(
         rows = (np.flatnonzero(missing.to_numpy()) + 1).tolist()
         if not drop_missing_labels:
             raise MissingLabelsError(
-                f"{path}: column '{roles.label}' has {len(rows)} rows with no label "
+                f"{path}: {_label_source(roles)} has {len(rows)} rows with no label "
                 f"(rows {_quote_rows(rows)}). Drop those rows or fill in their labels.",
                 count=len(rows), rows=rows,
             )
         frame = frame[~missing.to_numpy()].reset_index(drop=True)
         notes.append(f"Dropped {len(rows)} rows with no label (rows {_quote_rows(rows)}).")
         if frame.empty:
-            raise DatasetError(f"{path}: every row lacks a label in column '{roles.label}'.")
+            raise DatasetError(f"{path}: every row lacks a label in {_label_source(roles)}.")
     frame["label"] = _labels_as_text(frame["label"])
 
     ids_generated = "id" not in frame.columns
     if ids_generated:
-        frame.insert(0, "id", _content_ids(frame))
+        frame.insert(0, "id", _content_ids(frame, exclude=roles.annotator))
         notes.append("The file has no id column: ids were derived from each row's content "
                      "(stable across reloads and reordering).")
     else:
@@ -734,6 +801,46 @@ def _normalise(
     return frame, notes, ids_generated
 
 
+def _annotations(frame: pd.DataFrame, roles: ColumnRoles, path: Path) -> tuple[pd.DataFrame, str]:
+    """The annotator columns as class names or None; checked against the label column's
+    classes, or, when there is no label column, voted into one (and a note saying so)."""
+    from analytics.annotators import annotation_codes, majority_vote
+
+    columns = list(roles.annotator)
+    frame = frame.copy()
+    for column in columns:
+        values = frame[column]
+        given = ~(values.isna() | values.astype(str).str.strip().eq("")).to_numpy()
+        text = np.full(len(frame), None, dtype=object)
+        text[given] = _labels_as_text(values[given]).to_numpy(dtype=object)
+        frame[column] = pd.Series(text, index=frame.index, dtype=object)
+    if roles.label:
+        labels = frame["label"]
+        classes = _sorted_classes(_labels_as_text(labels[labels.notna() & labels.astype(str).str.strip().ne("")]))
+    else:
+        classes = _sorted_classes(pd.Series(pd.unique(frame[columns].stack().dropna())))
+        if not classes:
+            raise DatasetError(f"{path}: there is no label column and the annotator columns {_quote_list(columns)} "
+                               "are empty: no row has a label.")
+    try:
+        codes = annotation_codes(frame[columns], classes)
+    except ValueError as exc:
+        raise DatasetError(f"{path}: {exc}") from None
+    if roles.label:
+        return frame, ""
+    votes = majority_vote(codes, len(classes))
+    frame.insert(0, "label", pd.Series(np.asarray(classes, dtype=object)[votes], dtype=object).where(votes >= 0, None))
+    return frame, (f"No label column: each row's label is the majority vote of the {len(columns)} annotators "
+                   f"({_quote_list(columns)}); ties go to the class they chose most often.")
+
+
+def _label_source(roles: ColumnRoles) -> str:
+    """Where the labels come from, for messages: the label column or the annotators' vote."""
+    if roles.label:
+        return f"column '{roles.label}'"
+    return f"the majority vote of the annotator columns {_quote_list(roles.annotator)}"
+
+
 def _check_ids(ids: pd.Series, column: str, path: Path) -> None:
     empty = ids.isna() | ids.astype(str).str.strip().eq("")
     if empty.any():
@@ -763,12 +870,13 @@ def _sorted_classes(labels: pd.Series) -> tuple[str, ...]:
     return tuple(sorted(unique))
 
 
-def _content_ids(frame: pd.DataFrame) -> pd.Series:
-    """Ids from a hash of each row's content, leaving out label and split so a relabel keeps it.
+def _content_ids(frame: pd.DataFrame, *, exclude: tuple[str, ...] = ()) -> pd.Series:
+    """Ids from a hash of each row's content, leaving out label, split and the annotators'
+    labels (``exclude``) so a relabel keeps it.
 
     Identical rows get ``-2``, ``-3``… suffixes in file order.
     """
-    content = frame.drop(columns=[c for c in ("label", "split") if c in frame.columns])
+    content = frame.drop(columns=[c for c in ("label", "split", *exclude) if c in frame.columns])
     hashes = pd.util.hash_pandas_object(content, index=False).to_numpy()
     base = pd.Series([f"r{h:016x}"[:13] for h in hashes], index=frame.index)
     occurrence = base.groupby(base).cumcount()

@@ -39,10 +39,14 @@ def summarize(dataset: Dataset) -> DatasetSummary:
     counts = table["label"].value_counts().reindex(list(dataset.classes), fill_value=0)
     class_counts = pd.DataFrame({"label": counts.index, "count": counts.to_numpy()})
     class_counts["share"] = class_counts["count"] / len(table)
-    file_names = {role: col for role, col in dataset.roles.as_dict().items() if col}
+    file_names = {role: col for role, col in dataset.roles.single_columns().items() if col}
+    if dataset.roles.annotator and not dataset.roles.label:
+        file_names["label"] = "(the annotators' majority vote)"
+    annotators = set(dataset.roles.annotator)
     columns = pd.DataFrame({
         "column": table.columns,
-        "role": [c if c in file_names else "feature / metadata" for c in table.columns],
+        "role": [c if c in file_names else "annotator" if c in annotators else "feature / metadata"
+                 for c in table.columns],
         "source column": [file_names.get(c, c) for c in table.columns],
         "dtype": [str(t) for t in table.dtypes],
         "missing": table.isna().sum().to_numpy(),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -445,3 +447,76 @@ def test_an_image_folder_over_the_image_cap_is_refused(tmp_path):
     with pytest.raises(DatasetError, match="holds more than 5 images"):
         load_dataset(tmp_path, max_images=5)
     assert load_dataset(tmp_path, max_images=6).n_examples == 6
+
+
+# --------------------------------------------------------------------------- several annotators
+
+
+def write_columns(path, **columns):
+    pd.DataFrame(columns).to_csv(path, index=False)
+    return path
+
+
+def test_the_loader_keeps_a_label_column_and_checks_the_annotators_against_its_classes(tmp_path):
+    path = write_columns(tmp_path / "a.csv", text=[f"text number {i}" for i in range(4)],
+                         label=["cat", "dog", "cat", "dog"], ann_a=["cat", "dog", None, "dog"],
+                         ann_b=["cat", "cat", "cat", ""])
+    dataset = load_dataset(path, roles=ColumnRoles(annotator=["ann_a", "ann_b"]))
+    assert dataset.roles.annotator == ("ann_a", "ann_b") and dataset.roles.label == "label"
+    assert dataset.table["label"].tolist() == ["cat", "dog", "cat", "dog"]  # kept as it is
+    assert dataset.table["ann_a"].tolist() == ["cat", "dog", None, "dog"]
+    assert dataset.table["ann_b"].tolist() == ["cat", "cat", "cat", None]
+    assert dataset.feature_columns == []  # annotators' labels are never features
+    assert not any("majority vote" in note for note in dataset.notes)
+
+    write_columns(path, label=["cat", "dog", "cat", "dog"], ann_a=["cat", "dog", "cat", "dog"],
+                  ann_b=["cat", "bird", "cow", "dog"])
+    with pytest.raises(DatasetError, match=r"a\.csv: annotator column 'ann_b' has 2 labels that are not among the "
+                                           r"classes \('cat', 'dog'\): row 2 'bird', row 3 'cow'"):
+        load_dataset(path, roles=ColumnRoles(annotator=("ann_a", "ann_b")))
+
+
+def test_without_a_label_column_the_label_is_the_annotators_majority_vote(tmp_path):
+    path = write_columns(tmp_path / "votes.csv", text=[f"a text {i}" for i in range(5)],
+                         a=[1, 0, 1, np.nan, 0], b=[1, 1, 0, np.nan, 0], c=[1, 1, np.nan, np.nan, 1])
+    with pytest.raises(MissingLabelsError, match=r"majority vote of the annotator columns 'a', 'b', 'c' has 1 rows "
+                                                 r"with no label \(rows 4\)"):
+        load_dataset(path, roles=ColumnRoles(annotator=("a", "b", "c")))
+    dataset = load_dataset(path, roles=ColumnRoles(annotator=("a", "b", "c")), drop_missing_labels=True)
+    assert dataset.classes == ("0", "1")  # 1.0 read from a column with gaps is "1"
+    # row 3 ties 1 against 0: class 1 is chosen more often overall
+    assert dataset.table["label"].tolist() == ["1", "1", "1", "0"]
+    assert dataset.roles.label == NO_COLUMN
+    assert any("majority vote of the 3 annotators" in note for note in dataset.notes)
+    # an annotator's changed label keeps the ids (derived from content, as a relabel keeps them)
+    write_columns(path, text=[f"a text {i}" for i in range(5)], a=[0, 0, 1, np.nan, 0], b=[1, 1, 0, np.nan, 0],
+                  c=[1, 1, np.nan, np.nan, 1])
+    again = load_dataset(path, roles=ColumnRoles(annotator=("a", "b", "c")), drop_missing_labels=True)
+    assert again.table["id"].tolist() == dataset.table["id"].tolist()
+    assert again.fingerprint != dataset.fingerprint
+
+
+def test_annotator_roles_that_cannot_work_are_refused(tmp_path):
+    path = write_columns(tmp_path / "r.csv", text=["one", "two"], label=["x", "y"], a=["x", "y"], b=["y", "y"])
+    with pytest.raises(DatasetError, match=r"the annotator column 'zz' does not exist"):
+        load_dataset(path, roles=ColumnRoles(annotator=("a", "zz")))
+    with pytest.raises(DatasetError, match=r"column 'a' cannot be both the label column and an annotator column"):
+        load_dataset(path, roles=ColumnRoles(label="a", annotator=("a", "b")))
+    with pytest.raises(DatasetError, match=r"the annotator column 'label' has the name of a role column"):
+        load_dataset(path, roles=ColumnRoles(label=NO_COLUMN, annotator=("label", "b")))
+    with pytest.raises(DatasetError, match=r"Annotator columns repeat: 'a'"):
+        ColumnRoles(annotator=("a", "b", "a"))
+    folder = tmp_path / "images"
+    make_image(folder / "cat" / "1.png")
+    with pytest.raises(DatasetError, match="an image folder has no annotator columns"):
+        load_dataset(folder, roles=ColumnRoles(annotator=("a", "b")))
+
+
+def test_column_roles_take_a_list_or_a_name_and_survive_a_json_round_trip():
+    assert ColumnRoles(annotator=["a", "b"]).annotator == ("a", "b")
+    assert ColumnRoles(annotator="a").annotator == ("a",)
+    assert ColumnRoles(annotator=None).annotator == ColumnRoles().annotator == ()
+    roles = ColumnRoles(label="y", annotator=("a", "b"))
+    assert ColumnRoles(**json.loads(json.dumps(roles.as_dict()))) == roles  # as a run's manifest stores them
+    assert hash(roles) == hash(ColumnRoles(**json.loads(json.dumps(roles.as_dict()))))
+    assert "annotator" not in roles.single_columns()

@@ -338,6 +338,18 @@ def reviewer_agreement(current):
     return _agreement(current)
 
 
+def reviewer_quality(current, run):
+    """Each reviewer of a session as an annotator: quality by CROWDLAB with the run's out-of-fold
+    probabilities, else by agreement with the majority (never cached: decisions arrive all the
+    time; the probabilities are read once per run)."""
+    from analytics.annotators import reviewer_quality as _quality
+
+    stamp = run_stamp(run.path)
+    probs = _checked(str(run.path), stamp, lambda: _heldout_probs(str(run.path), stamp, run))
+    return _quality(current, ids=run.examples["id"].to_numpy(), labels=run.examples["label"].to_numpy(),
+                    classes=run.dataset.classes, heldout_probs=probs)
+
+
 @st.cache_resource(max_entries=4, show_spinner=False)
 def _heldout_probs(run_path: str, stamp: tuple, _run):
     """The run's ``heldout_probs.npy`` (memory-mapped), or None when the run has none."""

@@ -144,7 +144,13 @@ def _role_pickers(path: str, encoding: str, stamp: tuple, defaults: ColumnRoles)
             index = options.index(default) if default in options else 0
             picked = st.selectbox(role, options, index=index, key=f"role_{role}_{path}")
             chosen[role] = AUTO if picked == _AUTO_LABEL else NO_COLUMN if picked == _NONE_LABEL else picked
-    return ColumnRoles(**chosen)
+        annotators = st.multiselect(
+            "annotator", columns, default=[c for c in defaults.annotator if c in columns],
+            key=f"role_annotator_{path}",
+            help="Several annotators' label columns, one each (never detected; an empty cell means not "
+                 "labelled). Their consensus and each annotator's quality are computed; with no label "
+                 "column, each row's label is their majority vote.")
+    return ColumnRoles(**chosen, annotator=tuple(annotators))
 
 
 def _set_result(dataset, error: str | None) -> None:

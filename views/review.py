@@ -428,6 +428,7 @@ def agreement_panel(session_id: int) -> None:
         st.caption("Decisions are compared as keep, drop, flag or relabel to a given class. Kappa corrects "
                    "for agreement by chance (Cohen 1960, Fleiss 1971); it is undefined when every decision "
                    "falls in one category.")
+        reviewer_quality_table(current)
     conflicts = store.conflicts(session_id)
     st.subheader(f"Conflicts · {len(conflicts):,}")
     if conflicts.empty:
@@ -442,6 +443,26 @@ def agreement_panel(session_id: int) -> None:
                       for d in conflicts["reviewer_decisions"]]})
     st.dataframe(shown, hide_index=True, width="stretch", key="review_conflicts",
                  column_config={"decisions": st.column_config.TextColumn("decisions", width="large")})
+
+
+def reviewer_quality_table(current: pd.DataFrame) -> None:
+    """Each reviewer as an annotator (cleanlab.multiannotator): a keep gives the current label, a
+    relabel the new one; drop and flag give none."""
+    quality = cached.reviewer_quality(current, run)
+    st.dataframe(quality.annotators[["annotator", "quality", "agreement_with_consensus", "n_labelled"]],
+                 hide_index=True, width="stretch", key="review_reviewer_quality",
+                 column_config={
+                     "annotator": "reviewer",
+                     "quality": st.column_config.NumberColumn(
+                         "quality", format="%.3f",
+                         help="0–1, higher is better: how often this reviewer's labels are right, judged against "
+                              "the other reviewers and, when the run has them, the model's out-of-fold "
+                              "predictions (CROWDLAB)."),
+                     "agreement_with_consensus": st.column_config.NumberColumn("agrees with consensus",
+                                                                              format="percent"),
+                     "n_labelled": st.column_config.NumberColumn("labels given")})
+    st.caption(f"{escape_markdown(quality.note)} A keep counts as the example's current label, a relabel as its "
+               "new label; drop and flag give no label.")
 
 
 def adjudicate(session_id: int, example_id: str, keys: dict) -> None:

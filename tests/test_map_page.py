@@ -1,8 +1,8 @@
-"""The Map page (AppTest): every point drawn, colouring, filters, the shared selection."""
+"""The Map page (AppTest): every point handed to the browser scatter, colouring, filters, a
+selection made in the browser, the shared selection."""
 
 from __future__ import annotations
 
-import base64
 import json
 
 import numpy as np
@@ -32,36 +32,75 @@ def open_map(**session) -> AppTest:
     return at.switch_page("views/map.py").run()
 
 
-def figure_of(at: AppTest) -> dict:
-    return json.loads(at.get("plotly_chart")[0].proto.spec)
+def scatter_of(at: AppTest) -> dict:
+    """The arguments the page hands the browser scatter (its columns travel as media files)."""
+    [scatter] = [e for e in at.get("component_instance") if e.proto.component_name == "ui.scatter.scatter"]
+    return json.loads(scatter.proto.json_args)
 
 
-def point_count(figure: dict) -> int:
-    total = 0
-    for trace in figure["data"]:
-        x = trace["x"]
-        total += len(base64.b64decode(x["bdata"])) // np.dtype(x["dtype"]).itemsize if isinstance(x, dict) else len(x)
-    return total
+def point_count(args: dict) -> int:
+    points = args["points"]
+    assert points["dtype"] == "float32" and points["bytes"] == 4 * points["length"] == 8 * args["n"]
+    return args["n"]
 
 
 def test_map_draws_every_point_coloured_by_label(use_analysed_workspace):
     at = open_map(**{state.DATASET_CHOICE: sample_by_key("debian-packages").title})
     assert not at.exception
-    figure = figure_of(at)
-    assert point_count(figure) == 1549
-    assert {t["name"] for t in figure["data"]} == {"games", "science", "sound", "graphics", "mail",
-                                                   "database", "editors", "web"}
-    assert all(t["type"] == "scattergl" for t in figure["data"])
+    args = scatter_of(at)
+    assert point_count(args) == 1549
+    colour = args["colour"]
+    assert colour["kind"] == "categories" and colour["title"] == "label"
+    assert set(colour["names"]) == {"games", "science", "sound", "graphics", "mail", "database", "editors", "web"}
+    assert colour["codes"]["dtype"] == "uint8" and colour["codes"]["bytes"] == 1549
+    assert args["visible"] is None and args["selected"] is None  # nothing filtered or selected
+    assert args["hover"]["dtype"] == "utf8" and set(args["labels"]["names"]) == set(colour["names"])
     assert any("All 1,549 points drawn" in c.value for c in at.caption)
 
 
-def test_recolour_by_a_numeric_metadata_column(use_analysed_workspace):
+def test_recolour_sends_a_new_colour_column_and_the_same_points(use_analysed_workspace):
     at = open_map(**{state.DATASET_CHOICE: sample_by_key("debian-packages").title})
+    before = scatter_of(at)
     at.selectbox(key="map_colour_by").select("n_words").run()
-    figure = figure_of(at)
-    assert len(figure["data"]) == 1 and figure["data"][0]["marker"]["showscale"] is True
+    args = scatter_of(at)
+    assert args["colour"]["kind"] == "values" and args["colour"]["title"] == "n_words"
+    assert args["colour"]["values"]["dtype"] == "float32" and args["colour"]["min"] < args["colour"]["max"]
+    assert args["points"]["url"] == before["points"]["url"]  # the browser keeps the coordinates
+    assert args["colour"]["values"]["url"] != before["colour"]["codes"]["url"]
+    assert len(json.dumps(args)) < 4000  # no column inside the arguments, only addresses
     at.selectbox(key="map_colour_by").select("split").run()
-    assert {t["name"] for t in figure_of(at)["data"]} == {"train", "test"}
+    assert set(scatter_of(at)["colour"]["names"]) == {"train", "test"}
+
+
+def test_a_selection_made_in_the_browser_is_applied_in_its_mode(use_analysed_workspace):
+    from analytics.pipeline import AnalysisConfig, run_dir_for
+    from ui.scatter.encoding import encode_rows
+    from ui.selection import Selection
+
+    at = open_map(**{state.DATASET_CHOICE: sample_by_key("debian-packages").title})
+    dataset = at.session_state[state.DATASET]
+    fingerprint = dataset.fingerprint
+    run = run_dir_for(dataset, AnalysisConfig(), Workspace(use_analysed_workspace))
+    ids = pd.read_parquet(run / "examples.parquet", columns=["id"])["id"].astype(str).to_numpy()  # the map's rows
+    at.session_state[state.SELECTIONS] = {fingerprint: Selection(frozenset(ids[:3]), "test")}
+    # what the component sends after a lasso in the Add mode: rows 2..9
+    at.session_state["map_scatter"] = {"nonce": "s-1", "kind": "lasso", "mode": "Add",
+                                       "rows": encode_rows(np.arange(2, 10), len(ids))}
+    at.run()
+    selection = at.session_state[state.SELECTIONS][fingerprint]
+    assert selection.ids == frozenset(ids[:10]) and selection.source == "map: lasso"
+    assert "Selection · 10 examples" in [s.value for s in at.subheader]
+    assert sorted(at.dataframe[-1].value["id"]) == sorted(ids[:10])  # the panel lists them in the same run
+    assert scatter_of(at)["selected"]["bytes"] == (len(ids) + 7) // 8  # and the map draws them
+    # the same event is applied once; a Remove event takes rows out
+    at.session_state[state.SELECTIONS] = {fingerprint: Selection(frozenset(ids[:4]), "test")}
+    at.run()
+    assert len(at.session_state[state.SELECTIONS][fingerprint].ids) == 4
+    at.session_state["map_scatter"] = {"nonce": "s-2", "kind": "box", "mode": "Remove",
+                                       "rows": encode_rows(np.array([0, 1]), len(ids))}
+    at.run()
+    assert at.session_state[state.SELECTIONS][fingerprint].ids == frozenset(ids[2:4])
+    assert sorted(at.dataframe[-1].value["id"]) == sorted(ids[2:4])
 
 
 def test_search_filters_and_selects_matching_points(use_analysed_workspace):
@@ -70,8 +109,7 @@ def test_search_filters_and_selects_matching_points(use_analysed_workspace):
     caption = next(c.value for c in at.caption if "points match the filters" in c.value)
     matching = int(caption.split(" of ")[0].replace(",", ""))
     assert 0 < matching < 1549
-    figure = figure_of(at)
-    assert figure["data"][0]["name"] == "filtered out"
+    assert scatter_of(at)["visible"]["bytes"] == (1549 + 7) // 8  # a bitset of the matching points
     at.button(key="map_select_filtered").click().run()
     fingerprint = at.session_state[state.DATASET].fingerprint
     selected = at.session_state[state.SELECTIONS][fingerprint]
@@ -111,10 +149,10 @@ def test_map_of_a_new_dataset_is_computed_in_the_background(tmp_path):
     assert jobs.wait_all(timeout=300)
     at.run()
     assert not at.exception
-    assert point_count(figure_of(at)) == 120
+    assert point_count(scatter_of(at)) == 120
 
 
-def test_hover_previews_are_escaped(tmp_path, monkeypatch):
+def test_hover_text_is_never_inside_the_arguments(tmp_path, monkeypatch):
     path = tmp_path / "hostile.csv"
     pd.DataFrame({"text": ["<script>alert(1)</script> words here", "<b>bold</b> and more words"] * 10,
                   "label": ["a", "b"] * 10, "score": np.arange(20.0)}).to_csv(path, index=False)
@@ -129,8 +167,10 @@ def test_hover_previews_are_escaped(tmp_path, monkeypatch):
     at = open_map(**{state.DATASET_CHOICE: "Open a file or folder…", state.DATASET_PATH: str(path),
                      ACTIVE_CONFIG: {dataset.fingerprint: AnalysisConfig(
                          embedding=EmbeddingSpec(source="tabular"), projection="pca")}})
-    spec = at.get("plotly_chart")[0].proto.spec
-    assert "<script>" not in spec and "&lt;script&gt;" in spec
+    args = scatter_of(at)
+    # the text travels as a separate file the browser fetches on its first hover, and shows as
+    # text (textContent), never as HTML
+    assert "script" not in json.dumps(args) and args["hover"]["length"] == 20
 
 
 def test_the_app_opens_a_run_folder_from_the_command_line(tmp_path):
@@ -142,7 +182,7 @@ def test_the_app_opens_a_run_folder_from_the_command_line(tmp_path):
     at = open_map(**{state.DATASET_CHOICE: "Open a file or folder…", state.DATASET_PATH: str(out)})
     assert not at.exception
     assert at.session_state[state.OPENED_RUN].path == out
-    assert point_count(figure_of(at)) == 569
+    assert point_count(scatter_of(at)) == 569
     assert any(str(out) in c.value for c in at.caption)
     fingerprint = at.session_state[state.DATASET].fingerprint
     assert not any(fingerprint in key for key in jobs.keys())  # opened as it is, not recomputed

@@ -118,7 +118,8 @@ def test_map_can_be_coloured_by_cluster(use_analysed_workspace):
     at = open_page("views/map.py", "debian-packages")
     at.selectbox(key="map_colour_by").set_value("cluster").run()
     assert not at.exception
-    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
-    names = [t["name"] for t in spec["data"]]
-    assert any(name.startswith("0 · ") for name in names)
-    assert sum(points(t["x"]) for t in spec["data"]) == 1549
+    [scatter] = [e for e in at.get("component_instance") if e.proto.component_name == "ui.scatter.scatter"]
+    args = json.loads(scatter.proto.json_args)  # the Map's browser scatter
+    assert args["colour"]["kind"] == "categories" and args["colour"]["title"] == "cluster"
+    assert any(name.startswith("0 · ") for name in args["colour"]["names"])
+    assert args["n"] == 1549 and args["colour"]["codes"]["bytes"] == 1549

@@ -1,12 +1,15 @@
-"""Turning a lasso/box/click on any point chart into a change of the shared selection."""
+"""Turning a lasso/box/click on any point chart into a change of the shared selection: a Plotly
+chart's selection event, or the browser-side scatter's (:mod:`ui.scatter`)."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from ui.figures import MapFigure, rows_from_event, rows_in_shapes
-from ui.selection import set_selection
+from ui.scatter import scatter_event
+from ui.selection import set_selection, set_selection_rows
 
 
 def apply_chart_selection(event, built: MapFigure, ids: np.ndarray, fingerprint: str, *, key: str,
@@ -32,3 +35,18 @@ def apply_chart_selection(event, built: MapFigure, ids: np.ndarray, fingerprint:
         st.rerun()
     elif not points and not shapes:
         st.session_state.pop(memory, None)
+
+
+def apply_scatter_selection(key: str, ids: pd.Series, fingerprint: str, *, origin: str) -> None:
+    """Apply the browser-side scatter ``key``'s new selection once, in the mode it was made in;
+    ``ids`` are the ids of the scatter's points (the run's ``examples["id"]``), in its order.
+
+    Call it before drawing the scatter and the selection panel: both then show the new selection
+    in this same run (the scatter's change reran the app; no second rerun).
+    """
+    event = scatter_event(key, len(ids))
+    memory = f"{key}_applied"
+    if event is None or st.session_state.get(memory) == event.nonce:
+        return
+    st.session_state[memory] = event.nonce
+    set_selection_rows(fingerprint, ids, event.rows, source=f"{origin}: {event.kind}", mode=event.mode)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.colors import qualitative
+from plotly.colors import qualitative, sequential
 
 HOVER_TEXT_MAX_POINTS = 25_000  # above this, hover shows label and row only (payload budget)
 # Above this, a chart draws a fixed random sample (selected points first): 1M points would send
@@ -17,6 +17,8 @@ HOVER_TEXT_MAX_POINTS = 25_000  # above this, hover shows label and row only (pa
 DRAW_MAX_POINTS = 200_000
 MAX_CATEGORIES = 20
 PALETTE = qualitative.Plotly + qualitative.D3 + qualitative.Alphabet
+COLOUR_SCALE = tuple(sequential.Viridis)  # numeric colours, low to high (Plotly's "Viridis")
+OTHER_COLOUR = "#7f7f7f"
 FILTERED_OUT = "filtered out"
 
 
@@ -42,6 +44,65 @@ class MapFigure:
             return f"All {self.n_total:,} points drawn (WebGL)."
         return (f"Showing {self.n_drawn:,} of {self.n_total:,} points: a fixed random sample, with the "
                 "selected points first. A box or lasso selects every point inside it, drawn or not.")
+
+
+@dataclass(frozen=True, eq=False)
+class ColourChannel:
+    """A column as a chart colours it: categories, or numbers on :data:`COLOUR_SCALE`.
+
+    Categories: ``codes`` (n,) index ``names`` and ``colours``: the ``MAX_CATEGORIES`` most
+    frequent values in natural order, then one "other (k values)" for the rest. Numbers:
+    ``values`` (n,) float32 (NaN: missing) between ``low`` and ``high``.
+    """
+
+    title: str
+    codes: np.ndarray | None = None
+    names: tuple[str, ...] = ()
+    colours: tuple[str, ...] = ()
+    values: np.ndarray | None = None
+    low: float = 0.0
+    high: float = 0.0
+
+    @property
+    def numeric(self) -> bool:
+        return self.values is not None
+
+
+def is_numeric_colour(values: pd.Series) -> bool:
+    """Whether a column is coloured on a scale (numbers with more than ``MAX_CATEGORIES``
+    distinct values) rather than by category."""
+    return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values) \
+        and values.nunique(dropna=True) > MAX_CATEGORIES
+
+
+def category_codes(values: pd.Series) -> tuple[np.ndarray, list, int]:
+    """``(codes, top, distinct)``: each value's index in ``top`` (the ``MAX_CATEGORIES`` most
+    frequent values, numeric-looking ones in numeric order, missing values as "(missing)"), -1
+    for the rest; ``distinct`` counts every value."""
+    labels = values.reset_index(drop=True).astype("string").fillna("(missing)")
+    counts = labels.value_counts()
+    top = _natural_order(list(counts.index[:MAX_CATEGORIES]))
+    # codes of the distinct values, then one lookup per distinct value (no Python call per row)
+    codes, uniques = pd.factorize(labels)
+    return pd.Index(top).get_indexer(uniques)[codes], top, len(counts)
+
+
+def colour_channel(values: pd.Series, title: str) -> ColourChannel:
+    """The colours of a column: categories (colours fixed by the whole column, so a category
+    keeps its colour while filtering) or numbers on a scale."""
+    if is_numeric_colour(values):
+        numbers = values.to_numpy(dtype=np.float32, na_value=np.nan)
+        finite = numbers[np.isfinite(numbers)]
+        low, high = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 0.0)
+        return ColourChannel(title=title, values=numbers, low=low, high=high)
+    codes, top, distinct = category_codes(values)
+    names = [str(name) for name in top]
+    colours = [PALETTE[i % len(PALETTE)] for i in range(len(top))]
+    if (codes < 0).any():
+        codes = np.where(codes < 0, len(top), codes)
+        names.append(f"other ({distinct - len(top)} values)")
+        colours.append(OTHER_COLOUR)
+    return ColourChannel(title=title, codes=codes, names=tuple(names), colours=tuple(colours))
 
 
 def drawn_rows(n: int, max_points: int | None, selected: np.ndarray | None = None) -> np.ndarray:
@@ -190,9 +251,7 @@ def map_figure(
         add(hidden, FILTERED_OUT, dict(color="#bbbbbb"), selectable=False)
 
     values = colour.reset_index(drop=True)
-    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values) \
-        and values.nunique(dropna=True) > MAX_CATEGORIES
-    if numeric:
+    if is_numeric_colour(values):
         numbers = values.to_numpy(dtype=np.float32, na_value=np.nan)
         finite = np.isfinite(numbers)
         shown = np.flatnonzero(visible & finite)
@@ -206,19 +265,16 @@ def map_figure(
         if len(missing):
             add(missing, "missing", dict(color="#999999"))
     else:
-        labels = values.astype("string").fillna("(missing)").to_numpy(dtype=object)
         # Colours are fixed by the whole column, not by what the filters leave visible, so a
         # category keeps its colour while filtering; the most frequent values get their own.
-        counts = pd.Series(labels).value_counts()
-        top = _natural_order(list(counts.index[:MAX_CATEGORIES]))
-        codes = pd.Categorical(labels, categories=top).codes
+        codes, top, distinct = category_codes(values)
         for i, name in enumerate(top):
             rows = np.flatnonzero(visible & (codes == i))
             if len(rows):
                 add(rows, str(name), dict(color=PALETTE[i % len(PALETTE)]))
         rest = np.flatnonzero(visible & (codes < 0))
         if len(rest):
-            add(rest, f"other ({len(counts) - len(top)} values)", dict(color="#7f7f7f"))
+            add(rest, f"other ({distinct - len(top)} values)", dict(color=OTHER_COLOUR))
 
     figure = go.Figure(traces)
     if axis_titles:

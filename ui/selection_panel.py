@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -11,7 +12,7 @@ from analytics.workspace import Workspace
 from ui import state
 from ui.components import example_table
 from ui.figures import escape_markdown
-from ui.selection import get_selection, set_selection
+from ui.selection import get_selection, selected_mask, set_selection
 
 MAX_ROWS_SHOWN = 500
 
@@ -22,11 +23,13 @@ def selection_panel(dataset: Dataset, examples: pd.DataFrame, *, key: str = "sel
     st.subheader(f"Selection · {len(selection.ids):,} examples")
     if selection.ids:
         st.caption(f"Last change: {escape_markdown(selection.source)}. The selection is shared with the other pages.")
-        rows = examples[examples["id"].isin(selection.ids)]
-        shown = rows.drop(columns=[c for c in ("x", "y", "pca_x", "pca_y") if c in rows.columns])
+        rows = np.flatnonzero(selected_mask(examples["id"], selection))
+        # only the rows shown are copied (a selection may hold most of a million rows)
+        shown = examples.iloc[rows[:MAX_ROWS_SHOWN]]
+        shown = shown.drop(columns=[c for c in ("x", "y", "pca_x", "pca_y") if c in shown.columns])
         if len(rows) > MAX_ROWS_SHOWN:
             st.caption(f"Showing the first {MAX_ROWS_SHOWN} of {len(rows):,} selected rows.")
-        example_table(shown.head(MAX_ROWS_SHOWN), kind=dataset.kind, height=360)
+        example_table(shown, kind=dataset.kind, height=360)
         name_column, save_column, clear_column = st.columns([3, 1, 1], vertical_alignment="bottom")
         name = name_column.text_input("Save the selection as", key=f"{key}_name",
                                       placeholder="e.g. suspicious mail/web overlap")

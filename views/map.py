@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from ui import cached
 from ui.analysis import page_run
-from ui.chart_selection import apply_chart_selection
-from ui.figures import HOVER_TEXT_MAX_POINTS, map_figure
+from ui.chart_selection import apply_scatter_selection
+from ui.figures import HOVER_TEXT_MAX_POINTS
+from ui.scatter import ScatterPoints, hover_lines, scatter_map
 from ui.selection import MODES, get_selection, selected_mask, set_selection
 from ui.selection_panel import selection_panel
 
@@ -20,7 +19,7 @@ dataset, run = page_run("Map")
 examples = run.examples
 manifest = run.manifest
 n = len(examples)
-ids = examples["id"].to_numpy(dtype=object)
+ids = examples["id"]  # a Series: turning a million Arrow strings into Python objects takes 0.1 s
 st.caption(
     f"{n:,} points · embedding **{manifest['embedding']['source']}** "
     f"({manifest['embedding']['dims']}-d) · {manifest['neighbors']['k']}-NN graph "
@@ -75,33 +74,33 @@ with st.expander("Filter and search", expanded=False):
         set_selection(dataset.fingerprint, ids[visible], source="map: filter", mode=mode)
 
 # ----------------------------------------------------------------------------- the map
+# A box, lasso or click in the browser reran the app: apply it before drawing, so that the map
+# and the selection panel below show it in this run.
+apply_scatter_selection("map_scatter", ids, dataset.fingerprint, origin="map")
 selection = get_selection(dataset.fingerprint)
 xy = ("x", "y") if projection == "UMAP" else ("pca_x", "pca_y")
-hover = (cached.hover_previews(str(run.path), cached.run_stamp(run.path), examples)
-         if n <= HOVER_TEXT_MAX_POINTS else None)
+stamp = cached.run_stamp(run.path)
+texts = examples["text"] if "text" in examples.columns and n <= HOVER_TEXT_MAX_POINTS else None
+points = ScatterPoints(x=examples[xy[0]].to_numpy(), y=examples[xy[1]].to_numpy(),
+                       key=(str(run.path), stamp, projection), labels=examples["label"],
+                       hover=lambda: hover_lines(examples["id"], texts))
 colour = examples[colour_by]
+colour_key: tuple = ()
 if colour_by in ("cluster", "cluster_fine"):  # categorical, shown with the clusters' names
-    clusters = cached.clusters_table(str(run.path), cached.run_stamp(run.path), dataset.fingerprint)
+    clusters = cached.clusters_table(str(run.path), stamp, dataset.fingerprint)
     if clusters is not None:
         level = clusters[clusters["level"] == ("coarse" if colour_by == "cluster" else "fine")]
         names = {c: f"{c} · {name}" for c, name in zip(level["cluster"], level["name"])}
         fallback = pd.Series(np.where(colour < 0, "noise", colour.astype(str)), index=colour.index)
         colour = colour.map(names).fillna(fallback)  # a dict lookup per value, no Python call per row
-started = time.perf_counter()
-built = map_figure(examples[xy[0]].to_numpy(), examples[xy[1]].to_numpy(),
-                   colour=colour, colour_name=colour_by, visible=visible,
-                   selected=selected_mask(ids, selection), hover=hover, size=size, opacity=opacity,
-                   uirevision=f"{dataset.fingerprint}-{projection}")
+        colour_key = tuple(sorted(names.items()))  # a renamed cluster recolours
 with map_column:
-    event = st.plotly_chart(built.figure, key="map_chart", on_select="rerun",
-                            selection_mode=("lasso", "box", "points"), width="stretch",
-                            config={"displaylogo": False, "scrollZoom": True})
-    notes = [f"{built.caption()} Figure built in {time.perf_counter() - started:.2f} s."]
-    if hover is None:
-        notes.append(f"Above {HOVER_TEXT_MAX_POINTS:,} points, hovering shows the label and row only; "
-                     "select points to see their text.")
-    st.caption(" ".join(notes))
-
-apply_chart_selection(event, built, ids, dataset.fingerprint, key="map", origin="map", mode=mode)
+    scatter_map(points, key="map_scatter", colour=colour, colour_name=colour_by, colour_key=colour_key,
+                visible=visible, selected=selected_mask(ids, selection), size=size, opacity=opacity,
+                mode=mode, height=640)
+    hover_note = "its id and the start of its text" if texts is not None else "its id and label"
+    st.caption(f"All {n:,} points drawn in the browser (WebGL). Toolbar, top right: pan, box or lasso; "
+               f"scroll to zoom, double-click to reset; click a point to select it. Hovering shows "
+               f"{hover_note}; the selection below lists the rest.")
 
 selection_panel(dataset, examples)

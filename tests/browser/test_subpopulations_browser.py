@@ -8,6 +8,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
 from tests.browser.conftest import pick, wait_idle
+from tests.browser.map_scatter import wait_selection
 
 
 def test_open_a_cluster_and_send_it_to_the_selection(page, app_url):
@@ -41,7 +42,5 @@ def test_open_a_cluster_and_send_it_to_the_selection(page, app_url):
     expect(page.get_by_role("heading", name="Map", exact=True)).to_be_visible(timeout=60_000)
     expect(page.get_by_text(f"Selection · {size} examples")).to_be_visible(timeout=30_000)
     expect(page.get_by_text(re.compile(f"Last change: subpopulations: cluster {cluster} "))).to_be_visible()
-    highlighted = page.evaluate(
-        "() => document.querySelector('.js-plotly-plot').data"
-        ".reduce((n, t) => n + (t.selectedpoints ? t.selectedpoints.length : 0), 0)")
-    assert highlighted == int(size.replace(",", ""))
+    # the Map's scatter draws the same rows highlighted
+    wait_selection(page, int(size.replace(",", "")))

@@ -1,0 +1,233 @@
+"""The Map's scatter, drawn in the browser: a Streamlit component that keeps the points.
+
+Every point is drawn with regl-scatterplot (WebGL; ``frontend/``, shipped built in
+``frontend/build``). The server hands the browser binary columns, each by a content address
+(Streamlit's media files): the coordinates and the label codes once per run and layout, the
+colour column when it changes, the filter and the selection as bitsets. A rerun that changes
+nothing of a column sends its address again, a few dozen bytes, and the browser keeps what it
+fetched. Recolouring, size, opacity, the filter, zoom, pan and hover happen in the browser; a
+box, lasso or click selection is computed there over every point, and only its rows come back
+(:mod:`ui.scatter.encoding`), read by :func:`scatter_event`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+from streamlit.components.v1 import declare_component
+
+from ui.figures import COLOUR_SCALE, colour_channel
+from ui.scatter.bundle import BUILD_DIR
+from ui.scatter.encoding import RowEncodingError, code_dtype, column_bytes, decode_rows, pack_mask
+from ui.selection import MODES
+
+__all__ = ["ScatterEvent", "ScatterPoints", "hover_lines", "scatter_event", "scatter_map"]
+
+KINDS = ("box", "lasso", "click")
+
+
+@dataclass(frozen=True, eq=False)
+class ScatterPoints:
+    """The points of one run in one layout: what the browser fetches once and keeps.
+
+    ``key`` names this run and layout (e.g. the run folder, its manifest stamp and "UMAP"): the
+    encoded columns are kept under it, so the same key must always come with the same columns.
+    ``hover`` builds the one line of text shown on hovering each point (called once per key; the
+    browser fetches the lines on its first hover).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    key: tuple
+    labels: pd.Series | None = None
+    hover: Callable[[], Sequence[str]] | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.x)
+
+
+@dataclass(frozen=True)
+class ScatterEvent:
+    """A selection made in the browser: its rows (sorted indices into the points), the tool
+    ("box", "lasso" or "click") and the mode it was made in."""
+
+    nonce: str
+    kind: str
+    mode: str
+    rows: np.ndarray
+
+
+# Encoded columns, by (points key, column): the coordinates of 1M points are 8 MB, their ids
+# 10 MB, and joining the ids takes about 0.4 s; bounded by bytes, least recently used out first.
+_ENCODED_MAX_BYTES = 256 * 2**20
+
+
+@dataclass(frozen=True, eq=False)
+class _Encoded:
+    data: bytes
+    digest: str
+    meta: dict | None = None  # what the browser needs to read the column (names of codes, a range)
+
+
+_encoded: OrderedDict[tuple, _Encoded] = OrderedDict()
+_encoded_lock = threading.Lock()
+
+
+def _encode(data: bytes, meta: dict | None = None) -> _Encoded:
+    return _Encoded(data, hashlib.blake2b(data, digest_size=16).hexdigest(), meta)
+
+
+def _encoded_column(cache_key: tuple, build: Callable[[], _Encoded]) -> _Encoded:
+    """A column encoded by ``build``, once per ``cache_key``."""
+    with _encoded_lock:
+        if cache_key in _encoded:
+            _encoded.move_to_end(cache_key)
+            return _encoded[cache_key]
+    entry = build()
+    with _encoded_lock:
+        _encoded[cache_key] = entry
+        while sum(len(e.data) for e in _encoded.values()) > _ENCODED_MAX_BYTES and len(_encoded) > 1:
+            _encoded.popitem(last=False)
+    return entry
+
+
+def _blob(component_key: str, name: str, encoded: _Encoded, dtype: str, length: int) -> dict:
+    """A column served to this session as a media file, addressed by its content."""
+    from streamlit import runtime
+
+    url = ""
+    if runtime.exists():
+        # Streamlit names media files by a hash of only parts of files over 1 MiB; our own full
+        # digest in the name keeps two columns of equal length apart.
+        url = runtime.get_instance().media_file_mgr.add(
+            encoded.data, "application/octet-stream", f"scatter.{component_key}.{name}",
+            file_name=f"{encoded.digest}.bin")
+    return {"url": url, "dtype": dtype, "length": int(length), "bytes": len(encoded.data)}
+
+
+def _mask_blob(component_key: str, name: str, mask: np.ndarray) -> dict:
+    data = pack_mask(mask)
+    return _blob(component_key, name, _encode(data), "uint8", len(data))
+
+
+def hover_lines(ids: pd.Series, texts: pd.Series | None = None, *, width: int = 60) -> list[str]:
+    """One line per example for hovering: its id, and with ``texts`` the start of its text
+    (whitespace collapsed). Plain text: the browser shows it as text, never as HTML."""
+    lines = ids.astype(str)
+    if texts is not None:
+        lines = lines + ": " + texts.astype(str).str.replace(r"\s+", " ", regex=True).str.slice(0, width)
+    return lines.tolist()
+
+
+def _colour_args(component_key: str, points: ScatterPoints, colour: pd.Series, title: str, identity: tuple) -> dict:
+    """The colour column, built and encoded once per points, column and ``identity``."""
+
+    def build() -> _Encoded:
+        channel = colour_channel(colour, title)
+        if channel.numeric:
+            meta = {"kind": "values", "title": title, "min": channel.low, "max": channel.high,
+                    "scale": list(COLOUR_SCALE), "missing": bool(np.isnan(channel.values).any()),
+                    "field": "values", "dtype": "float32"}
+            return _encode(column_bytes(channel.values, "float32"), meta)
+        meta = {"kind": "categories", "title": title, "names": list(channel.names),
+                "colours": list(channel.colours), "field": "codes", "dtype": code_dtype(len(channel.names))}
+        return _encode(column_bytes(channel.codes, meta["dtype"]), meta)
+
+    encoded = _encoded_column((*points.key, "colour", title, *identity), build)
+    args = {k: v for k, v in encoded.meta.items() if k not in ("field", "dtype")}
+    args[encoded.meta["field"]] = _blob(component_key, "colour", encoded, encoded.meta["dtype"], points.n)
+    return args
+
+
+def scatter_map(
+    points: ScatterPoints,
+    *,
+    key: str,
+    colour: pd.Series,
+    colour_name: str,
+    colour_key: tuple = (),
+    visible: np.ndarray | None = None,
+    selected: np.ndarray | None = None,
+    size: float = 4.0,
+    opacity: float = 0.8,
+    mode: str = "Replace",
+    height: int = 640,
+    axes: tuple[str, str] | None = None,
+    x_range: tuple[float, float] | None = None,
+    y_range: tuple[float, float] | None = None,
+    lines: Sequence[dict] = (),
+    annotations: Sequence[dict] = (),
+) -> None:
+    """Draw every point in the browser, coloured by ``colour`` (categories, or numbers on a
+    scale: :func:`ui.figures.colour_channel`), built once per points and ``colour_name``
+    (``colour_key`` tells apart colourings of one column that differ, such as renamed clusters).
+
+    Points outside ``visible`` (the filters) are drawn grey and small and cannot be selected;
+    ``selected`` (the shared selection) is highlighted. ``mode`` is what a new selection does
+    (Replace, Add, Remove), shown at once in the browser; the server applies it when it reads
+    the event (:func:`scatter_event`). With ``axes`` (two titles) the chart has axes and each
+    its own scale (two scores against each other; ``x_range``/``y_range`` fix their ranges),
+    ``lines`` (dicts of x0, y0, x1, y1) and ``annotations`` (x, y, text, dy in pixels) are drawn
+    in data coordinates; without, it is a map with one unit on both axes.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    n = points.n
+    xy_key = (*points.key, "xy")
+
+    def interleaved() -> _Encoded:
+        xy = np.empty((n, 2), dtype=np.float32)
+        xy[:, 0], xy[:, 1] = points.x, points.y
+        return _encode(column_bytes(xy, "float32"))
+
+    args: dict = {
+        "n": n,
+        "layout": repr(points.key),
+        "points": _blob(key, "points", _encoded_column(xy_key, interleaved), "float32", 2 * n),
+        "colour": _colour_args(key, points, colour, colour_name, tuple(colour_key)),
+        "visible": None if visible is None or visible.all() else _mask_blob(key, "visible", visible),
+        "selected": None if selected is None or not selected.any() else _mask_blob(key, "selected", selected),
+        "size": float(size), "opacity": float(opacity), "mode": mode, "height": int(height),
+        "axes": None if axes is None else {"x": axes[0], "y": axes[1], "x_range": x_range, "y_range": y_range},
+        "lines": list(lines), "annotations": list(annotations),
+        "labels": None, "hover": None,
+    }
+    if points.labels is not None:
+        labels = points.labels
+
+        def label_codes() -> _Encoded:  # every distinct label, not only the most frequent
+            codes, uniques = pd.factorize(labels.astype("string").fillna("(missing)"))
+            return _encode(column_bytes(codes, code_dtype(len(uniques))), {"names": [str(u) for u in uniques]})
+
+        encoded = _encoded_column((*points.key, "labels"), label_codes)
+        names = encoded.meta["names"]
+        args["labels"] = {"names": names, "codes": _blob(key, "labels", encoded, code_dtype(len(names)), n)}
+    if points.hover is not None:
+        hover = points.hover
+        encoded = _encoded_column((*points.key, "hover"), lambda: _encode("\n".join(hover()).encode("utf-8")))
+        args["hover"] = _blob(key, "hover", encoded, "utf8", n)
+    # declared on every call: it registers with the runtime running this script (AppTest makes one per test)
+    component = declare_component("scatter", path=str(BUILD_DIR))
+    component(key=key, default=None, **args)
+
+
+def scatter_event(key: str, n: int) -> ScatterEvent | None:
+    """The last selection the browser sent from the scatter ``key`` (None before the first, or
+    when it was made on another map of a different size). Read it before drawing the scatter,
+    so that the chart drawn in the same run already shows the new selection."""
+    value = st.session_state.get(key)
+    if not isinstance(value, dict) or value.get("kind") not in KINDS or value.get("mode") not in MODES:
+        return None
+    try:
+        rows = decode_rows(value.get("rows"), n=n)
+    except RowEncodingError:
+        return None
+    return ScatterEvent(nonce=str(value.get("nonce")), kind=value["kind"], mode=value["mode"], rows=rows)

@@ -22,9 +22,11 @@ def test_data_map_shows_regions_with_counts(use_analysed_workspace):
     counts = {m.label: int(m.value.replace(",", "")) for m in at.metric}
     assert set(counts) == {"easy-to-learn", "ambiguous", "hard-to-learn"}
     assert sum(counts.values()) == 1797
-    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
-    assert spec["layout"]["xaxis"]["title"]["text"] == "variability"
-    assert len(spec["layout"]["shapes"]) == 2  # the two threshold lines
+    [scatter] = [e for e in at.get("component_instance") if e.proto.component_name == "ui.scatter.scatter"]
+    args = json.loads(scatter.proto.json_args)  # the browser scatter's arguments: every point, drawn there
+    assert args["n"] == 1797 and args["axes"]["x"] == "variability" and args["axes"]["y"] == "confidence"
+    assert len(args["lines"]) == 2  # the two threshold lines
+    assert sorted(a["text"].split(" (")[0] for a in args["annotations"]) == sorted(counts)
 
 
 def test_moving_a_threshold_moves_examples_between_regions(use_analysed_workspace):

@@ -7,8 +7,9 @@ import streamlit as st
 
 from ui import cached
 from ui.analysis import page_run
-from ui.chart_selection import apply_chart_selection
-from ui.figures import HOVER_TEXT_MAX_POINTS, map_figure
+from ui.chart_selection import apply_scatter_selection
+from ui.figures import HOVER_TEXT_MAX_POINTS
+from ui.scatter import ScatterPoints, hover_lines, scatter_map
 from ui.selection import MODES, get_selection, selected_mask, set_selection
 from ui.selection_panel import selection_panel
 
@@ -45,7 +46,7 @@ if np.isfinite(rho) and abs(rho) > ONE_DIMENSIONAL:
         "bring the training dynamics of your own model (README, \"Bring your own training\").",
         icon=":material/linear_scale:")
 
-ids = examples["id"].to_numpy(dtype=object)
+ids = examples["id"]  # a Series: turning a million Arrow strings into Python objects takes 0.1 s
 summary = st.container()  # region counts and buttons, drawn above the chart once thresholds are read
 chart_column, controls = st.columns([4, 1])
 with controls:
@@ -75,35 +76,27 @@ with summary:
                           source=f"data map: {name}", mode=mode)
             st.rerun()
 
-colour = examples["correctness"].round(2)
-built = map_figure(examples["variability"].to_numpy(), examples["confidence"].to_numpy(),
-                   colour=colour, colour_name="correctness", visible=visible,
-                   selected=selected_mask(ids, get_selection(dataset.fingerprint)),
-                   hover=cached.hover_previews(str(run.path), cached.run_stamp(run.path), examples)
-                   if len(examples) <= HOVER_TEXT_MAX_POINTS else None,
-                   size=5.0 if len(examples) > 20_000 else 7.0, opacity=0.7,
-                   uirevision=f"datamap-{dataset.fingerprint}", height=600,
-                   axis_titles=("variability", "confidence"))
-figure = built.figure
+# A box, lasso or click in the browser reran the app: apply it before drawing (ui.scatter).
+apply_scatter_selection("datamap_scatter", examples["id"], dataset.fingerprint, origin="data map")
 top = max(0.5, float(examples["variability"].max()) * 1.05)
-figure.add_shape(type="line", x0=variability_threshold, x1=variability_threshold, y0=0, y1=1,
-                 line=dict(color="#444", dash="dash", width=1))
-figure.add_shape(type="line", x0=0, x1=variability_threshold, y0=confidence_threshold, y1=confidence_threshold,
-                 line=dict(color="#444", dash="dash", width=1))
-for name, x, y in (("easy-to-learn", variability_threshold / 2, 1.0),
-                   ("hard-to-learn", variability_threshold / 2, 0.0),
-                   ("ambiguous", (variability_threshold + top) / 2, 0.5)):
-    figure.add_annotation(x=x, y=y, text=f"<b>{name}</b> ({counts[name]:,})", showarrow=False,
-                          bgcolor="rgba(255,255,255,0.8)", yshift=-12 if y == 1.0 else 12 if y == 0.0 else 0)
-figure.update_xaxes(range=[0, top])
-figure.update_yaxes(range=[-0.02, 1.02])
+texts = examples["text"] if "text" in examples.columns and len(examples) <= HOVER_TEXT_MAX_POINTS else None
+points = ScatterPoints(x=examples["variability"].to_numpy(), y=examples["confidence"].to_numpy(),
+                       key=(str(run.path), cached.run_stamp(run.path), "data map"), labels=examples["label"],
+                       hover=lambda: hover_lines(examples["id"], texts))
+lines = [dict(x0=variability_threshold, y0=0, x1=variability_threshold, y1=1),
+         dict(x0=0, y0=confidence_threshold, x1=variability_threshold, y1=confidence_threshold)]
+annotations = [dict(x=x, y=y, text=f"{name} ({counts[name]:,})", dy=dy)
+               for name, x, y, dy in (("easy-to-learn", variability_threshold / 2, 1.0, 16),
+                                      ("hard-to-learn", variability_threshold / 2, 0.0, -8),
+                                      ("ambiguous", (variability_threshold + top) / 2, 0.5, 4))]
 with chart_column:
-    event = st.plotly_chart(figure, key="datamap_chart", on_select="rerun",
-                            selection_mode=("lasso", "box", "points"), width="stretch",
-                            config={"displaylogo": False})
+    scatter_map(points, key="datamap_scatter", colour=examples["correctness"].round(2), colour_name="correctness",
+                visible=visible, selected=selected_mask(examples["id"], get_selection(dataset.fingerprint)),
+                size=5.0 if len(examples) > 20_000 else 7.0, opacity=0.7, mode=mode, height=600,
+                axes=("variability", "confidence"), x_range=(0.0, top), y_range=(-0.02, 1.02),
+                lines=lines, annotations=annotations)
     st.caption("Regions follow the thresholds on the right (the paper draws them without fixed "
-               "thresholds). Lasso or box points, or select a whole region; the selection is shared "
-               "with the Map and the other pages." + (f" {built.caption()}" if built.sampled else ""))
-apply_chart_selection(event, built, ids, dataset.fingerprint, key="datamap", origin="data map", mode=mode)
+               "thresholds). Lasso or box points (toolbar, top right), or select a whole region; the "
+               f"selection is shared with the Map and the other pages. All {len(examples):,} points drawn.")
 
 selection_panel(dataset, examples, key="datamap_selection")

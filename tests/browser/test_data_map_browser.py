@@ -44,3 +44,17 @@ def test_select_a_region_then_see_it_on_the_map(page, app_url):
     expect(page.get_by_text(f"Last change: data map: {region}")).to_be_visible()
     # the Map's scatter draws the same rows highlighted
     wait_selection(page, count)
+
+
+def test_a_box_on_the_data_map_selects_the_points_inside_it(page, app_url, analysed_workspace):
+    from tests.browser.map_scatter import drag_box, inside, last_shape, run_points, use_tool, wait_drawn
+
+    page.goto(f"{app_url}/data-map")
+    wait_drawn(page, 1549)
+    use_tool(page, "box")
+    drag_box(page, 0.45, 0.05, 0.95, 0.7)
+    shape = last_shape(page)
+    truth = inside(run_points(analysed_workspace), shape, columns=("variability", "confidence"))
+    assert truth.sum() > 0
+    wait_selection(page, int(truth.sum()))
+    expect(page.get_by_text("Last change: data map: box")).to_be_visible()

@@ -13,6 +13,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
 from tests.browser.conftest import pick, serve_app, wait_idle
+from tests.browser.map_scatter import wait_drawn
 
 N = 120
 
@@ -54,11 +55,7 @@ def see_map(page, source: str) -> None:
     expect(page.get_by_test_id("stCaptionContainer").filter(has_text=f"Training dynamics from the {source}")
            ).to_be_visible(timeout=180_000)
     wait_idle(page)
-    page.wait_for_function(  # the points Plotly drew (its decoded traces), over every colour's trace
-        """(n) => {
-            const plot = document.querySelector('.js-plotly-plot');
-            return plot && plot._fullData && plot._fullData.reduce((k, t) => k + (t.x ? t.x.length : 0), 0) === n;
-        }""", arg=N, timeout=60_000)
+    wait_drawn(page, N)  # the points the browser scatter drew
     counts = [int(re.search(r"\(([\d,]+)\)", page.get_by_role("button", name=re.compile(f"^Select {region}"))
                             .inner_text()).group(1)) for region in ("easy-to-learn", "ambiguous", "hard-to-learn")]
     assert sum(counts) == N

@@ -36,6 +36,18 @@ What a model is fed
   tensor of shape (B, 3, H, W) with values in [0, 1] and ``H == W == image_size`` (when run
   with ``image_paths``), or a float32 matrix of shape (B, d) (when run with ``features``: for a
   text dataset the caller passes sentence embeddings, for a table its standardised features).
+
+Input gradients (for Variance of Gradients, :mod:`analytics.vog`)
+------------------------------------------------------------------
+:func:`run_checkpoint_gradients` also gives, for every example, the gradient of its gold-class
+logit with respect to the model input, taken in eval mode: the float tensor itself for
+TorchScript and state-dict models (pixels in [0, 1], or the feature vector); the processor's
+normalised ``pixel_values`` for transformers image models; for transformers text models the
+input token embeddings (the output of ``get_input_embeddings()``, fed as ``inputs_embeds``),
+summed over the real (unmasked) token positions, so the gradient has the hidden size as its
+dimension whatever the text's length. A model whose logits do not depend differentiably on its
+input (one that casts it to integers, detaches it, or fails when it requires a gradient) gives
+logits without gradients.
 """
 
 from __future__ import annotations
@@ -68,6 +80,7 @@ __all__ = [
     "checkpoint_fingerprint",
     "load_checkpoint",
     "run_checkpoint",
+    "run_checkpoint_gradients",
 ]
 
 #: How a checkpoint was loaded.
@@ -301,6 +314,101 @@ def run_checkpoint(
         The model does not take this kind of input, or its forward pass failed on it; the
         message names the checkpoint and the input shape.
     """
+    kind, inputs = _checked_inputs(loaded, texts, image_paths, features, batch_size, output)
+    if loaded.format == "transformers":
+        pooling = _sentence_transformers_pooling(loaded.path) if loaded.modality == "text" else None
+        step = functools.partial(_transformers_batch, loaded, output=output, pooling=pooling)
+    else:
+        step = functools.partial(_tensor_batch, loaded, kind=kind)
+
+    chunks = []
+    with torch.inference_mode():
+        for start, stop in _batches(loaded, len(inputs), batch_size, progress):
+            chunks.append(step(inputs[start:stop]))
+    return np.concatenate(chunks, axis=0)
+
+
+def run_checkpoint_gradients(
+    loaded: LoadedModel,
+    *,
+    gold: np.ndarray,
+    texts: Sequence[str] | None = None,
+    image_paths: Sequence[str | Path] | None = None,
+    features: np.ndarray | None = None,
+    batch_size: int = 64,
+    progress: Progress | None = None,
+    reduce: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, str | None]:
+    """Logits of every example and the gradient of its gold logit with respect to the model input.
+
+    One call per checkpoint gives S_t(i) = ∂ z_t(i)[y_i] / ∂ x_i for Variance of Gradients
+    (Agarwal et al., CVPR 2022; :mod:`analytics.vog`). What x is for each kind of model: see the
+    module docstring ("Input gradients"). A batch's gradients come from one backward pass of the
+    sum of its gold logits, which is each example's own gradient because a model in eval mode
+    treats the examples of a batch independently.
+
+    Parameters
+    ----------
+    loaded : LoadedModel
+    gold : ndarray of shape (n_examples,), int
+        The class index whose logit is differentiated, per example.
+    texts, image_paths, features, batch_size, progress
+        As for :func:`run_checkpoint`.
+    reduce : callable, optional
+        Applied to each batch's gradients, (B, D) float32 → (B, D'), before they are kept, so a
+        caller can bound memory (e.g. :func:`analytics.vog.reduce_gradients`).
+
+    Returns
+    -------
+    logits : ndarray of shape (n_examples, n_classes), float32
+    gradients : ndarray of shape (n_examples, D), float32, or None
+        None when the model gives no input gradient; ``note`` says why.
+    note : str or None
+
+    Raises
+    ------
+    ValueError, CheckpointError
+        As :func:`run_checkpoint` with ``output="logits"``; also when ``gold`` does not have one
+        entry per input.
+    """
+    kind, inputs = _checked_inputs(loaded, texts, image_paths, features, batch_size, "logits")
+    gold = np.asarray(gold, dtype=np.int64).reshape(-1)
+    if len(gold) != len(inputs):
+        raise ValueError(f"gold has {len(gold)} entries for {len(inputs)} inputs.")
+    if loaded.format == "transformers":
+        plain = functools.partial(_transformers_batch, loaded, output="logits", pooling=None)
+        with_gradients = functools.partial(_transformers_gradient_batch, loaded)
+    else:
+        plain = functools.partial(_tensor_batch, loaded, kind=kind)
+        with_gradients = functools.partial(_tensor_gradient_batch, loaded, kind=kind)
+    logits, gradients, note = [], [], None
+    for start, stop in _batches(loaded, len(inputs), batch_size, progress):
+        batch = inputs[start:stop]
+        batch_logits = batch_gradients = None
+        if note is None:
+            try:
+                with torch.inference_mode(False), torch.enable_grad():
+                    batch_logits, batch_gradients = with_gradients(
+                        batch, torch.from_numpy(gold[start:stop]).to(loaded.device))
+            except CheckpointError as exc:  # e.g. a model that calls .numpy() on its input
+                note = f"the model failed when its input required a gradient ({exc})"
+            else:
+                if batch_gradients is None:
+                    note = (f"the logits of {loaded.path.name} do not depend differentiably on its "
+                            "input (it may cast the input to integers or detach it), or a label index "
+                            "is not among its outputs")
+        if batch_logits is None:
+            with torch.inference_mode():
+                batch_logits = plain(batch)  # raises when the model fails on this input at all
+        logits.append(batch_logits)
+        if note is None:
+            gradients.append(reduce(batch_gradients) if reduce is not None else batch_gradients)
+    return (np.concatenate(logits, axis=0), None if note else np.concatenate(gradients, axis=0), note)
+
+
+def _checked_inputs(loaded: LoadedModel, texts, image_paths, features, batch_size: int,
+                    output: str) -> tuple[str, object]:
+    """Which input was given, as a list (texts, image paths) or a float32 matrix (features)."""
     given = {name: value for name, value in
              (("texts", texts), ("image_paths", image_paths), ("features", features)) if value is not None}
     if len(given) != 1:
@@ -324,22 +432,16 @@ def run_checkpoint(
             f"{loaded.path}: this model has no classification head, so it gives no logits "
             "(its config.json names no ...ForSequenceClassification or ...ForImageClassification "
             "architecture). Use output='embedding', or save the fine-tuned model with its head.")
+    return kind, inputs
 
-    if loaded.format == "transformers":
-        pooling = _sentence_transformers_pooling(loaded.path) if loaded.modality == "text" else None
-        step = functools.partial(_transformers_batch, loaded, output=output, pooling=pooling)
-    else:
-        step = functools.partial(_tensor_batch, loaded, kind=kind)
 
-    n_examples = len(inputs)
-    chunks = []
-    with torch.inference_mode():
-        for start in range(0, n_examples, batch_size):
-            chunks.append(step(inputs[start:start + batch_size]))
-            if progress is not None:
-                done = min(start + batch_size, n_examples)
-                progress(done / n_examples, f"Running {loaded.path.name}: {done:,}/{n_examples:,}")
-    return np.concatenate(chunks, axis=0)
+def _batches(loaded: LoadedModel, n_examples: int, batch_size: int, progress: Progress | None):
+    """(start, stop) of each batch; reports progress after each one is done."""
+    for start in range(0, n_examples, batch_size):
+        stop = min(start + batch_size, n_examples)
+        yield start, stop
+        if progress is not None:
+            progress(stop / n_examples, f"Running {loaded.path.name}: {stop:,}/{n_examples:,}")
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -562,32 +664,85 @@ def _has_classifier_head(model: torch.nn.Module) -> bool:
     return type(model).__name__.endswith(("ForSequenceClassification", "ForImageClassification"))
 
 
-def _tensor_batch(loaded: LoadedModel, batch, *, kind: str) -> np.ndarray:
-    """One batch through a TorchScript or state-dict model."""
+def _tensor_input(loaded: LoadedModel, batch, kind: str) -> torch.Tensor:
+    """A batch as the float tensor a TorchScript or state-dict model takes, on its device."""
     if kind == "features":
         tensor = torch.from_numpy(np.ascontiguousarray(batch))
     else:
         pixels = load_image_batch(batch, size=loaded.image_size)  # (B, H, W, 3) uint8
         tensor = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0)
-    result = _forward(loaded, lambda: loaded.model(tensor.to(loaded.device)), tuple(tensor.shape))
-    return _first_tensor(loaded, result, tuple(tensor.shape))
+    return tensor.to(loaded.device)
+
+
+def _tensor_batch(loaded: LoadedModel, batch, *, kind: str) -> np.ndarray:
+    """One batch through a TorchScript or state-dict model."""
+    tensor = _tensor_input(loaded, batch, kind)
+    result = _forward(loaded, lambda: loaded.model(tensor), tuple(tensor.shape))
+    return _first_tensor(loaded, result, tuple(tensor.shape)).float().cpu().numpy()
+
+
+def _tensor_gradient_batch(loaded: LoadedModel, batch, gold: torch.Tensor, *, kind: str):
+    """Logits and gold-logit input gradients, (B, K) and (B, D) float32 (or None), of one batch."""
+    tensor = _tensor_input(loaded, batch, kind).requires_grad_()
+    shape = tuple(tensor.shape)
+    logits = _first_tensor(loaded, _forward(loaded, lambda: loaded.model(tensor), shape), shape)
+    gradients = _gold_gradient(logits, gold, tensor)
+    return (logits.detach().float().cpu().numpy(),
+            None if gradients is None else gradients.reshape(shape[0], -1).float().cpu().numpy())
+
+
+def _transformers_gradient_batch(loaded: LoadedModel, batch, gold: torch.Tensor):
+    """As :func:`_tensor_gradient_batch` for a transformers classifier: the gradient with respect
+    to ``pixel_values``, or to the input token embeddings summed over the unmasked positions."""
+    model = loaded.model
+    inputs, shape = _transformers_inputs(loaded, batch)
+    if loaded.modality == "text":
+        embeddings = model.get_input_embeddings()
+        if embeddings is None:
+            return _transformers_batch(loaded, batch, output="logits", pooling=None), None
+        wrt = embeddings(inputs.pop("input_ids")).detach().requires_grad_()
+        inputs["inputs_embeds"] = wrt
+    else:
+        wrt = inputs["pixel_values"].requires_grad_()
+    logits = _forward(loaded, lambda: model(**_accepted_inputs(model, inputs)), shape).logits
+    gradients = _gold_gradient(logits, gold, wrt)
+    if gradients is not None and loaded.modality == "text":
+        mask = inputs.get("attention_mask")
+        gradients = (gradients if mask is None else gradients * mask.unsqueeze(-1).to(gradients.dtype)).sum(dim=1)
+    return (logits.detach().float().cpu().numpy(),
+            None if gradients is None else gradients.reshape(shape[0], -1).float().cpu().numpy())
+
+
+def _gold_gradient(logits: torch.Tensor, gold: torch.Tensor, wrt: torch.Tensor) -> torch.Tensor | None:
+    """∂ Σ_i logits[i, gold[i]] / ∂ wrt, or None when the logits do not depend on ``wrt`` through
+    differentiable operations or a gold index is beyond the logits."""
+    if logits.dim() != 2 or not logits.requires_grad or int(gold.min()) < 0 or int(gold.max()) >= logits.shape[1]:
+        return None
+    picked = logits.gather(1, gold.to(logits.device).unsqueeze(1)).sum()
+    try:
+        (gradients,) = torch.autograd.grad(picked, wrt, allow_unused=True)
+    except RuntimeError:  # an operation without a derivative in the user's model
+        return None
+    return gradients
+
+
+def _transformers_inputs(loaded: LoadedModel, batch) -> tuple[dict, tuple]:
+    """A batch tokenised (text) or preprocessed (images) for a transformers model, and its shape."""
+    if loaded.modality == "text":
+        encoded = loaded.preprocessor(list(batch), truncation=True, padding=True, return_tensors="pt",
+                                      max_length=_max_tokens(loaded))
+        inputs = {name: tensor.to(loaded.device) for name, tensor in encoded.items()}
+        return inputs, tuple(inputs["input_ids"].shape)
+    side = _processor_side(loaded.preprocessor)
+    images = list(load_image_batch(batch, size=side))
+    pixels = loaded.preprocessor(images=images, return_tensors="pt")["pixel_values"]
+    return {"pixel_values": pixels.to(loaded.device, dtype=loaded.model.dtype)}, tuple(pixels.shape)
 
 
 def _transformers_batch(loaded: LoadedModel, batch, *, output: str, pooling: dict | None) -> np.ndarray:
     """One batch through a transformers model: tokenise or preprocess, forward, pool."""
     model = loaded.model
-    if loaded.modality == "text":
-        encoded = loaded.preprocessor(list(batch), truncation=True, padding=True, return_tensors="pt",
-                                      max_length=_max_tokens(loaded))
-        inputs = {name: tensor.to(loaded.device) for name, tensor in encoded.items()}
-        shape = tuple(inputs["input_ids"].shape)
-    else:
-        side = _processor_side(loaded.preprocessor)
-        images = list(load_image_batch(batch, size=side))
-        pixels = loaded.preprocessor(images=images, return_tensors="pt")["pixel_values"]
-        inputs = {"pixel_values": pixels.to(loaded.device, dtype=model.dtype)}
-        shape = tuple(pixels.shape)
-
+    inputs, shape = _transformers_inputs(loaded, batch)
     if output == "logits":
         result = _forward(loaded, lambda: model(**_accepted_inputs(model, inputs)), shape)
         return result.logits.float().cpu().numpy()
@@ -628,7 +783,8 @@ def _expected_input(loaded: LoadedModel) -> str:
     return "this kind of input"
 
 
-def _first_tensor(loaded: LoadedModel, result, shape: tuple) -> np.ndarray:
+def _first_tensor(loaded: LoadedModel, result, shape: tuple) -> torch.Tensor:
+    """The model's output as a (B, -1) tensor: the first tensor of a tuple, list or dict."""
     if isinstance(result, Mapping):
         result = next(iter(result.values()), None)
     elif isinstance(result, (tuple, list)):
@@ -639,7 +795,7 @@ def _first_tensor(loaded: LoadedModel, result, shape: tuple) -> np.ndarray:
     if result.dim() == 0 or result.shape[0] != shape[0]:
         raise CheckpointError(f"{loaded.path}: on input of shape {shape} the model returned shape "
                               f"{tuple(result.shape)}, not one row per example.")
-    return result.reshape(shape[0], -1).float().cpu().numpy()
+    return result.reshape(shape[0], -1)
 
 
 def _masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

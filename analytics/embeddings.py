@@ -355,20 +355,35 @@ def _vector_file(dataset: Dataset, path: Path) -> np.ndarray:
 
 def checkpoint_outputs(dataset: Dataset, path: str, *, architecture: str | None = None, trust: bool = False,
                        device: str | None = None, batch_size: int = 64, output: str = "embedding",
-                       progress: Progress | None = None) -> np.ndarray:
-    """Run a user's checkpoint on every example: its embedding or its logits, shape (n, d).
+                       progress: Progress | None = None) -> np.ndarray | dict:
+    """Run a user's checkpoint on every example: its embedding, shape (n, d), or its logits.
 
     Text goes to a text model as text; images to an image model (or a TorchScript/state-dict
     model) as pixels; otherwise a TorchScript/state-dict model receives the dataset's default
     features (MiniLM sentence embeddings for text, standardised columns for tables).
+
+    With ``output="logits"`` (one checkpoint of :func:`analytics.dynamics.checkpoint_dynamics`)
+    the result is a dict of picklable values: ``logits`` (n, K) float32; ``gradients``, the
+    gradient of each example's gold-label logit with respect to the model input
+    (:func:`analytics.checkpoints.run_checkpoint_gradients`), kept as
+    :func:`analytics.vog.reduce_gradients` keeps them (a 64-dimensional random projection when
+    n × input dimensions is large), float32, or None when the model gives none; and ``note``,
+    why not (or None).
     """
-    from analytics.checkpoints import CheckpointError, load_checkpoint
+    from analytics.checkpoints import CheckpointError, load_checkpoint, run_checkpoint_gradients
+    from analytics.vog import reduce_gradients
 
     progress = progress or (lambda fraction, message: None)
     try:
         loaded = load_checkpoint(path, architecture=architecture, trust=trust, device=device)
-        return _run_loaded(loaded, dataset, path, device=device, batch_size=batch_size, output=output,
-                           progress=progress)
+        if output != "logits":
+            return _run_loaded(loaded, dataset, path, device=device, batch_size=batch_size, output=output,
+                               progress=progress)
+        inputs = _checkpoint_inputs(loaded, dataset, path, device=device, progress=progress)
+        logits, gradients, note = run_checkpoint_gradients(
+            loaded, **inputs, gold=dataset.label_codes, batch_size=batch_size, progress=progress,
+            reduce=functools.partial(reduce_gradients, n=len(dataset.table)))
+        return {"logits": logits, "gradients": gradients, "note": note}
     except CheckpointError as exc:
         raise EmbeddingError(str(exc)) from None
 
@@ -377,17 +392,22 @@ def _run_loaded(loaded, dataset: Dataset, path: str, *, device: str | None, batc
                 progress: Progress | None) -> np.ndarray:
     from analytics.checkpoints import run_checkpoint
 
+    return run_checkpoint(loaded, **_checkpoint_inputs(loaded, dataset, path, device=device, progress=progress),
+                          batch_size=batch_size, progress=progress, output=output)
+
+
+def _checkpoint_inputs(loaded, dataset: Dataset, path: str, *, device: str | None,
+                       progress: Progress | None) -> dict:
+    """What a loaded checkpoint is fed for this dataset: ``{"texts": ...}``, ``{"image_paths": ...}``
+    or ``{"features": ...}``."""
     if loaded.modality == "text":
         if "text" not in dataset.table.columns:
             raise EmbeddingError(f"{path}: a text model, but {dataset.name} has no text column.")
-        return run_checkpoint(loaded, texts=dataset.table["text"].tolist(), batch_size=batch_size,
-                              progress=progress, output=output)
+        return {"texts": dataset.table["text"].tolist()}
     if loaded.modality == "image" or dataset.kind == "image":
-        return run_checkpoint(loaded, image_paths=dataset.table["image"].tolist(),
-                              batch_size=batch_size, progress=progress, output=output)
-    inputs = (compute_embeddings(dataset, EmbeddingSpec(source="minilm"), device=device, progress=progress)
-              if dataset.kind == "text" else tabular_features(dataset))
-    return run_checkpoint(loaded, features=inputs, batch_size=batch_size, progress=progress, output=output)
+        return {"image_paths": dataset.table["image"].tolist()}
+    return {"features": compute_embeddings(dataset, EmbeddingSpec(source="minilm"), device=device, progress=progress)
+            if dataset.kind == "text" else tabular_features(dataset)}
 
 
 def _checkpoint(dataset: Dataset, spec: EmbeddingSpec, *, device: str | None, progress: Progress,

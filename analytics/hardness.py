@@ -18,7 +18,7 @@ HARDER_IS_HIGHER = {
     "confidence": False, "variability": True, "correctness": False, "forgetting_events": True,
     "aum": False, "el2n": True, "grand": True, "loss": True, "margin": False, "entropy": True,
     "label_quality": False, "knn_label_disagreement": True, "knn_density": False,
-    "outlier_score": True, "knn_shapley": False,
+    "outlier_score": True, "knn_shapley": False, "vog": True,
 }
 
 

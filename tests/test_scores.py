@@ -186,7 +186,7 @@ def full_inputs(n=60, k=3, seed=0):
     indices = np.array([rng.choice(np.delete(np.arange(n), i), 6, replace=False) for i in range(n)])
     return ScoreInputs(labels=labels, logits_by_epoch=logits, early_epoch=1, heldout_probs=probs,
                        knn_indices=indices, knn_distances=np.sort(rng.uniform(size=(n, 6)), axis=1),
-                       hidden_norms=rng.uniform(1, 2, (2, n)))
+                       hidden_norms=rng.uniform(1, 2, (2, n)), vog_raw=rng.uniform(0, 1, n))
 
 
 def test_registry_runs_only_what_the_inputs_allow():
@@ -216,7 +216,7 @@ def test_every_score_has_documentation_shape_and_order_invariance(name):
     perm = np.random.default_rng(1).permutation(60)
     permuted = ScoreInputs(labels=inputs.labels[perm], logits_by_epoch=inputs.logits_by_epoch[:, :, perm],
                            early_epoch=1, heldout_probs=inputs.heldout_probs[perm],
-                           hidden_norms=inputs.hidden_norms[:, perm])
+                           hidden_norms=inputs.hidden_norms[:, perm], vog_raw=inputs.vog_raw[perm])
     for column, values in score.compute(permuted).items():
         np.testing.assert_allclose(values, np.asarray(result[column])[perm])
 

@@ -1,7 +1,8 @@
-"""Scores from training dynamics: Dataset Cartography, forgetting, AUM, EL2N and GraNd.
+"""Scores from training dynamics: Dataset Cartography, forgetting, AUM, EL2N, GraNd and VoG.
 
 Logits have shape (seeds, epochs, n, K). Scores over epochs are computed per seed and averaged
-over seeds (one seed for imported dynamics).
+over seeds (one seed for imported dynamics). Variance of Gradients reads the raw VoG that the
+dynamics source accumulated (:mod:`analytics.vog`), already averaged over seeds.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from analytics.scores.registry import Score, ScoreInputs, register
+from analytics.vog import normalise_within_class
 
-__all__ = ["softmax", "cartography", "forgetting", "area_under_margin", "el2n", "grand"]
+__all__ = ["softmax", "cartography", "forgetting", "area_under_margin", "el2n", "grand", "variance_of_gradients"]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -101,6 +103,18 @@ def grand(logits: np.ndarray, labels: np.ndarray, early_epoch: int, hidden_norms
     return {"grand": norms.mean(0)}
 
 
+def variance_of_gradients(vog_raw: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Variance of Gradients (Agarwal et al., CVPR 2022).
+
+    With S_t(i) = ∂ z_t(i)[y_i] / ∂ x_i the gradient of the gold logit with respect to the
+    input at epoch or checkpoint t, the raw score is VoG_i = (1/D) Σ_d (1/T) Σ_t (S_t(i)_d −
+    μ_i,d)² (``vog_raw``, see :mod:`analytics.vog`); ``vog`` is that standardised within each
+    gold class (minus the class mean, over the class's population std), as in the paper.
+    Higher = harder. A class whose raw values are all equal scores 0.
+    """
+    return {"vog": normalise_within_class(vog_raw, labels)}
+
+
 register(Score("cartography", ("confidence", "variability", "correctness"), ("labels", "logits_by_epoch"),
                "confidence: lower = harder; variability: higher = ambiguous; correctness: lower = harder",
                "Swayamdipta et al., Dataset Cartography, EMNLP 2020",
@@ -128,3 +142,9 @@ register(Score("grand", ("grand",), ("labels", "logits_by_epoch", "hidden_norms"
                lambda x: grand(x.logits_by_epoch, x.labels, x.early_epoch, x.hidden_norms),
                "Last-layer gradient norm early in training, averaged over seeds.",
                per_example=True))
+register(Score("vog", ("vog",), ("labels", "vog_raw"), "higher = harder",
+               "Agarwal et al., Estimating Example Difficulty Using Variance of Gradients, CVPR 2022",
+               lambda x: variance_of_gradients(x.vog_raw, x.labels),
+               "Variance over epochs of the gradient of the gold logit with respect to the input, "
+               "averaged over input dimensions and standardised within each class.",
+               per_example=False))  # the class normalisation reads every example of the class

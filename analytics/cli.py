@@ -2,7 +2,9 @@
 
     cartographer analyze DATASET [--embeddings FILE | --checkpoint PATH] [--dynamics DIR]
                          [--dynamics-from probe|finetune|checkpoints|folder] [--finetune-epochs N ...]
-                         [--clusters kmeans|hdbscan|none] [--n-clusters K] [--ray ADDRESS] --out DIR
+                         [--clusters kmeans|hdbscan|none] [--n-clusters K] [--ray ADDRESS]
+                         [--no-issues | --skip-check duplicates|non_iid|columns|images ...] --out DIR
+    cartographer issues RUN_DIR [--leak-free-split FILE]
     cartographer export-dynamics RUN_DIR --out DIR [--seed S]
     cartographer impact RUN_DIR --out DIR [--experiment pruning|easy-hard|what-if] [...]
     cartographer validate DATASET [--label COL] [--id COL] [--text COL] [--image COL] [--split COL]
@@ -26,6 +28,8 @@ from analytics.pipeline import RunError
 from analytics.samples import SAMPLES
 
 __all__ = ["main"]
+
+CHECKS = ("duplicates", "non_iid", "columns", "images")  # IssueOptions' switches, for --skip-check
 
 
 def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
@@ -122,6 +126,7 @@ def _analyze(args: argparse.Namespace) -> int:
     from analytics.dynamics import ProbeConfig
     from analytics.embeddings import EmbeddingSpec
     from analytics.clusters import ClusterConfig
+    from analytics.data_issues import IssueOptions
     from analytics.finetune_config import FinetuneConfig
     from analytics.pipeline import AnalysisConfig, run_analysis
     from analytics.slices import SliceConfig
@@ -154,7 +159,9 @@ def _analyze(args: argparse.Namespace) -> int:
                             umap_init=args.umap_init,
                             clusters=None if args.clusters == "none" else
                             ClusterConfig(method=args.clusters, k=args.n_clusters),
-                            slices=SliceConfig(min_support=args.min_slice_support))
+                            slices=SliceConfig(min_support=args.min_slice_support),
+                            issues=None if args.no_issues or set(args.skip_check) >= set(CHECKS) else
+                            IssueOptions(**{check: check not in args.skip_check for check in CHECKS}))
     print(f"{dataset.source}: {dataset.kind} dataset, {dataset.n_examples:,} examples, "
           f"{len(dataset.classes)} classes", file=sys.stderr)
     executor = None
@@ -182,6 +189,40 @@ def _analyze(args: argparse.Namespace) -> int:
             executor.close()
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in run.manifest["timings_s"].items())
     print(f"wrote {run.path}/examples.parquet and manifest.json ({timings})")
+    return 0
+
+
+def _issues(args: argparse.Namespace) -> int:
+    """Print the run's data-issue table; with --leak-free-split, export the leak-free split."""
+    from analytics.export import export_subset
+    from analytics.pipeline import load_run, read_issues
+
+    run = load_run(args.run)
+    summary = read_issues(run)
+    if summary is None:
+        raise RunError(f"{run.path}: this run has no issues.json (it was analysed with --no-issues, or before "
+                       "the data-issue checks existed): run `cartographer analyze` again.")
+    rows = [(name, f"{entry['count']:,} {entry['unit']}", entry["severity"], entry["meaning"])
+            for name, entry in summary["issues"].items()]
+    header = ("issue type", "affected", "severity", "meaning")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + "  " + row[3])
+    leaks = summary.get("split_leaks")
+    if leaks:
+        for pair in leaks["pairs"]:
+            print(f"leaks {pair['splits'][0]} ↔ {pair['splits'][1]}: {pair['examples']:,} examples in "
+                  f"{pair['sets']:,} duplicate sets")
+    p_value = (summary.get("non_iid") or {}).get("p_value")
+    if p_value is not None:
+        print(f"non-IID p-value (row order): {p_value:.3g}")
+    if args.leak_free_split:
+        counts = {name: entry["count"] for name, entry in summary["issues"].items()}
+        result = export_subset(run.dataset, args.leak_free_split, scores=run.examples, leak_free=True,
+                               issue_counts=counts, description="every example, leak-free split",
+                               fingerprint=run.dataset.fingerprint)
+        print(f"wrote {result.path} (leak-free split: {result.manifest['leak_free_split']['moved']:,} examples "
+              f"moved) and {result.manifest_path.name}")
     return 0
 
 
@@ -408,7 +449,17 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--ray-cpus-per-unit", type=int, default=None, metavar="N",
                          help="CPUs (and torch threads) per unit (default: the cluster's CPUs shared among a "
                               "stage's units)")
+    checks = analyze.add_argument_group("data issues (duplicates, split leaks, order, columns, image properties)")
+    checks.add_argument("--no-issues", action="store_true", help="skip every data-issue check (no issues.json)")
+    checks.add_argument("--skip-check", choices=CHECKS, action="append", default=[], metavar="CHECK",
+                        help=f"skip one family of checks ({', '.join(CHECKS)}); repeat for several")
     analyze.set_defaults(handler=_analyze)
+    issues = commands.add_parser("issues", help="print a run's data-issue table (from its issues.json)")
+    issues.add_argument("run", help="a run folder written by `cartographer analyze` or the app")
+    issues.add_argument("--leak-free-split", metavar="FILE", default=None,
+                        help="also export every example with the leak-free split (.csv, .parquet or .jsonl; "
+                             "the old split in original_split, the number moved in the manifest)")
+    issues.set_defaults(handler=_issues)
     validate = commands.add_parser("validate", help="load a dataset, check it and summarise it")
     _add_dataset_arguments(validate)
     validate.set_defaults(handler=_validate)

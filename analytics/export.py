@@ -21,6 +21,11 @@ An export never replaces an existing file: when the name is taken the export goe
 temporary file (``os.link`` fails if the name exists), so two exporters at once never take the
 same name and nobody ever sees a partial file. The manifest follows.
 
+An export from a run also lists the run's data-issue counts (``issue_counts``, from its
+``issues.json``), and can carry the leak-free split (:func:`leak_free_split_frame`): the ``split``
+column rewritten so that no set of exact or near copies spans two splits, the old value kept in
+``original_split`` and the number of examples moved recorded under ``leak_free_split``.
+
 The exported file loads back with :func:`analytics.datasets.load_dataset`: ids and labels are
 in the canonical ``id`` and ``label`` columns, and the manifest's ``roles`` lists the role
 columns in case a reader wants to set them explicitly.
@@ -59,6 +64,7 @@ __all__ = [
     "export_format",
     "export_session",
     "export_subset",
+    "leak_free_split_frame",
     "manifest_path",
     "session_frame",
     "session_export",
@@ -103,6 +109,10 @@ class Provenance:
         Whether drops were removed and relabels applied.
     exported_by : str
         The normalised identity of who exported ("" when unknown, e.g. a notebook).
+    issue_counts : dict
+        ``{issue type: count}`` of the run the rows come from (its ``issues.json``).
+    leak_free_split : dict, optional
+        ``{"moved": n, "moved_in_dataset": m}`` when the split column is the leak-free split.
     """
 
     fingerprint: str
@@ -113,6 +123,8 @@ class Provenance:
     outcome_counts: dict[str, int] = field(default_factory=dict)
     applied_outcome: bool = False
     exported_by: str = ""
+    issue_counts: dict[str, int] = field(default_factory=dict)
+    leak_free_split: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -240,6 +252,46 @@ def subset_frame(
     by_id = scores.assign(id=scores["id"].astype(str)).drop_duplicates("id").set_index("id")[score_columns]
     joined = by_id.reindex(frame["id"].astype(str).to_numpy()).reset_index(drop=True)
     return pd.concat([frame, joined], axis=1)
+
+
+def leak_free_split_frame(frame: pd.DataFrame, examples: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """``frame`` with its ``split`` column replaced by the leak-free split of the run.
+
+    The split is computed over the whole run (``examples``: its ``examples.parquet`` with the
+    ``split`` and ``duplicate_set`` columns) by
+    :func:`analytics.data_issues.leak_free_split`, so a duplicate set moves as a whole even when
+    only part of it is exported; then joined to ``frame`` by id. The previous split is kept in
+    ``original_split``.
+
+    Returns
+    -------
+    (DataFrame, dict)
+        The frame, and ``{"moved": examples of the frame whose split changed,
+        "moved_in_dataset": examples of the whole run whose split changed}`` for the manifest.
+    """
+    from analytics.data_issues import leak_free_split
+
+    missing = [c for c in ("id", "split", "duplicate_set") if c not in examples.columns]
+    if missing:
+        raise ExportError(f"The leak-free split needs the run's {' and '.join(missing)} column"
+                          f"{'s' * (len(missing) > 1)}: analyse a dataset with a split column, with the "
+                          "duplicate check on.")
+    if "split" not in frame.columns:
+        raise ExportError("The exported rows have no split column to replace.")
+    new_split, moved_in_dataset = leak_free_split(examples["split"], examples["duplicate_set"].to_numpy())
+    by_id = pd.Series(new_split, index=examples["id"].astype(str).to_numpy())
+    by_id = by_id[~by_id.index.duplicated()]
+    replaced = by_id.reindex(frame["id"].astype(str).to_numpy()).to_numpy(dtype=object)
+    unknown = pd.isna(replaced) & frame["split"].notna().to_numpy()
+    if unknown.any():
+        raise ExportError(f"{int(unknown.sum())} exported ids are not in the run, e.g. "
+                          f"'{frame['id'].astype(str).to_numpy()[unknown][0]}'.")
+    out = frame.copy()
+    out["original_split"] = frame["split"].to_numpy(dtype=object)
+    out["split"] = replaced
+    old, new = out["original_split"].astype("string"), out["split"].astype("string")
+    moved = int((old.fillna("\0") != new.fillna("\0")).sum())
+    return out, {"moved": moved, "moved_in_dataset": int(moved_in_dataset)}
 
 
 def session_frame(
@@ -423,6 +475,8 @@ def _manifest(frame: pd.DataFrame, provenance: Provenance, fmt: str, data: bytes
         "decision_counts": provenance.decision_counts,
         "outcome_counts": provenance.outcome_counts,
         "exported_by": provenance.exported_by,
+        "issue_counts": provenance.issue_counts,
+        "leak_free_split": provenance.leak_free_split,
         "rows": int(len(frame)),
         "columns": [str(c) for c in frame.columns],
         "roles": {role: role for role in _ROLE_COLUMNS if role in frame.columns},
@@ -497,16 +551,27 @@ def export_subset(
     fingerprint: str | None = None,
     fmt: str | None = None,
     exported_by: str = "",
+    issue_counts: dict[str, int] | None = None,
+    leak_free: bool = False,
 ) -> ExportResult:
     """Write a subset (see :func:`subset_frame`) and its manifest.
 
     ``fingerprint`` defaults to the dataset's (required in practice when ``data`` is a bare
-    DataFrame; it is recorded as given). ``exported_by`` is recorded in the manifest.
+    DataFrame; it is recorded as given). ``exported_by`` is recorded in the manifest, and so are
+    ``issue_counts`` (the run's, see :func:`analytics.pipeline.read_issues`). With ``leak_free``
+    the split column is the run's leak-free split (:func:`leak_free_split_frame`, computed from
+    ``scores``, the run's examples), and the manifest counts the examples moved.
     """
     frame = subset_frame(data, ids=ids, scores=scores, score_columns=score_columns)
+    moved = None
+    if leak_free:
+        if scores is None:
+            raise ExportError("The leak-free split needs the run's examples (scores=examples.parquet).")
+        frame, moved = leak_free_split_frame(frame, scores)
     fingerprint = fingerprint if fingerprint is not None else getattr(data, "fingerprint", "")
     return write_export(frame, path, Provenance(fingerprint=fingerprint, description=description,
-                                                exported_by=exported_by), fmt=fmt)
+                                                exported_by=exported_by, issue_counts=dict(issue_counts or {}),
+                                                leak_free_split=moved), fmt=fmt)
 
 
 def export_session(

@@ -1,7 +1,7 @@
 """Run the analysis stages in order and write a run folder that the app and the CLI share.
 
 Stages: embeddings → neighbours (kNN graph) → PCA map → UMAP map → training dynamics →
-held-out probabilities → scores → clusters → artefacts. Each stage's
+held-out probabilities → scores → data issues → clusters → artefacts. Each stage's
 result is cached in the workspace under the dataset fingerprint and the stage's parameters, so
 a run that stopped after a stage resumes from there, and a second run with the same inputs is
 instant.
@@ -27,7 +27,11 @@ A run folder holds:
 - ``clusters.parquet`` — one row per cluster (coarse and fine levels): name, size, label mix,
   purity, accuracy, region mix, share of likely label issues, mean scores, representatives;
 - ``slices.parquet`` — slices ranked by how much worse the model does there (see
-  :mod:`analytics.slices`), when the run has predictions to judge.
+  :mod:`analytics.slices`), when the run has predictions to judge;
+- ``issues.json`` — the data-issue summary of :func:`analytics.data_issues.check_dataset`
+  (duplicates, split leaks, non-IID order, class imbalance, column checks, spurious cues, image
+  properties), whose per-example columns are in ``examples.parquet``; absent when the checks
+  were turned off (``AnalysisConfig.issues=None``) and in runs that predate them.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ import pandas as pd
 
 from analytics.access import AccessError, Policy, check_architecture, resolve_data_path
 from analytics.clusters import ClusterConfig, Clustering, cluster_embeddings, cluster_summary, name_clusters
+from analytics.data_issues import IssueOptions, check_dataset, issue_columns
 from analytics.datasets import ColumnRoles, Dataset
 from analytics.dynamics import (
     DynamicsError,
@@ -93,10 +98,16 @@ __all__ = [
     "run_slice_features",
     "run_slice_config",
     "analysis_columns",
+    "ISSUE_COLUMNS",
+    "ISSUES_FILE",
+    "read_issues",
 ]
 
 DYNAMICS_SOURCES = ("probe", "finetune", "checkpoints", "folder")
-STAGES = ("embeddings", "neighbors", "pca", "umap", "dynamics", "heldout", "scores", "clusters", "artefacts")
+STAGES = ("embeddings", "neighbors", "pca", "umap", "dynamics", "heldout", "scores", "issues", "clusters",
+          "artefacts")
+ISSUE_COLUMNS = frozenset(issue_columns(images=True))
+ISSUES_FILE = "issues.json"
 CLUSTER_COLUMNS = ("cluster", "cluster_fine")
 ROLE_COLUMNS = ("id", "text", "image")
 MAP_COLUMNS = ("x", "y", "pca_x", "pca_y")
@@ -157,6 +168,9 @@ class AnalysisConfig:
     ``dynamics_epoch_*.jsonl`` files or the model output folder that holds
     ``training_dynamics/``). ``None`` resolves from the other fields: ``dynamics_dir`` gives
     "folder", ``checkpoints`` give "checkpoints", otherwise "probe" (:attr:`dynamics_source`).
+
+    ``issues`` sets the data-issue checks (:class:`analytics.data_issues.IssueOptions`, all on by
+    default); ``None`` skips them (no ``issues.json``, and a different run folder).
     """
 
     embedding: EmbeddingSpec | None = None
@@ -177,6 +191,7 @@ class AnalysisConfig:
     slices: SliceConfig = field(default_factory=SliceConfig)
     dynamics_from: str | None = None
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    issues: IssueOptions | None = field(default_factory=IssueOptions)
 
     def __post_init__(self):
         if self.projection not in PROJECTIONS:
@@ -451,6 +466,12 @@ def run_analysis(
         score_table["predicted_label"] = np.asarray(dataset.classes, dtype=object)[predicted]
         score_table["correct"] = predicted == labels
 
+    issues = None
+    if config.issues is not None:
+        issues = timed("issues", lambda: check_dataset(
+            dataset, knn_indices=graph.indices, knn_distances=graph.distances, metric=graph.metric,
+            options=config.issues, progress=lambda f, m: report("issues", f, m)))
+
     clustering = None
     if config.clusters is not None:
         cluster_params = {"embedding": embed_params, **config.clusters.params(),
@@ -471,6 +492,9 @@ def run_analysis(
     examples["pca_x"], examples["pca_y"] = pca[:, 0], pca[:, 1]
     for column in score_table.columns:
         examples[column] = score_table[column].to_numpy()
+    if issues is not None:
+        for column in issues.columns.columns:
+            examples[column] = issues.columns[column].to_numpy()
     clusters_table = slices_table = None
     cluster_info = None
     if clustering is not None:
@@ -505,6 +529,8 @@ def run_analysis(
                        "seed": config.seed, "umap_fit_max": config.umap_fit_max},
         "map_columns": list(MAP_COLUMNS),
         "score_columns": list(score_table.columns),
+        "issue_columns": list(issues.columns.columns) if issues is not None else [],
+        "issues": _issues_manifest(issues.summary) if issues is not None else None,
         "scores": {score.name: {"columns": list(score.columns), "direction": score.direction,
                                 "reference": score.reference, "description": score.description}
                    for score in (available_scores(inputs) if config.scores else [])},
@@ -532,6 +558,8 @@ def run_analysis(
         writers["clusters.parquet"] = lambda handle: clusters_table.to_parquet(handle, index=False)
     if slices_table is not None:
         writers["slices.parquet"] = lambda handle: slices_table.to_parquet(handle, index=False)
+    if issues is not None:
+        writers[ISSUES_FILE] = lambda handle: handle.write(issues.summary_json().encode("utf-8"))
     for name, write in writers.items():
         atomic_write(out / name, write)
         manifest["artefacts"][name] = {"bytes": (out / name).stat().st_size, "sha256": file_sha256(out / name)}
@@ -570,7 +598,7 @@ def load_run(path: str | Path, *, verify: bool = True) -> AnalysisRun:
     examples = read_artefact(path, "examples.parquet", manifest=manifest, verify=False)
     info = manifest["dataset"]
     analysis_columns = [c for c in examples.columns if c in manifest.get("map_columns", MAP_COLUMNS)
-                        or c in manifest.get("score_columns", [])]
+                        or c in manifest.get("score_columns", []) or c in manifest.get("issue_columns", [])]
     try:
         dataset = Dataset(
             name=info["name"], source=Path(info["source"]),
@@ -646,6 +674,7 @@ def _read_npz(file: Path, mmap: bool) -> dict[str, np.ndarray]:
 
 
 _ARTEFACT_READERS: dict[str, Callable[[Path, bool], object]] = {
+    ".json": lambda file, mmap: json.loads(file.read_text(encoding="utf-8")),
     ".npy": lambda file, mmap: np.load(file, allow_pickle=False, mmap_mode="r" if mmap else None),
     ".npz": _read_npz,
     ".parquet": lambda file, mmap: pd.read_parquet(file),
@@ -677,6 +706,8 @@ def _expected_files(manifest: dict) -> set[str]:
         expected |= {"dynamics.npy", "heldout_probs.npy"}
     if manifest.get("clusters"):
         expected.add("clusters.parquet")
+    if manifest.get("issues"):
+        expected.add(ISSUES_FILE)
     return expected
 
 
@@ -883,6 +914,9 @@ def _config_params(config: AnalysisConfig, dynamics: dict | None = None) -> dict
         params["scores"] = dynamics if dynamics is not None else _dynamics_params(config)
     if config.clusters is not None:
         params["clusters"] = {**config.clusters.params(), "slices": asdict(config.slices)}
+    # Always in the key: a run from before the checks is recomputed (its stages from the cache)
+    # rather than opened without them.
+    params["issues"] = asdict(config.issues) if config.issues is not None else None
     return params
 
 
@@ -929,6 +963,28 @@ def cluster_tables(dataset: Dataset, examples: pd.DataFrame, clustering: Cluster
     return table
 
 
+def _issues_manifest(summary: dict) -> dict:
+    """The manifest's "issues" entry: the count and severity of each issue type."""
+    entries = summary.get("issues", {})
+    return {"counts": {name: entry["count"] for name, entry in entries.items()},
+            "severity": {name: entry["severity"] for name, entry in entries.items()},
+            "file": ISSUES_FILE}
+
+
+def read_issues(run: AnalysisRun) -> dict | None:
+    """The run's ``issues.json`` (checked against the manifest), or None for a run without one
+    (analysed with the checks off, or before they existed).
+
+    Raises
+    ------
+    DamagedRunError
+        The file is listed but missing, changed or unreadable.
+    """
+    if ISSUES_FILE not in run.manifest.get("artefacts", {}):
+        return None
+    return run.read(ISSUES_FILE)
+
+
 def cluster_display(clusters: pd.DataFrame) -> dict[str, dict[int, str]]:
     """Readable cluster values for slice descriptions: ``3 (gcc · compiler · build)``."""
     out: dict[str, dict[int, str]] = {}
@@ -950,8 +1006,8 @@ def run_slice_features(examples: pd.DataFrame, clusters: pd.DataFrame | None, co
 
 def analysis_columns(examples: pd.DataFrame) -> set[str]:
     """The columns of ``examples`` that the analysis added (scores, regions, predictions, clusters)."""
-    return (_score_column_names() | {"region", "predicted_label", "heldout_correct", "correct", *CLUSTER_COLUMNS}) \
-        & set(examples.columns)
+    return (_score_column_names() | {"region", "predicted_label", "heldout_correct", "correct", *CLUSTER_COLUMNS}
+            | ISSUE_COLUMNS) & set(examples.columns)
 
 
 def discover_run_slices(examples: pd.DataFrame, clusters: pd.DataFrame | None, config: SliceConfig) -> pd.DataFrame:

@@ -359,3 +359,61 @@ def test_a_wrong_fine_tuning_model_fails_before_any_stage(tmp_path, capsys):
                  "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 2 and "not-a-model: not a Hugging Face model folder" in err and "[embeddings]" not in err
+
+
+# --- data issues -----------------------------------------------------------------------------------
+
+def leaky_csv(path):
+    """60 rows in two clusters, train and test; rows 0-2 copied into test under other ids."""
+    rng = np.random.default_rng(1)
+    labels = np.repeat(["a", "b"], 30)
+    frame = pd.DataFrame({"id": [f"r{i}" for i in range(60)], "label": labels,
+                          "f0": rng.normal(size=60) + (labels == "b") * 4, "f1": rng.normal(size=60),
+                          "split": ["train"] * 45 + ["test"] * 15})
+    copies = frame.iloc[[0, 1, 2]].assign(id=["c0", "c1", "c2"], split="test")
+    pd.concat([frame, copies], ignore_index=True).to_csv(path, index=False)
+    return path
+
+
+FAST = ["--projection", "pca", "--no-scores", "--clusters", "none", "--k", "5"]
+
+
+def test_issues_prints_the_table_and_exports_the_leak_free_split(tmp_path, capsys):
+    import json
+
+    data = leaky_csv(tmp_path / "leaky.csv")
+    assert main(["analyze", str(data), *FAST, "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    assert main(["issues", str(tmp_path / "run"), "--leak-free-split", str(tmp_path / "clean.csv")]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["issue", "type", "affected"] and "meaning" in lines[0]
+    duplicates = next(line for line in lines if line.startswith("near_duplicate "))
+    leaks = next(line for line in lines if line.startswith("split_leak "))
+    assert "6 examples" in duplicates and "6 examples" in leaks and " high " in leaks
+    assert "leaks test ↔ train: 6 examples in 3 duplicate sets" in out
+    assert "leak-free split: 3 examples moved" in out
+    exported = pd.read_csv(tmp_path / "clean.csv")
+    manifest = json.loads((tmp_path / "clean.csv.manifest.json").read_text())
+    assert manifest["leak_free_split"] == {"moved": 3, "moved_in_dataset": 3}
+    assert manifest["issue_counts"]["split_leak"] == 6 and manifest["issue_counts"]["near_duplicate"] == 6
+    assert (exported["split"] != exported["original_split"]).sum() == 3
+    assert exported.loc[exported["id"].isin(["c0", "c1", "c2"]), "split"].eq("train").all()
+
+
+def test_the_checks_can_be_skipped(tmp_path, capsys):
+    import json
+
+    data = leaky_csv(tmp_path / "leaky.csv")
+    assert main(["analyze", str(data), *FAST, "--no-issues", "--out", str(tmp_path / "none")]) == 0
+    assert not (tmp_path / "none" / "issues.json").exists()
+    capsys.readouterr()
+    assert main(["issues", str(tmp_path / "none")]) == 2
+    assert "no issues.json" in capsys.readouterr().err
+    assert main(["analyze", str(data), *FAST, "--skip-check", "non_iid", "--skip-check", "images",
+                 "--out", str(tmp_path / "some")]) == 0
+    summary = json.loads((tmp_path / "some" / "issues.json").read_text())
+    assert summary["options"]["non_iid"] is False and summary["options"]["duplicates"] is True
+    assert "non_iid" not in summary["issues"] and summary["issues"]["split_leak"]["count"] == 6
+    with pytest.raises(SystemExit):
+        main(["analyze", str(data), *FAST, "--skip-check", "bogus", "--out", str(tmp_path / "x")])

@@ -329,3 +329,32 @@ def test_manifest_counts_match_the_file_while_reviewers_write(dataset, any_store
         for writer in writers:
             writer.join()
     assert mismatches == 0
+
+
+def test_the_leak_free_split_and_the_issue_counts_in_the_manifest(tmp_path, dataset):
+    from analytics.export import leak_free_split_frame
+
+    # the run's examples: 007 (train) is a copy of a2 and a4 (test); a1 and a3 copies within train
+    examples = pd.DataFrame({"id": ["007", "a1", "a2", "a3", "a4", "a5"],
+                             "split": ["train", "train", "test", "train", "test", "train"],
+                             "duplicate_set": [0, 1, 0, 1, 0, -1]})
+    counts = {"near_duplicate": 5, "split_leak": 3, "null": 0}
+    result = export_subset(dataset, tmp_path / "clean.csv", ids=["a1", "007", "a5"], scores=examples,
+                           leak_free=True, issue_counts=counts, description="leak-free")
+    assert result.manifest["issue_counts"] == counts
+    assert result.manifest["leak_free_split"] == {"moved": 1, "moved_in_dataset": 1}
+    loaded = read_back(tmp_path / "clean.csv").table
+    assert loaded["split"].tolist() == ["train", "test", "train"]  # 007 joins its copies in test
+    assert loaded["original_split"].tolist() == ["train", "train", "train"]
+    # the whole dataset: only 007 moves, and the sets now sit in one split each
+    frame, moved = leak_free_split_frame(dataset.table, examples)
+    assert moved == {"moved": 1, "moved_in_dataset": 1}
+    assert frame.groupby(examples.set_index("id").loc[frame["id"], "duplicate_set"].to_numpy())["split"] \
+        .nunique().max() == 1
+    # an export without them says nothing of issues; without the duplicate column it is refused
+    plain = export_subset(dataset, tmp_path / "plain.csv", ids=["a1"])
+    assert plain.manifest["issue_counts"] == {} and plain.manifest["leak_free_split"] is None
+    with pytest.raises(ExportError, match="duplicate_set"):
+        export_subset(dataset, tmp_path / "x.csv", scores=examples.drop(columns="duplicate_set"), leak_free=True)
+    with pytest.raises(ExportError, match="needs the run's examples"):
+        export_subset(dataset, tmp_path / "y.csv", leak_free=True)

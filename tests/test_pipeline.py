@@ -17,6 +17,7 @@ from analytics.pipeline import (
     RunError,
     load_run,
     read_artefact,
+    run_slice_config,
     run_analysis,
     verify_run,
 )
@@ -50,7 +51,7 @@ def test_run_writes_the_artefacts_and_manifest(dataset, tmp_path):
     assert manifest["neighbors"] == {"k": 8, "metric": "euclidean", "method": "exact", "recall": 1.0,
                                      "recall_queries": 150}
     assert set(manifest["timings_s"]) == {"embeddings", "neighbors", "pca", "dynamics", "heldout",
-                                          "scores", "clusters", "artefacts", "total"}
+                                          "scores", "issues", "clusters", "artefacts", "total"}
     for column in ("confidence", "variability", "correctness", "forgetting_events", "never_learned", "aum",
                    "el2n", "grand", "loss", "margin", "entropy", "label_quality", "label_issue",
                    "knn_label_disagreement", "knn_density", "outlier_score", "knn_shapley", "region",
@@ -206,7 +207,7 @@ def test_large_data_methods_are_used_and_recorded(dataset, tmp_path, monkeypatch
 
 
 RUN_FILES = ["examples.parquet", "neighbors.npz", "dynamics.npy", "heldout_probs.npy", "embeddings.npy",
-             "clusters.parquet", "slices.parquet", "manifest.json"]
+             "clusters.parquet", "slices.parquet", "issues.json", "manifest.json"]
 
 
 def truncate(file):
@@ -433,3 +434,61 @@ def test_different_sources_never_share_a_run_folder(dataset, tmp_path):
 def test_conflicting_sources_are_refused_with_a_clear_message(fields, message):
     with pytest.raises(ValueError, match=message):
         AnalysisConfig(**fields)
+
+
+def test_the_issues_stage_writes_its_columns_and_a_checksummed_issues_json(dataset, tmp_path):
+    from analytics.data_issues import IssueOptions
+    from analytics.pipeline import analysis_columns, read_issues, run_dir_for, run_slice_features
+
+    table = dataset.table.copy()  # plant three copies of row 0 under other ids, one in another split
+    copies = pd.concat([table.iloc[[0, 0, 0]]] * 1, ignore_index=True)
+    copies["id"] = ["copy1", "copy2", "copy3"]
+    planted = pd.concat([table, copies], ignore_index=True)
+    planted["split"] = ["train"] * (len(planted) - 1) + ["test"]
+    planted.to_csv(tmp_path / "planted.csv", index=False)
+    planted_dataset = load_dataset(tmp_path / "planted.csv")
+    run = run_analysis(planted_dataset, CONFIG, out_dir=tmp_path / "run", workspace=Workspace(tmp_path / "ws"))
+    examples = run.examples
+    for column in ("near_duplicate", "duplicate_set", "duplicate_kind", "duplicate_label_conflict", "split_leak",
+                   "non_iid_score"):
+        assert column in examples.columns, column
+    copied = examples["id"].isin(["row0", "copy1", "copy2", "copy3"]).to_numpy()
+    assert examples.loc[copied, "near_duplicate"].all() and examples.loc[copied, "duplicate_kind"].eq("exact").all()
+    assert examples.loc[copied, "duplicate_set"].nunique() == 1
+    assert examples.loc[copied, "split_leak"].all() and examples["split_leak"].sum() == 4
+    issues = json.loads((tmp_path / "run" / "issues.json").read_text())
+    assert issues["issues"]["near_duplicate"]["count"] == int(examples["near_duplicate"].sum()) >= 4
+    assert issues["split_leaks"]["pairs"] and issues["split_leaks"]["leak_free_split"]["moved"] == 1
+    assert "issues.json" in run.manifest["artefacts"] and verify_run(tmp_path / "run") == []
+    assert run.manifest["issues"]["counts"]["split_leak"] == 4
+    assert run.manifest["issues"]["counts"] == {t: e["count"] for t, e in issues["issues"].items()}
+    # the issue columns are analysis columns: not slice features, not the dataset's own columns
+    assert {"near_duplicate", "non_iid_score"} <= analysis_columns(examples)
+    features = run_slice_features(examples, None, run_slice_config(run.manifest), analysis_columns(examples))
+    names = {feature.name for feature in features}
+    assert "split" in names and not {"near_duplicate", "duplicate_set", "split_leak", "non_iid_score"} & names
+    loaded = load_run(tmp_path / "run")
+    assert "near_duplicate" not in loaded.dataset.table.columns
+    assert read_issues(loaded) == issues
+    (tmp_path / "run" / "issues.json").write_text(json.dumps({**issues, "n_examples": 0}))
+    assert [p.file for p in verify_run(tmp_path / "run")] == ["issues.json"]
+    # switched off: no issues.json, no columns, another run folder; one check off changes the key too
+    workspace = Workspace(tmp_path / "ws")
+    off = AnalysisConfig(projection="pca", k=8, issues=None)
+    bare = run_analysis(planted_dataset, off, out_dir=tmp_path / "off", workspace=workspace)
+    assert not (tmp_path / "off" / "issues.json").exists() and "near_duplicate" not in bare.examples.columns
+    assert bare.manifest["issues"] is None and verify_run(tmp_path / "off") == []
+    assert read_issues(load_run(tmp_path / "off")) is None
+    folders = {run_dir_for(planted_dataset, config, workspace)
+               for config in (CONFIG, off, AnalysisConfig(projection="pca", k=8, issues=IssueOptions(images=False)))}
+    assert len(folders) == 3
+
+
+def test_a_run_without_issues_json_from_before_the_checks_still_loads(dataset, tmp_path):
+    run_analysis(dataset, AnalysisConfig(projection="pca", k=8, scores=False, clusters=None), out_dir=tmp_path / "run", workspace=Workspace(tmp_path / "ws"))
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    del manifest["issues"], manifest["issue_columns"], manifest["artefacts"]["issues.json"]
+    (tmp_path / "run" / "issues.json").unlink()
+    (tmp_path / "run" / "manifest.json").write_text(json.dumps(manifest))
+    assert verify_run(tmp_path / "run") == []
+    assert load_run(tmp_path / "run").examples["near_duplicate"].dtype == bool

@@ -25,6 +25,7 @@ PAGES: tuple[PageSpec, ...] = (
     PageSpec("views/data_map.py", "Data map", "data-map", ":material/insights:"),
     PageSpec("views/hardness.py", "Hardness", "hardness", ":material/leaderboard:"),
     PageSpec("views/subpopulations.py", "Subpopulations", "subpopulations", ":material/workspaces:"),
+    PageSpec("views/issues.py", "Issues", "issues", ":material/report:"),
     PageSpec("views/review.py", "Review", "review", ":material/rate_review:"),
     PageSpec("views/impact.py", "Impact", "impact", ":material/science:"),
 )

@@ -51,7 +51,7 @@ import pandas as pd
 
 from analytics.access import AccessError, Policy, check_architecture, resolve_data_path
 from analytics.clusters import ClusterConfig, Clustering, cluster_embeddings, cluster_summary, name_clusters
-from analytics.data_issues import IssueOptions, check_dataset, issue_columns
+from analytics.data_issues import DataIssues, IssueOptions, check_dataset, issue_columns
 from analytics.datasets import ColumnRoles, Dataset
 from analytics.dynamics import (
     DynamicsError,
@@ -468,9 +468,9 @@ def run_analysis(
 
     issues = None
     if config.issues is not None:
-        issues = timed("issues", lambda: check_dataset(
-            dataset, knn_indices=graph.indices, knn_distances=graph.distances, metric=graph.metric,
-            options=config.issues, progress=lambda f, m: report("issues", f, m)))
+        issue_params = {"knn": knn_params, "options": asdict(config.issues), "v": 1}
+        issues = timed("issues", lambda: _cached_issues(workspace, fingerprint, issue_params, dataset, graph,
+                                                        config.issues, progress=lambda f, m: report("issues", f, m)))
 
     clustering = None
     if config.clusters is not None:
@@ -759,6 +759,21 @@ def _cached_knn(workspace: Workspace, fingerprint: str, params: dict, vectors: n
                                                      "recall": graph.recall,
                                                      "recall_queries": graph.recall_queries}, fmt="json")
     return graph
+
+
+def _cached_issues(workspace: Workspace, fingerprint: str, params: dict, dataset: Dataset, graph: KnnGraph,
+                   options: IssueOptions, progress=None) -> DataIssues:
+    """The data-issue checks on the run's kNN graph, kept in the workspace (columns as parquet,
+    the summary as JSON) under the graph's and the options' parameters."""
+    columns = workspace.load(fingerprint, "issues_columns", params, fmt="parquet")
+    summary = workspace.load(fingerprint, "issues_summary", params, fmt="json")
+    if columns is not None and summary is not None and len(columns) == dataset.n_examples:
+        return DataIssues(columns, summary)
+    issues = check_dataset(dataset, knn_indices=graph.indices, knn_distances=graph.distances, metric=graph.metric,
+                           options=options, progress=progress)
+    workspace.save(fingerprint, "issues_columns", params, issues.columns, fmt="parquet")
+    workspace.save(fingerprint, "issues_summary", params, issues.summary, fmt="json")
+    return issues
 
 
 def _umap_init(config: AnalysisConfig, n: int) -> str:

@@ -121,8 +121,10 @@ def test_a_second_run_resumes_from_the_cache(dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "train_probe", lambda *a, **k: calls.append("probe"))
     monkeypatch.setattr(pipeline, "cross_fit_probabilities", lambda *a, **k: calls.append("heldout"))
     monkeypatch.setattr(pipeline, "cluster_embeddings", lambda *a, **k: calls.append("clusters"))
+    monkeypatch.setattr(pipeline, "check_dataset", lambda *a, **k: calls.append("issues"))
     again = run_analysis(dataset, CONFIG, workspace=workspace)
     assert calls == []  # every stage came from the workspace
+    assert again.manifest["issues"]["counts"] and "non_iid_score" in again.examples.columns
     assert again.path.parent.parent == workspace.root / "runs"
 
 

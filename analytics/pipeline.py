@@ -51,6 +51,8 @@ import pandas as pd
 
 from analytics.access import AccessError, Policy, check_architecture, resolve_data_path
 from analytics.clusters import ClusterConfig, Clustering, cluster_embeddings, cluster_summary, name_clusters
+from analytics.annotators import ANNOTATORS_FILE, dataset_annotators
+from analytics.annotators import EXAMPLE_COLUMNS as ANNOTATOR_EXAMPLE_COLUMNS
 from analytics.data_issues import DataIssues, IssueOptions, check_dataset, issue_columns
 from analytics.datasets import ColumnRoles, Dataset
 from analytics.dynamics import (
@@ -466,6 +468,12 @@ def run_analysis(
         score_table["predicted_label"] = np.asarray(dataset.classes, dtype=object)[predicted]
         score_table["correct"] = predicted == labels
 
+    annotators = None
+    if dataset.roles.annotator:  # several annotators: consensus and each annotator's quality
+        annotators = dataset_annotators(dataset, heldout_probs=heldout)
+        for column in ANNOTATOR_EXAMPLE_COLUMNS:
+            score_table[column] = annotators.examples[column].to_numpy()
+
     issues = None
     if config.issues is not None:
         issue_params = {"knn": knn_params, "options": asdict(config.issues), "v": 1}
@@ -531,6 +539,7 @@ def run_analysis(
         "score_columns": list(score_table.columns),
         "issue_columns": list(issues.columns.columns) if issues is not None else [],
         "issues": _issues_manifest(issues.summary) if issues is not None else None,
+        "annotators": annotators.summary() if annotators is not None else None,
         "scores": {score.name: {"columns": list(score.columns), "direction": score.direction,
                                 "reference": score.reference, "description": score.description}
                    for score in (available_scores(inputs) if config.scores else [])},
@@ -558,6 +567,8 @@ def run_analysis(
         writers["clusters.parquet"] = lambda handle: clusters_table.to_parquet(handle, index=False)
     if slices_table is not None:
         writers["slices.parquet"] = lambda handle: slices_table.to_parquet(handle, index=False)
+    if annotators is not None:
+        writers[ANNOTATORS_FILE] = lambda handle: annotators.annotators.to_parquet(handle, index=False)
     if issues is not None:
         writers[ISSUES_FILE] = lambda handle: handle.write(issues.summary_json().encode("utf-8"))
     for name, write in writers.items():
@@ -708,6 +719,8 @@ def _expected_files(manifest: dict) -> set[str]:
         expected.add("clusters.parquet")
     if manifest.get("issues"):
         expected.add(ISSUES_FILE)
+    if manifest.get("annotators"):
+        expected.add(ANNOTATORS_FILE)
     return expected
 
 
@@ -826,7 +839,7 @@ def _cached_dynamics(workspace: Workspace, fingerprint: str, params: dict, datas
                                      progress=progress)
     elif source == "checkpoints":
         dynamics = checkpoint_dynamics(
-            config.checkpoints, labels, progress=progress, executor=executor,
+            config.checkpoints, labels, progress=progress, executor=executor, notes=notes,
             run_one=functools.partial(checkpoint_outputs, dataset, architecture=config.architecture,
                                       trust=config.trust, device=config.device, output="logits"))
     elif scheme == "cross-fit":
@@ -1022,7 +1035,7 @@ def run_slice_features(examples: pd.DataFrame, clusters: pd.DataFrame | None, co
 def analysis_columns(examples: pd.DataFrame) -> set[str]:
     """The columns of ``examples`` that the analysis added (scores, regions, predictions, clusters)."""
     return (_score_column_names() | {"region", "predicted_label", "heldout_correct", "correct", *CLUSTER_COLUMNS}
-            | ISSUE_COLUMNS) & set(examples.columns)
+            | ISSUE_COLUMNS | set(ANNOTATOR_EXAMPLE_COLUMNS)) & set(examples.columns)
 
 
 def discover_run_slices(examples: pd.DataFrame, clusters: pd.DataFrame | None, config: SliceConfig) -> pd.DataFrame:
@@ -1042,8 +1055,9 @@ def _dynamics_params(config: AnalysisConfig) -> dict:
     if source == "checkpoints":
         from analytics.checkpoints import checkpoint_fingerprint
 
+        # v2: checkpoint dynamics carry VoG; entries cached before it are computed again
         return {"source": "checkpoints", "checkpoints": [checkpoint_fingerprint(c) for c in config.checkpoints],
-                "architecture": config.architecture}
+                "architecture": config.architecture, "v": 2}
     if source == "finetune":
         return {"source": "finetune", **config.finetune.params()}
     return {"source": "probe", **asdict(config.probe), "device": None}

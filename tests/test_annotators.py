@@ -310,3 +310,26 @@ def test_the_review_page_shows_each_reviewers_quality_beside_the_kappa(use_analy
     assert quality.loc["bob", "quality"] < quality.loc["alice", "quality"]
     assert quality["n_labelled"].to_dict() == {"alice": 80, "bob": 80}
     assert any("CROWDLAB" in caption.value for caption in at.caption)
+
+
+# ----------------------------------------------------------------------------- in the analysis run
+
+
+def test_a_run_carries_the_consensus_columns_and_the_annotator_table(annotated, tmp_path):
+    from analytics.annotators import ANNOTATORS_FILE
+    from analytics.pipeline import AnalysisConfig, analysis_columns, load_run, run_analysis
+    from analytics.workspace import Workspace
+
+    dataset, truth, _ = annotated
+    run = run_analysis(dataset, AnalysisConfig(clusters=None, issues=None), out_dir=tmp_path / "run",
+                       workspace=Workspace(tmp_path / "ws"))
+    reloaded = load_run(run.path)
+    for column in ("consensus_label", "consensus_quality", "annotator_agreement"):
+        assert column in reloaded.examples.columns and column in analysis_columns(reloaded.examples)
+        assert column not in reloaded.dataset.table.columns
+    assert (reloaded.examples["consensus_label"].to_numpy(dtype=object) == truth).mean() > 0.9
+    table = pd.read_parquet(run.path / ANNOTATORS_FILE)
+    assert table["annotator"].iloc[0] == "careless"  # lowest quality first
+    summary = reloaded.manifest["annotators"]
+    assert summary["method"] == "crowdlab" and summary["n_annotators"] == 3
+    assert ANNOTATORS_FILE in reloaded.manifest["artefacts"]

@@ -206,6 +206,9 @@ def test_callbacks_load_lazily_and_name_the_extra(monkeypatch):
     monkeypatch.delitem(sys.modules, "analytics.integrations.hf", raising=False)
     with pytest.raises(ImportError, match=r"HFDynamicsCallback needs transformers and accelerate.*\[hf\]"):
         recorder.HFDynamicsCallback
+    # also their submodules, which an earlier test in the session may have imported
+    for name in [m for m in sys.modules if m.split(".")[0] in ("lightning", "pytorch_lightning")]:
+        monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.setitem(sys.modules, "lightning", None)
     monkeypatch.setitem(sys.modules, "pytorch_lightning", None)
     monkeypatch.delitem(sys.modules, "analytics.integrations.lightning", raising=False)

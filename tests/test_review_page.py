@@ -247,6 +247,7 @@ def test_export_of_the_outcome_applies_drops_and_relabels(use_analysed_workspace
     assert manifest["session"]["name"] == "export me" and manifest["outcome_applied"] is True
     assert manifest["decision_counts"]["alice"] == {"drop": 1, f"relabel:{other}": 1, "keep": 1}
     assert manifest["rows"] == 3
+    assert manifest["issue_counts"] and "near_duplicate" in manifest["issue_counts"]  # the run's data issues
     shown = " ".join(c.value for c in at.code)
     assert "test-outcome-export.csv.manifest.json" in shown
 

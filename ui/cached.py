@@ -357,18 +357,24 @@ def _heldout_probs(run_path: str, stamp: tuple, _run):
 
 
 def export_table(dataset, scores, *, actor: str, ids=None, store=None, session=None, score_columns=(),
-                 apply_outcome: bool = False, description: str = ""):
+                 apply_outcome: bool = False, description: str = "", issue_counts: dict | None = None):
     """The rows to export and their provenance: a session's examples with its decisions when
     ``session`` is given (rows and counts from one snapshot of the store), else the examples
-    ``ids``. ``actor`` needs the role reviewer or above; the manifest names them."""
+    ``ids``. ``actor`` needs the role reviewer or above; the manifest names them, and lists the
+    run's data-issue counts (``issue_counts``)."""
+    from dataclasses import replace
+
     from analytics.export import Provenance, session_export, subset_frame
 
     if session is not None:
-        return session_export(dataset, store, session, actor=actor, scores=scores, score_columns=score_columns,
-                              apply_outcome=apply_outcome, fingerprint=dataset.fingerprint)
+        frame, provenance = session_export(dataset, store, session, actor=actor, scores=scores,
+                                           score_columns=score_columns, apply_outcome=apply_outcome,
+                                           fingerprint=dataset.fingerprint)
+        return frame, replace(provenance, issue_counts=dict(issue_counts or {}))
     actor = store.authorize(actor, action="export")
     frame = subset_frame(dataset, ids=ids, scores=scores, score_columns=score_columns)
-    return frame, Provenance(fingerprint=dataset.fingerprint, description=description, exported_by=actor)
+    return frame, Provenance(fingerprint=dataset.fingerprint, description=description, exported_by=actor,
+                             issue_counts=dict(issue_counts or {}))
 
 
 def export_download(frame, provenance, fmt: str):

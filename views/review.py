@@ -576,7 +576,8 @@ def export_view(session) -> None:
             frame, provenance = cached.export_table(
                 dataset, examples, actor=current_user(), ids=ids, store=store,
                 session=session.id if source == OUTCOME else None,
-                score_columns=score_columns, apply_outcome=apply_outcome, description=described)
+                score_columns=score_columns, apply_outcome=apply_outcome, description=described,
+                issue_counts=(run.manifest.get("issues") or {}).get("counts"))
             if wants_download:
                 st.session_state[PREPARED] = (signature, cached.export_download(frame, provenance, fmt))
             else:

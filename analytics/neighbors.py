@@ -16,9 +16,13 @@ import numpy as np
 
 from analytics.progress import ProgressStream
 
-__all__ = ["KnnGraph", "build_knn", "exact_knn", "knn_recall"]
+__all__ = ["KnnGraph", "RECALL_TARGET", "build_knn", "exact_knn", "knn_recall"]
 
 _BLOCK_BYTES = 64 << 20  # distance block held at once during exact search
+
+#: Recall@k below which the graph is reported as inaccurate (manifest and Map page): every
+#: neighbourhood score and the map inherit the graph's misses.
+RECALL_TARGET = 0.95
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,6 +50,17 @@ class KnnGraph:
     @property
     def k(self) -> int:
         return self.indices.shape[1]
+
+    @property
+    def warning(self) -> str | None:
+        """A sentence for the user when the measured recall is below ``RECALL_TARGET``, else None."""
+        if self.recall >= RECALL_TARGET:
+            return None
+        return (f"The {self.k}-nearest-neighbour graph is approximate ({self.method}) and found only "
+                f"{self.recall:.1%} of the true neighbours (measured against exact search on "
+                f"{self.recall_queries:,} points; target {RECALL_TARGET:.0%}). The map, the clusters and "
+                "every neighbourhood score (kNN label disagreement, density, outlier score, KNN-Shapley, "
+                "near duplicates) inherit the missed neighbours.")
 
     def with_self(self) -> tuple[np.ndarray, np.ndarray]:
         """(indices, distances) with each point prepended as its own nearest neighbour at

@@ -70,3 +70,13 @@ def test_with_self_is_what_umap_expects():
     indices, distances = graph.with_self()
     assert indices.shape == (50, 6) and (indices[:, 0] == np.arange(50)).all()
     assert (distances[:, 0] == 0).all() and (np.diff(distances, axis=1) >= -1e-6).all()
+
+
+def test_graph_below_the_recall_target_carries_a_warning():
+    from analytics.neighbors import RECALL_TARGET, KnnGraph
+
+    indices, distances = np.zeros((4, 2), np.int32), np.zeros((4, 2), np.float32)
+    good = KnnGraph(indices, distances, "cosine", "nndescent", RECALL_TARGET, 1000)
+    poor = KnnGraph(indices, distances, "cosine", "nndescent", 0.865, 1000)
+    assert good.warning is None
+    assert "86.5%" in poor.warning and "1,000 points" in poor.warning and "95%" in poor.warning

@@ -25,6 +25,8 @@ st.caption(
     f"({manifest['embedding']['dims']}-d) · {manifest['neighbors']['k']}-NN graph "
     f"({manifest['neighbors']['method']}, recall {manifest['neighbors']['recall']:.3f}) · "
     f"run `{run.path}`")
+if manifest["neighbors"].get("warning"):
+    st.warning(manifest["neighbors"]["warning"], icon=":material/hub:")
 
 # ----------------------------------------------------------------------------- controls
 skip = {"id", "text", "image", "x", "y", "pca_x", "pca_y"}

@@ -56,6 +56,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from analytics.access import ADMINS_ENV, AccessError, normalize_identity
 from analytics.agreement import decision_categories
+from analytics.names import DECISIONS, category_of
 from analytics.workspace import Workspace
 
 __all__ = [
@@ -82,8 +83,8 @@ __all__ = [
 
 DATABASE_URL_ENV = "CARTOGRAPHER_DATABASE_URL"
 DEFAULT_DB_NAME = "review.sqlite"
-#: The four decisions a reviewer can record.
-DECISIONS = ("keep", "drop", "relabel", "flag")
+# The four decisions a reviewer can record (DECISIONS) and a decision as one category
+# (category_of) are declared in analytics.names and re-exported here.
 #: Kinds of decision rows: a reviewer's review, or the session owner's adjudication.
 REVIEW, ADJUDICATION = "review", "adjudication"
 MAX_NOTE_CHARS = 10_000
@@ -185,11 +186,6 @@ class SessionSnapshot:
     outcome: pd.DataFrame
     decision_counts: dict[str, dict[str, int]]
     actor: str
-
-
-def category_of(decision: str, new_label: str | None) -> str:
-    """A decision as one category: relabels are told apart by target (``relabel:cat``)."""
-    return f"relabel:{new_label}" if decision == "relabel" else decision
 
 
 # --------------------------------------------------------------------------- schema

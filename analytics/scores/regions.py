@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["RegionThresholds", "REGIONS", "assign_regions"]
+from analytics.names import REGIONS
 
-REGIONS = ("easy-to-learn", "ambiguous", "hard-to-learn")
+__all__ = ["RegionThresholds", "REGIONS", "assign_regions"]
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from analytics.access import AccessError, Policy, resolve_data_path
+from analytics.analysis_config import DYNAMICS_REGISTRY, ConfigError, Wording, check_config
 from analytics.datasets import ColumnRoles, DatasetError, MissingLabelsError, load_dataset
 from analytics.dynamics import DynamicsError
-from analytics.embeddings import EmbeddingError
+from analytics.embeddings import EMBEDDING_REGISTRY, EmbeddingError, EmbeddingSpec
 from analytics.overview import summarize
 from analytics.parallel import ExecutorError
 from analytics.pipeline import RunError
@@ -77,46 +79,78 @@ def _validate(args: argparse.Namespace) -> int:
 _FINETUNE_OPTIONS = {"finetune_epochs": "epochs", "finetune_lr": "learning_rate", "finetune_batch_size": "batch_size",
                      "finetune_max_tokens": "max_tokens", "finetune_seed": "seed", "finetune_model": "model",
                      "finetune_heldout": "heldout"}
+# analysis_config.check_config's refusals, worded with the flags ("path" is set per call: the flag that gave it)
+_FLAG_WORDING = Wording(
+    names={"dynamics_dir": "--dynamics", "checkpoints": "several --checkpoint files", "column": "--vector-column",
+           "architecture": "--architecture", "trust": "--trust-checkpoint",
+           **{field: f"--{option.replace('_', '-')}" for option, field in _FINETUNE_OPTIONS.items()}},
+    both_inputs="Give either {first} or {second}, not both: each is a source of training dynamics.",
+    conflict="--dynamics-from {chosen} conflicts with {given} (training dynamics from the {implied}): choose one "
+             "source.",
+    needs={"folder": "--dynamics-from folder needs --dynamics DIR: the folder of dynamics_epoch_*.jsonl files, or "
+                     "the model output folder that holds training_dynamics/.",
+           "checkpoints": "--dynamics-from checkpoints needs --checkpoint once per epoch, in order (at least two); "
+                          "{n} given."},
+    settings="{options} apply only to --dynamics-from {owner} (the training dynamics here come from the {chosen}).",
+    no_scores="--no-scores computes no training dynamics: leave out --dynamics-from, --dynamics and the per-epoch "
+              "checkpoints, or compute the scores.",
+    embedding_option="{option} does not go with --embedding-source {source}: the '{source}' source takes no {field} "
+                     "(sources that do: {owners}).",
+    architecture="{option} applies only to --checkpoint: it names the model class of a state-dict checkpoint.",
+)
 
 
-def _dynamics_source(args: argparse.Namespace, checkpoints: tuple[str, ...]) -> str:
-    """The source of training dynamics the flags ask for; an explicit conflicting combination
-    is refused with a message that names the flags."""
-    implied = [name for name, given in (("folder", bool(args.dynamics)), ("checkpoints", len(checkpoints) > 1))
-               if given]
-    if len(implied) > 1:
-        raise DatasetError("Give either --dynamics or several --checkpoint files, not both: each is a source "
-                           "of training dynamics.")
-    chosen = args.dynamics_from
-    if chosen is None:
-        chosen = implied[0] if implied else "probe"
-    elif implied and implied[0] != chosen:
-        flag = "--dynamics" if implied[0] == "folder" else "several --checkpoint files"
-        raise DatasetError(f"--dynamics-from {chosen} conflicts with {flag} (training dynamics from the "
-                           f"{implied[0]}): choose one source.")
-    elif chosen == "folder" and not args.dynamics:
-        raise DatasetError("--dynamics-from folder needs --dynamics DIR: the folder of dynamics_epoch_*.jsonl "
-                           "files, or the model output folder that holds training_dynamics/.")
-    elif chosen == "checkpoints" and len(checkpoints) < 2:
-        raise DatasetError(f"--dynamics-from checkpoints needs --checkpoint once per epoch, in order (at least "
-                           f"two); {len(checkpoints)} given.")
-    finetune_flags = [f"--{option.replace('_', '-')}" for option in _FINETUNE_OPTIONS
-                      if getattr(args, option) is not None]
-    if finetune_flags and chosen != "finetune":
-        raise DatasetError(f"{', '.join(finetune_flags)} apply only to --dynamics-from finetune "
-                           f"(the training dynamics here come from the {chosen}).")
-    if args.no_scores and (args.dynamics_from not in (None, "probe") or implied):
-        raise DatasetError("--no-scores computes no training dynamics: leave out --dynamics-from, --dynamics "
-                           "and the per-epoch checkpoints, or compute the scores.")
-    return chosen
+_PATH_FLAGS = {"file": "--embeddings", "checkpoint": "--checkpoint"}  # the flag that gives each source's path
+
+
+def _embedding_spec(args: argparse.Namespace, checkpoints: tuple[str, ...]) -> EmbeddingSpec | None:
+    """The embedding source the flags ask for: --embedding-source, else the one --embeddings,
+    --checkpoint or --vector-column imply (None: chosen from the data). Several checkpoints with
+    another source are training dynamics only."""
+    if args.embeddings and checkpoints:
+        raise DatasetError("Give either --embeddings or --checkpoint, not both.")
+    by_path = "file" if args.embeddings else "checkpoint" if checkpoints else None
+    name = args.embedding_source or by_path or ("column" if args.vector_column else None)
+    if name is None:
+        return None
+    source = EMBEDDING_REGISTRY[name]
+    if by_path and name != by_path and source.path is not None:
+        raise DatasetError(f"--embedding-source {name} takes its path from {_PATH_FLAGS[name]}, "
+                           f"not {_PATH_FLAGS[by_path]}.")
+    dynamics_only = len(checkpoints) > 1 and name != "checkpoint"
+    path = None if dynamics_only else args.embeddings or (checkpoints[-1] if checkpoints else None)
+    # an option the source does not take stays in the spec, so check_config names its flag
+    return EmbeddingSpec(source=name, path=path, column=args.vector_column, batch_size=args.batch_size,
+                         **{option: getattr(args, flag) for option, flag in (("architecture", "architecture"),
+                                                                               ("trust", "trust_checkpoint"))
+                            if source.takes(option)})
+
+
+def _checked_sources(args: argparse.Namespace, spec: EmbeddingSpec | None, checkpoints: tuple[str, ...]) -> str:
+    """The source of training dynamics the flags ask for, after
+    :func:`analytics.analysis_config.check_config` (worded with the flags) found them compatible."""
+    from analytics.finetune_config import FinetuneConfig
+
+    per_epoch = checkpoints if len(checkpoints) > 1 or args.dynamics_from == "checkpoints" else ()
+    wording = replace(_FLAG_WORDING, names={**_FLAG_WORDING.names,
+                                            "path": "--embeddings" if args.embeddings else "--checkpoint"})
+    return check_config(embedding=spec, dynamics_from=args.dynamics_from, dynamics_dir=args.dynamics,
+                        checkpoints=per_epoch, architecture=args.architecture,
+                        finetune=FinetuneConfig(**_finetune_settings(args)), scores=not args.no_scores,
+                        wording=wording)
+
+
+def _finetune_settings(args: argparse.Namespace) -> dict:
+    """The FinetuneConfig fields the --finetune-* flags give (those not given are left out)."""
+    return {field: getattr(args, option) for option, field in _FINETUNE_OPTIONS.items()
+            if getattr(args, option) is not None}
 
 
 def _finetune_config(args: argparse.Namespace):
     """The fine-tuning settings from the --finetune-* flags (the defaults for those not given)."""
     from analytics.finetune_config import FinetuneConfig
 
-    given = {field: getattr(args, option) for option, field in _FINETUNE_OPTIONS.items()
-             if getattr(args, option) is not None}
+    given = _finetune_settings(args)
     if "model" in given:
         given["model"] = str(resolve_data_path(given["model"], Policy.from_env(), what="model to fine-tune"))
     return FinetuneConfig(device=args.device, **given)
@@ -124,7 +158,6 @@ def _finetune_config(args: argparse.Namespace):
 
 def _analyze(args: argparse.Namespace) -> int:
     from analytics.dynamics import ProbeConfig
-    from analytics.embeddings import EmbeddingSpec
     from analytics.clusters import ClusterConfig
     from analytics.data_issues import IssueOptions
     from analytics.finetune_config import FinetuneConfig
@@ -132,20 +165,9 @@ def _analyze(args: argparse.Namespace) -> int:
     from analytics.slices import SliceConfig
 
     dataset = _load(args)
-    if args.embeddings and args.checkpoint:
-        raise DatasetError("Give either --embeddings or --checkpoint, not both.")
-    spec = None
     checkpoints = tuple(args.checkpoint or ())
-    if args.embeddings:
-        spec = EmbeddingSpec(source="file", path=args.embeddings)
-    elif checkpoints:
-        # The last checkpoint (the trained model) gives the embeddings; several give dynamics.
-        spec = EmbeddingSpec(source="checkpoint", path=checkpoints[-1], architecture=args.architecture,
-                             trust=args.trust_checkpoint, batch_size=args.batch_size)
-    elif args.embedding_source:
-        spec = EmbeddingSpec(source=args.embedding_source, column=args.vector_column,
-                             batch_size=args.batch_size)
-    source = _dynamics_source(args, checkpoints)
+    spec = _embedding_spec(args, checkpoints)
+    source = _checked_sources(args, spec, checkpoints)
     dynamics_dir = (str(resolve_data_path(args.dynamics, Policy.from_env(), what="folder of training dynamics",
                                           allow_file=False)) if args.dynamics else None)
     config = AnalysisConfig(embedding=spec, projection=args.projection, k=args.k, seed=args.seed,
@@ -248,8 +270,6 @@ def _export_dynamics(args: argparse.Namespace) -> int:
 
 def _impact(args: argparse.Namespace) -> int:
     """Run one curation-impact experiment on a run folder and write its report."""
-    from dataclasses import replace
-
     import numpy as np
     import pandas as pd
 
@@ -390,12 +410,14 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--trust-checkpoint", action="store_true",
                         help="allow full unpickling of the checkpoint: it can run arbitrary code, "
                              "so use only for files from a source you trust")
-    source.add_argument("--embedding-source", choices=("minilm", "pixels", "tabular", "column"),
-                        help="force a built-in source")
-    source.add_argument("--vector-column", metavar="COLUMN", help="the dataset column holding vectors")
+    source.add_argument("--embedding-source", choices=tuple(EMBEDDING_REGISTRY),
+                        help="force a source instead of the data's default; file and checkpoint take their "
+                             "path from --embeddings and --checkpoint")
+    source.add_argument("--vector-column", metavar="COLUMN",
+                        help="the dataset column holding vectors (implies --embedding-source column)")
     source.add_argument("--batch-size", type=int, default=64)
     scores = analyze.add_argument_group("training dynamics and scores")
-    scores.add_argument("--dynamics-from", choices=("probe", "finetune", "checkpoints", "folder"), default=None,
+    scores.add_argument("--dynamics-from", choices=tuple(DYNAMICS_REGISTRY), default=None,
                         help="where the training dynamics come from: a probe on the embeddings (default), "
                              "fine-tuning the model on the examples, the per-epoch --checkpoint files, or the "
                              "--dynamics folder (the last two are implied by their flags)")
@@ -482,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     except MissingLabelsError as exc:
         print(f"error: {exc}\n(use --drop-missing-labels to drop them)", file=sys.stderr)
         return 2
-    except (DatasetError, EmbeddingError, RunError, DynamicsError, ExecutorError, AccessError) as exc:
+    except (DatasetError, EmbeddingError, ConfigError, RunError, DynamicsError, ExecutorError, AccessError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:  # a setting out of range (e.g. --n-clusters 0)

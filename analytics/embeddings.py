@@ -1,5 +1,12 @@
 """Embeddings: one vector per example, from the source that fits the data (or the one chosen).
 
+Every source is one :class:`EmbeddingSource` entry of :data:`EMBEDDING_REGISTRY` (at the end of
+this module): its name, the label the app shows, its distance, the dataset columns and the
+:class:`EmbeddingSpec` options it takes, the data kinds it is the default for, and its ``embed``
+function. :data:`SOURCES`, :func:`default_spec`, :attr:`EmbeddingSpec.metric`, the command
+line's ``--embedding-source`` choices and the app's list are all read from it, so a new source is
+one entry (and its test); ``docs/CONTRIBUTING.md`` shows one.
+
 Sources
 -------
 - ``minilm`` (text): the all-MiniLM-L6-v2 sentence encoder shipped in the PyPI package
@@ -23,7 +30,8 @@ import functools
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from types import MappingProxyType
+from typing import Callable, Mapping, Protocol
 
 import numpy as np
 import pandas as pd
@@ -34,7 +42,11 @@ from analytics.datasets import Dataset
 __all__ = [
     "EmbeddingError",
     "EmbeddingSpec",
+    "EmbeddingSource",
+    "PathInput",
+    "EMBEDDING_REGISTRY",
     "SOURCES",
+    "SPEC_OPTIONS",
     "VECTOR_COLUMN_NAMES",
     "default_spec",
     "compute_embeddings",
@@ -46,9 +58,10 @@ __all__ = [
     "checkpoint_chunk",
 ]
 
-SOURCES = ("minilm", "pixels", "tabular", "column", "file", "checkpoint")
 VECTOR_COLUMN_NAMES = ("embedding", "embeddings", "vector", "vectors", "features", "emb")
 Progress = Callable[[float, str], None]
+#: The :class:`EmbeddingSpec` fields a source must declare to take (``needs`` a path, or ``options``).
+SPEC_OPTIONS = ("path", "column", "architecture", "trust")
 
 
 class EmbeddingError(ValueError):
@@ -76,23 +89,98 @@ class EmbeddingSpec:
     options: tuple[tuple[str, object], ...] = field(default=())
 
     def __post_init__(self):
-        if self.source not in SOURCES:
+        if self.source not in EMBEDDING_REGISTRY:
             raise EmbeddingError(f"Unknown embedding source '{self.source}'; use one of {', '.join(SOURCES)}.")
-        if self.source in ("file", "checkpoint") and not self.path:
+        if EMBEDDING_REGISTRY[self.source].path is not None and not self.path:
             raise EmbeddingError(f"The '{self.source}' embedding source needs a path.")
 
     @property
     def metric(self) -> str:
-        """Distance that suits these vectors: cosine for learned embeddings, euclidean for tables."""
-        return "euclidean" if self.source == "tabular" else "cosine"
+        """Distance that suits these vectors (the source's :attr:`EmbeddingSource.metric`)."""
+        return EMBEDDING_REGISTRY[self.source].metric
 
     def cache_params(self) -> dict:
         """Everything that changes the result, for the workspace cache key."""
         params = {"source": self.source, "column": self.column, "architecture": self.architecture,
                   "options": dict(self.options), "version": 1}
         if self.path:
-            params["path_fingerprint"] = _path_fingerprint(self.path, self.source)
+            params["path_fingerprint"] = EMBEDDING_REGISTRY[self.source].path.fingerprint(self.path)
         return params
+
+
+class Embed(Protocol):
+    def __call__(self, dataset: Dataset, spec: EmbeddingSpec, *, device: str | None, progress: Progress,
+                 executor) -> np.ndarray: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class PathInput:
+    """The path a source reads (``EmbeddingSpec.path``).
+
+    Attributes
+    ----------
+    what : str
+        What it is, in messages and the operator's rules ("vectors file", "checkpoint").
+    example : str
+        A path of that kind (the app's placeholder).
+    folder : bool
+        Whether it may be a folder (a Hugging Face model folder) rather than a file.
+    fingerprint : callable
+        ``fingerprint(path) -> str``: a digest of what the path holds, for the cache key.
+    """
+
+    what: str
+    example: str
+    folder: bool = False
+    fingerprint: Callable[[str], str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmbeddingSource:
+    """One embedding source: everything the engine, the command line and the app know of it.
+
+    Attributes
+    ----------
+    name : str
+        Its key: ``EmbeddingSpec.source`` and the command line's ``--embedding-source``.
+    label : str
+        What the app's Analysis settings show.
+    metric : {"cosine", "euclidean"}
+        The distance that suits its vectors (kNN graph, UMAP, clusters).
+    embed : callable
+        ``embed(dataset, spec, *, device, progress, executor)`` → ndarray of shape (n, d); the
+        columns in ``columns`` are checked before it is called.
+    default_for : tuple of str
+        The data kinds (``Dataset.kind``) it is the automatic choice for.
+    columns : tuple of str
+        The dataset columns it reads; a dataset without one of them is refused.
+    path : PathInput, optional
+        The path it needs (``EmbeddingSpec.path``); None when it reads none.
+    options : tuple of str
+        The other :data:`SPEC_OPTIONS` it takes (``"column"``, ``"architecture"``, ``"trust"``);
+        :func:`analytics.analysis_config.check_config` refuses the ones it does not take.
+    """
+
+    name: str
+    label: str
+    metric: str
+    embed: Embed
+    default_for: tuple[str, ...] = ()
+    columns: tuple[str, ...] = ()
+    path: PathInput | None = None
+    options: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.metric not in ("cosine", "euclidean"):
+            raise ValueError(f"Embedding source '{self.name}': metric {self.metric!r} is not cosine or euclidean.")
+        unknown = [option for option in self.options if option not in SPEC_OPTIONS or option == "path"]
+        if unknown:
+            raise ValueError(f"Embedding source '{self.name}': unknown options {sorted(unknown)} (a path is "
+                             f"declared with path=PathInput(...); the others are {SPEC_OPTIONS[1:]}).")
+
+    def takes(self, option: str) -> bool:
+        """Whether an :class:`EmbeddingSpec` for this source may set ``option`` (one of :data:`SPEC_OPTIONS`)."""
+        return option in self.options or (option == "path" and self.path is not None)
 
 
 def find_vector_column(table: pd.DataFrame) -> str | None:
@@ -106,11 +194,16 @@ def find_vector_column(table: pd.DataFrame) -> str | None:
 
 
 def default_spec(dataset: Dataset) -> EmbeddingSpec:
-    """The source chosen automatically: a vector column if present, else by data kind."""
+    """The source chosen automatically: a vector column if present, else the source registered as
+    the default for the data kind (:attr:`EmbeddingSource.default_for`)."""
     column = find_vector_column(dataset.table)
     if column:
         return EmbeddingSpec(source="column", column=column)
-    return EmbeddingSpec(source={"text": "minilm", "image": "pixels", "tabular": "tabular"}[dataset.kind])
+    chosen = [source.name for source in EMBEDDING_REGISTRY.values() if dataset.kind in source.default_for]
+    if not chosen:
+        raise EmbeddingError(f"{dataset.name}: no embedding source is the default for {dataset.kind} data; "
+                             f"choose one of {', '.join(SOURCES)}.")
+    return EmbeddingSpec(source=chosen[0])
 
 
 def minilm_available() -> bool:
@@ -143,27 +236,12 @@ def compute_embeddings(
     """
     spec = spec or default_spec(dataset)
     progress = progress or (lambda fraction, message: None)
-    if spec.source == "minilm":
-        if "text" not in dataset.table.columns:
-            raise EmbeddingError(f"{dataset.name}: the MiniLM text encoder needs a text column; "
-                                 "this dataset has none.")
-        texts = dataset.table["text"].tolist()
-        if executor is not None and executor.name != "local":
-            vectors = _minilm_units(texts, executor, device=device, batch_size=spec.batch_size, progress=progress)
-        else:
-            vectors = _minilm(texts, device=device, batch_size=spec.batch_size, progress=progress)
-    elif spec.source == "pixels":
-        if "image" not in dataset.table.columns:
-            raise EmbeddingError(f"{dataset.name}: the pixel embedding needs an image column.")
-        vectors = _pixels(dataset.table["image"].tolist(), progress=progress)
-    elif spec.source == "tabular":
-        vectors = tabular_features(dataset)
-    elif spec.source == "column":
-        vectors = _vector_column(dataset, spec.column or find_vector_column(dataset.table))
-    elif spec.source == "file":
-        vectors = _vector_file(dataset, Path(spec.path))
-    else:
-        vectors = _checkpoint(dataset, spec, device=device, progress=progress, executor=executor)
+    source = EMBEDDING_REGISTRY[spec.source]
+    missing = [column for column in source.columns if column not in dataset.table.columns]
+    if missing:
+        raise EmbeddingError(f"{dataset.name}: the '{source.name}' embedding source needs a {missing[0]} column; "
+                             "this dataset has none.")
+    vectors = source.embed(dataset, spec, device=device, progress=progress, executor=executor)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     bad = ~np.isfinite(vectors).all(axis=1)
     if bad.any():
@@ -492,14 +570,16 @@ def checkpoint_chunk(path: str, *, stamp: tuple, architecture: str | None = None
         raise EmbeddingError(str(exc)) from None
 
 
-def _path_fingerprint(path: str, source: str) -> str:
-    if source == "checkpoint":
-        from analytics.checkpoints import CheckpointError, checkpoint_fingerprint
+def _checkpoint_fingerprint(path: str) -> str:
+    from analytics.checkpoints import CheckpointError, checkpoint_fingerprint
 
-        try:
-            return checkpoint_fingerprint(path)
-        except CheckpointError as exc:
-            raise EmbeddingError(str(exc)) from None
+    try:
+        return checkpoint_fingerprint(path)
+    except CheckpointError as exc:
+        raise EmbeddingError(str(exc)) from None
+
+
+def _file_fingerprint(path: str) -> str:
     import hashlib
 
     target = _checked_vectors_file(path)
@@ -508,3 +588,56 @@ def _path_fingerprint(path: str, source: str) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:20]
+
+
+# --------------------------------------------------------------------------- the registry
+# Each source's ``embed``: (dataset, spec, *, device, progress, executor) -> (n, d) vectors.
+
+
+def _embed_minilm(dataset: Dataset, spec: EmbeddingSpec, *, device: str | None, progress: Progress,
+                  executor) -> np.ndarray:
+    texts = dataset.table["text"].tolist()
+    if executor is not None and executor.name != "local":
+        return _minilm_units(texts, executor, device=device, batch_size=spec.batch_size, progress=progress)
+    return _minilm(texts, device=device, batch_size=spec.batch_size, progress=progress)
+
+
+def _embed_pixels(dataset: Dataset, spec: EmbeddingSpec, *, device: str | None, progress: Progress,
+                  executor) -> np.ndarray:
+    return _pixels(dataset.table["image"].tolist(), progress=progress)
+
+
+def _embed_tabular(dataset: Dataset, spec: EmbeddingSpec, *, device: str | None, progress: Progress,
+                   executor) -> np.ndarray:
+    return tabular_features(dataset)
+
+
+def _embed_column(dataset: Dataset, spec: EmbeddingSpec, *, device: str | None, progress: Progress,
+                  executor) -> np.ndarray:
+    return _vector_column(dataset, spec.column or find_vector_column(dataset.table))
+
+
+def _embed_file(dataset: Dataset, spec: EmbeddingSpec, *, device: str | None, progress: Progress,
+                executor) -> np.ndarray:
+    return _vector_file(dataset, Path(spec.path))
+
+
+EMBEDDING_REGISTRY: Mapping[str, EmbeddingSource] = MappingProxyType({source.name: source for source in (
+    EmbeddingSource(name="minilm", label="MiniLM sentence encoder (text)", metric="cosine", embed=_embed_minilm,
+                    default_for=("text",), columns=("text",)),
+    EmbeddingSource(name="pixels", label="Pixels + PCA (images; no model, no semantics)", metric="cosine",
+                    embed=_embed_pixels, default_for=("image",), columns=("image",)),
+    EmbeddingSource(name="tabular", label="Standardised columns (tables)", metric="euclidean",
+                    embed=_embed_tabular, default_for=("tabular",)),
+    EmbeddingSource(name="column", label="A vector column of the dataset", metric="cosine", embed=_embed_column,
+                    options=("column",)),
+    EmbeddingSource(name="file", label="A vectors file (.npy / .parquet)", metric="cosine", embed=_embed_file,
+                    path=PathInput(what="vectors file", example="/data/embeddings.npy",
+                                   fingerprint=_file_fingerprint)),
+    EmbeddingSource(name="checkpoint", label="A model checkpoint (HF folder, TorchScript, state dict)",
+                    metric="cosine", embed=_checkpoint,
+                    path=PathInput(what="checkpoint", example="/models/my-encoder", folder=True,
+                                   fingerprint=_checkpoint_fingerprint),
+                    options=("architecture", "trust")),
+)})
+SOURCES = tuple(EMBEDDING_REGISTRY)

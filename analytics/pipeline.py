@@ -158,83 +158,9 @@ class SourceError(RunError):
     the message names the file (and line) at fault and is safe to show a browser user."""
 
 
-@dataclass(frozen=True)
-class AnalysisConfig:
-    """What to compute. ``embedding=None`` picks the source from the data (see
-    :func:`analytics.embeddings.default_spec`).
-
-    Training dynamics come from ``dynamics_from``: ``"probe"`` (a probe on the embeddings,
-    ``probe``), ``"finetune"`` (the model fine-tuned on the examples, ``finetune``; see
-    :mod:`analytics.finetune`), ``"checkpoints"`` (``checkpoints``, one per epoch in order, with
-    ``architecture`` for state dicts) or ``"folder"`` (``dynamics_dir``: the folder of
-    ``dynamics_epoch_*.jsonl`` files or the model output folder that holds
-    ``training_dynamics/``). ``None`` resolves from the other fields: ``dynamics_dir`` gives
-    "folder", ``checkpoints`` give "checkpoints", otherwise "probe" (:attr:`dynamics_source`).
-
-    ``issues`` sets the data-issue checks (:class:`analytics.data_issues.IssueOptions`, all on by
-    default); ``None`` skips them (no ``issues.json``, and a different run folder).
-    """
-
-    embedding: EmbeddingSpec | None = None
-    projection: str = "umap"
-    k: int = 15
-    seed: int | None = None
-    exact_knn_max: int = 50_000
-    umap_fit_max: int = 2_000_000
-    umap_init: str = "auto"
-    device: str | None = None
-    scores: bool = True
-    dynamics_dir: str | None = None
-    checkpoints: tuple[str, ...] = ()
-    architecture: str | None = None
-    trust: bool = False
-    probe: ProbeConfig = field(default_factory=ProbeConfig)
-    clusters: ClusterConfig | None = field(default_factory=ClusterConfig)
-    slices: SliceConfig = field(default_factory=SliceConfig)
-    dynamics_from: str | None = None
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    issues: IssueOptions | None = field(default_factory=IssueOptions)
-
-    def __post_init__(self):
-        if self.projection not in PROJECTIONS:
-            raise ValueError(f"projection must be one of {PROJECTIONS}, not {self.projection!r}")
-        if self.k < 1:
-            raise ValueError("k must be at least 1")
-        if self.umap_init not in UMAP_INITS:
-            raise ValueError(f"umap_init must be one of {UMAP_INITS}, not {self.umap_init!r}")
-        self._check_dynamics_source()
-
-    @property
-    def dynamics_source(self) -> str:
-        """Where the training dynamics come from: "probe", "finetune", "checkpoints" or "folder"."""
-        if self.dynamics_from is not None:
-            return self.dynamics_from
-        return "folder" if self.dynamics_dir else "checkpoints" if self.checkpoints else "probe"
-
-    def _check_dynamics_source(self) -> None:
-        chosen = self.dynamics_from
-        if chosen is not None and chosen not in DYNAMICS_SOURCES:
-            raise ValueError(f"dynamics_from must be one of {DYNAMICS_SOURCES}, not {chosen!r}")
-        if self.dynamics_dir and self.checkpoints:
-            raise ValueError("Give either a dynamics folder or per-epoch checkpoints, not both: each is a "
-                             "source of training dynamics.")
-        given = "a dynamics folder" if self.dynamics_dir else "per-epoch checkpoints" if self.checkpoints else None
-        if chosen in ("probe", "finetune") and given:
-            raise ValueError(f"Training dynamics from the {'probe' if chosen == 'probe' else 'fine-tuning'} "
-                             f"conflict with {given}: choose one source of training dynamics.")
-        if chosen == "folder" and not self.dynamics_dir:
-            raise ValueError("Training dynamics from a folder need its path: the folder of "
-                             "dynamics_epoch_*.jsonl files, or the model output folder that holds "
-                             "training_dynamics/.")
-        if self.dynamics_source == "checkpoints" and len(self.checkpoints) < 2:
-            raise ValueError(f"Training dynamics from checkpoints need at least two checkpoints, one per "
-                             f"epoch in order; {len(self.checkpoints)} given.")
-        if not self.scores and chosen not in (None, "probe"):
-            raise ValueError(f"Without scores no training dynamics are computed, so dynamics from "
-                             f"'{chosen}' have nothing to do: compute the scores, or leave the source out.")
-
-    def resolved(self, dataset: Dataset) -> "AnalysisConfig":
-        return self if self.embedding else replace(self, embedding=default_spec(dataset))
+# The configuration, its dynamics sources and the rules about which settings go together live in
+# analytics.analysis_config; imported here so `from analytics.pipeline import AnalysisConfig` keeps working.
+from analytics.analysis_config import AnalysisConfig  # noqa: E402
 
 
 @dataclass(frozen=True, eq=False)

@@ -36,19 +36,23 @@ correctly (checked on the digits sample; see the test suite).
 Two paths compute the same numbers. :func:`measure_image` measures one image with PIL and
 ``imagehash`` and is the reference. :func:`measure_images`, which :func:`read_images` uses,
 decodes each image once, converts it to RGB or L exactly as the reference does, and measures
-all images of one shape and mode at once in numpy (a few hundred small PIL and numpy calls per
-image cost about 20 times the decoding of a 32×32 PNG). It reproduces PIL's integer RGB→L
-formula, its FIND_EDGES filter (borders copied, interior clipped to [0, 255]), its histogram
-entropy and imagehash's DCT-II (the same ``scipy.fftpack`` transform, batched along an axis),
-so the hashes are equal bit for bit and the properties equal or within 1e-12 (the entropy's
-logarithm). Images above :data:`BATCH_MAX_PIXELS` go through the reference one by one: for
-them decoding dominates and a batch would hold too much memory.
+all images of one shape and mode together (the reference's few hundred small PIL and numpy
+calls cost about ten times the decoding of a 32×32 PNG). Three small numba loops reproduce
+PIL's C code operation by operation — its integer RGB→L formula, its 768/256-bin histograms
+and ``Image.entropy``, its FIND_EDGES filter (borders copied, interior clipped to [0, 255]) —
+and the brightness's sum of squares; the percentiles come from sorted rows (RGB) or the
+histogram (L), and the perceptual hash from imagehash's own ``scipy.fftpack`` DCT-II, batched
+along an axis. The hashes are equal bit for bit and so are the properties (the test suite
+compares both paths). Images above :data:`BATCH_MAX_PIXELS` go through the reference one by
+one: for them decoding dominates and a batch would hold too much memory.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
+import math
 import os
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -172,52 +176,109 @@ BATCH_MAX_PIXELS = 128 * 128
 _GROUP_PIXELS = 1 << 15      # pixels measured at once: small enough for the buffers to stay in cache
 _PHASH_SIDE = 32             # imagehash.phash: hash_size 8 × highfreq_factor 4, resized LANCZOS
 _PHASH_BITS = 8
-_LOG2E = 1.4426950408889634  # M_LOG2E, by which PIL's Image.entropy turns ln into log2
 _RAW_VALUES = len(_RAW) - 1  # every raw property but grayscale, as float64
 
 
-def _order_statistics(values: np.ndarray, q: list[float], transform) -> np.ndarray:
-    """:func:`_percentiles` of ``transform(values)`` for every row of ``values``; ``transform``
-    must be non-decreasing, so that it commutes with the order statistics and runs on 2 values
-    per percentile instead of every pixel. (numpy sorts rows of a few thousand numbers several
-    times faster than it partitions them at four places.)"""
-    positions = np.asarray(q, dtype=np.float64) / 100 * (values.shape[1] - 1)
+@functools.lru_cache(maxsize=None)
+def _pixel_kernels():
+    """The numba-compiled passes over the pixels (compiled on first use and cached on disk:
+    in the workspace's folder once :func:`analytics.numba_cache.enable` ran, as in an analysis,
+    else numba's own ``__pycache__``; enabling it here would import UMAP, seconds for a check
+    that needs none). One loop per image instead of a dozen numpy passes, whose temporaries
+    cost more than the arithmetic on small images. Each reproduces PIL's C code operation by
+    operation, so the results are the same numbers (no fastmath: no reassociation, no FMA)."""
+    import numba
+
+    @numba.njit(cache=True, nogil=True)
+    def colour_pass(pixels, grey, squares, counts, same):  # pragma: no cover (compiled)
+        """RGB images (n, h, w, 3) → PIL's L conversion (Convert.c rgb2l), _brightness's sum of
+        squares (its order of operations), PIL's 768-bin histogram, equal channels."""
+        n, height, width = pixels.shape[0], pixels.shape[1], pixels.shape[2]
+        for i in range(n):
+            equal = True
+            for y in range(height):
+                for x in range(width):
+                    r, g, b = pixels[i, y, x, 0], pixels[i, y, x, 1], pixels[i, y, x, 2]
+                    counts[i, r] += 1
+                    counts[i, 256 + g] += 1
+                    counts[i, 512 + b] += 1
+                    if r != g or g != b:
+                        equal = False
+                    grey[i, y, x] = (np.uint32(r) * np.uint32(19595) + np.uint32(g) * np.uint32(38470)
+                                     + np.uint32(b) * np.uint32(7471) + np.uint32(0x8000)) >> np.uint32(16)
+                    red, green, blue = np.float64(r), np.float64(g), np.float64(b)
+                    squares[i, y * width + x] = 0.241 * red * red + 0.691 * green * green + 0.068 * blue * blue
+            same[i] = equal
+
+    @numba.njit(cache=True, nogil=True)
+    def grey_pass(grey, counts, edge_sums, edge_squares):  # pragma: no cover (compiled)
+        """L images (n, h, w) → 256-bin histogram, and Σv and Σv² over PIL's FIND_EDGES of the
+        image: 8·centre − the 8 neighbours, clipped to [0, 255] (float32 sums of integers plus
+        0.5, truncated: exact); border pixels copied, an image under 3×3 copied whole
+        (Filter.c, ImagingFilter and ImagingFilter3x3)."""
+        n, height, width = grey.shape
+        interior = height >= 3 and width >= 3
+        for i in range(n):
+            total = np.int64(0)
+            square = np.int64(0)
+            for y in range(height):
+                for x in range(width):
+                    value = np.int64(grey[i, y, x])
+                    counts[i, value] += 1
+                    if interior and 0 < y < height - 1 and 0 < x < width - 1:
+                        box = np.int64(0)
+                        for dy in range(-1, 2):
+                            for dx in range(-1, 2):
+                                box += np.int64(grey[i, y + dy, x + dx])
+                        value = min(max(9 * value - box, 0), 255)
+                    total += value
+                    square += value * value
+            edge_sums[i] = total
+            edge_squares[i] = square
+
+    @numba.njit(cache=True, nogil=True)
+    def entropy(counts, out):  # pragma: no cover (compiled)
+        """PIL's Image.entropy from each row of histogram counts (_imaging.c, _entropy): the
+        same sum, bin after bin, with the C library's log."""
+        log2e = 1.4426950408889634  # M_LOG2E
+        for i in range(counts.shape[0]):
+            total = np.float64(counts[i].sum())
+            value = 0.0
+            for k in range(counts.shape[1]):
+                p = np.float64(counts[i, k]) / total
+                if p != 0.0:
+                    value += p * math.log(p) * log2e
+            out[i] = -value
+
+    return colour_pass, grey_pass, entropy
+
+
+def _lerp_percentiles(order_statistic, size: int, q: list[float]) -> np.ndarray:
+    """:func:`_percentiles` for many images at once, from ``order_statistic(ranks)``: the
+    transformed order statistics at those 0-based ranks, of shape (n, len(ranks))."""
+    positions = np.asarray(q, dtype=np.float64) / 100 * (size - 1)
     low = np.floor(positions).astype(np.int64)
-    high = np.minimum(low + 1, values.shape[1] - 1)
-    ordered = np.sort(values, axis=1)
-    a, b, t = transform(ordered[:, low]), transform(ordered[:, high]), positions - low
+    high = np.minimum(low + 1, size - 1)
+    a, b, t = order_statistic(low), order_statistic(high), positions - low
     return np.where(t >= 0.5, b - (b - a) * (1 - t), a + (b - a) * t)
 
 
-def _histograms(pixels: np.ndarray) -> np.ndarray:
-    """PIL's ``histogram()`` of each image: ``pixels`` uint8 of shape (n, m, bands) → counts of
-    shape (n, 256·bands), band after band."""
-    n, _, bands = pixels.shape
-    offsets = (np.arange(n, dtype=np.intp)[:, None, None] * bands + np.arange(bands, dtype=np.intp)) * 256
-    return np.bincount((pixels + offsets).ravel(), minlength=n * bands * 256).reshape(n, bands * 256)
+def _grey_statistics(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(256-bin histograms, Σ and Σ² of FIND_EDGES) of L images of shape (n, h, w)."""
+    n = len(grey)
+    counts, sums, squares = np.zeros((n, 256), np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
+    _pixel_kernels()[1](np.ascontiguousarray(grey), counts, sums, squares)
+    return counts, sums, squares
 
 
-def _find_edges(grey: np.ndarray) -> np.ndarray:
-    """PIL's ``filter(ImageFilter.FIND_EDGES)`` of each image of ``grey`` (uint8, (n, h, w)):
-    8·centre − its 8 neighbours, clipped to [0, 255] (float32 sums of integers with +0.5 then
-    truncated: exact); the border pixels are copied, and an image under 3×3 is copied whole
-    (Filter.c, ImagingFilter3x3)."""
-    edges = grey.copy()
-    height, width = grey.shape[1:]
-    if height >= 3 and width >= 3:
-        wide = grey.astype(np.int16)
-        box = sum(wide[:, dy:height - 2 + dy, dx:width - 2 + dx] for dy in range(3) for dx in range(3))
-        edges[:, 1:-1, 1:-1] = np.clip(9 * wide[:, 1:-1, 1:-1] - box, 0, 255)
-    return edges
-
-
-def _blur_greys(pixels: np.ndarray, grey: np.ndarray) -> np.ndarray:
-    """The greyscale images :func:`_blurriness` measures: above 64 px a side, the image is
-    first resized (PIL's default filter, one image at a time) and then converted to L."""
+def _blur_greys(pixels: np.ndarray, grey: np.ndarray) -> np.ndarray | None:
+    """The greyscale images :func:`_blurriness` measures when they differ from ``grey``: above
+    64 px a side, the image is first resized (PIL's default filter, one image at a time) and
+    then converted to L. None when ``grey`` itself is measured."""
     height, width = pixels.shape[1:3]
     ratio = max(width, height) / _BLUR_MAX_SIDE
     if ratio <= 1:
-        return grey
+        return None
     size = (max(int(width // ratio), 1), max(int(height // ratio), 1))
     return np.stack([np.asarray(Image.fromarray(image).resize(size).convert("L")) for image in pixels])
 
@@ -244,38 +305,37 @@ def _measure_group(pixels: np.ndarray, phash: bool) -> tuple[np.ndarray, np.ndar
     them: ``pixels`` uint8 of shape (n, h, w) (L) or (n, h, w, 3) (RGB) → (values of shape
     (n, 7) in the order of ``ImageReadout.raw`` without grayscale, grayscale flags, perceptual
     hashes (zeros without ``phash``))."""
+    colour_pass, _, entropy_of = _pixel_kernels()
+    pixels = np.ascontiguousarray(pixels)
     n, height, width = pixels.shape[:3]
-    bands = pixels.reshape(n, height * width, -1)
+    size = height * width
     if pixels.ndim == 4:
-        red, green, blue = pixels[..., 0], pixels[..., 1], pixels[..., 2]
-        is_grey = ((red == green) & (green == blue)).reshape(n, -1).all(axis=1)
-        wide = bands.astype(np.uint32)
-        # PIL's RGB → L (Convert.c, rgb2l), checked on all 2²⁴ colours
-        grey = ((wide[..., 0] * 19595 + wide[..., 1] * 38470 + wide[..., 2] * 7471 + 0x8000) >> 16)
-        grey = grey.astype(np.uint8).reshape(n, height, width)
-        # _brightness before its square root, in its order of operations: the same floats
-        r, g, b = (wide[..., c].astype(np.float64) for c in range(3))
-        squares = 0.241 * r * r + 0.691 * g * g + 0.068 * b * b
-        low, high = _order_statistics(squares, [5, 99], lambda v: np.sqrt(v) / 255).T
+        grey, squares = np.empty((n, height, width), np.uint8), np.empty((n, size))
+        counts, is_grey = np.zeros((n, 768), np.int64), np.empty(n, bool)
+        colour_pass(pixels, grey, squares, counts, is_grey)
+        # brightness is non-decreasing in the sum of squares: sort those, take the root of 4
+        ordered = np.sort(squares, axis=1)
+        low, high = _lerp_percentiles(lambda ranks: np.sqrt(ordered[:, ranks]) / 255, size, [5, 99]).T
+        edge_counts = edge_sums = edge_squares = None
     else:
-        is_grey, grey = np.ones(n, bool), pixels
-        low, high = _order_statistics(pixels.reshape(n, -1), [5, 99], lambda v: v / 255.0).T
-
-    counts = _histograms(bands)
-    p = counts / float(bands.shape[1] * bands.shape[2])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # summed bin after bin, as PIL sums them (a pairwise sum differs in the 14th digit)
-        entropy = -np.cumsum(np.where(counts > 0, p * np.log(p) * _LOG2E, 0.0), axis=1)[:, -1]
+        grey, is_grey = pixels, np.ones(n, bool)
+        counts, edge_sums, edge_squares = _grey_statistics(pixels)
+        edge_counts = counts
+        cumulative = np.cumsum(counts, axis=1)[:, :, None]
+        low, high = _lerp_percentiles(lambda ranks: (cumulative <= ranks).sum(axis=1) / 255.0, size, [5, 99]).T
+    entropy = np.empty(n)
+    entropy_of(counts, entropy)
 
     small = _blur_greys(pixels, grey)
-    histogram_std = np.std(_histograms(small.reshape(n, -1, 1)), axis=1)
-    # ImageStat's variance from the edges' histogram: Σcount·v² / N − (Σcount·v / N)², sums of
-    # integers and so the same floats as Σv² and Σv over the pixels
-    edges = _find_edges(small).reshape(n, -1).astype(np.int64)
-    total = float(edges.shape[1])
-    variance = (edges * edges).sum(axis=1) / total - (edges.sum(axis=1) / total) ** 2
+    if small is not None or edge_counts is None:
+        small = grey if small is None else small
+        edge_counts, edge_sums, edge_squares = _grey_statistics(small)
+    # ImageStat's variance from the edges' histogram, Σcount·v² / N − (Σcount·v / N)²: sums of
+    # integers, so the same floats as Σv² and Σv over the pixels
+    total = float(edge_counts[0].sum())
+    variance = edge_squares / total - (edge_sums / total) ** 2
     values = np.column_stack([np.full(n, float(width)), np.full(n, float(height)), high, low, entropy,
-                              np.sqrt(variance), histogram_std])
+                              np.sqrt(variance), np.std(edge_counts, axis=1)])
     hashes = _phash_bits(grey) if phash else np.zeros(n, np.uint64)
     return values, is_grey, hashes
 
@@ -372,6 +432,8 @@ def read_images(paths: Sequence[str], *, phash: bool = True, workers: int | None
     n = len(paths)
     workers = workers or min(8, os.cpu_count() or 1)
     chunks = [list(paths[start:start + chunk]) for start in range(0, n, chunk)]
+    if n:
+        _pixel_kernels()  # compiled (or loaded) once, before the threads need it
     parts: list[_Measured] = []
     done = 0
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -173,7 +173,7 @@ def measure_image(data: bytes, *, phash: bool = True) -> tuple[int, int, tuple]:
 #: Images with more pixels than this go through :func:`measure_image` one by one: decoding
 #: dominates their cost, and a batch of them would hold too much memory.
 BATCH_MAX_PIXELS = 128 * 128
-_GROUP_PIXELS = 1 << 15      # pixels measured at once: small enough for the buffers to stay in cache
+_GROUP_PIXELS = 1 << 17      # pixels measured at once (128 images of 32×32): bounds the buffers
 _PHASH_SIDE = 32             # imagehash.phash: hash_size 8 × highfreq_factor 4, resized LANCZOS
 _PHASH_BITS = 8
 _RAW_VALUES = len(_RAW) - 1  # every raw property but grayscale, as float64

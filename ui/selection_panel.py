@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from analytics.datasets import Dataset
+from analytics.names import without_map_columns
 from analytics.selections import SelectionError, list_selections, save_selection
 from analytics.workspace import Workspace
 from ui import state
@@ -26,7 +27,7 @@ def selection_panel(dataset: Dataset, examples: pd.DataFrame, *, key: str = "sel
         rows = np.flatnonzero(selected_mask(examples["id"], selection))
         # only the rows shown are copied (a selection may hold most of a million rows)
         shown = examples.iloc[rows[:MAX_ROWS_SHOWN]]
-        shown = shown.drop(columns=[c for c in ("x", "y", "pca_x", "pca_y") if c in shown.columns])
+        shown = shown[without_map_columns(shown.columns)]
         if len(rows) > MAX_ROWS_SHOWN:
             st.caption(f"Showing the first {MAX_ROWS_SHOWN} of {len(rows):,} selected rows.")
         example_table(shown, kind=dataset.kind, height=360)

@@ -76,20 +76,28 @@ class ClusterModel:
         Embedding dimension.
     seed : int
         Everything (centres, assignments, noise) follows from this seed.
+    clusters, classes : int
+        Number of clusters and of classes (label = cluster mod classes). The defaults are the
+        benchmark's own data; other values give other data sets of the same kind (e.g. 60
+        clusters and 12 classes in ``bench/knn_recall.py``).
     """
 
-    def __init__(self, dims: int, seed: int):
+    def __init__(self, dims: int, seed: int, clusters: int = N_CLUSTERS, classes: int = N_CLASSES):
+        if clusters < 1 or classes < 2:
+            raise ValueError(f"need at least 1 cluster and 2 classes, not {clusters} and {classes}")
         rng = np.random.default_rng([seed, 0])
-        centres = rng.standard_normal((N_CLUSTERS, dims))
+        centres = rng.standard_normal((clusters, dims))
         self.centres = (centres / np.linalg.norm(centres, axis=1, keepdims=True)).astype(np.float32)
         # Orthonormal latent directions per cluster, shape (clusters, LATENT_DIMS, dims).
-        raw = rng.standard_normal((N_CLUSTERS, dims, LATENT_DIMS))
+        raw = rng.standard_normal((clusters, dims, LATENT_DIMS))
         self.bases = np.stack([np.linalg.qr(block)[0].T for block in raw]).astype(np.float32)
-        self.weights = rng.dirichlet(np.full(N_CLUSTERS, 2.0))  # unequal cluster sizes
-        self.spread = rng.uniform(0.6, 1.3, N_CLUSTERS).astype(np.float32)
-        self.length_mu = rng.uniform(3.0, 6.0, N_CLUSTERS)  # log-mean of the numeric column
+        self.weights = rng.dirichlet(np.full(clusters, 2.0))  # unequal cluster sizes
+        self.spread = rng.uniform(0.6, 1.3, clusters).astype(np.float32)
+        self.length_mu = rng.uniform(3.0, 6.0, clusters)  # log-mean of the numeric column
         self.dims = dims
         self.seed = seed
+        self.clusters = clusters
+        self.classes = classes
 
     def chunk(self, index: int, rows: int, start_id: int) -> tuple[np.ndarray, pd.DataFrame]:
         """Rows ``start_id .. start_id + rows - 1`` of the data set.
@@ -100,7 +108,7 @@ class ClusterModel:
         table : DataFrame with columns ``id``, ``label``, ``length``, ``source``
         """
         rng = np.random.default_rng([self.seed, 1, index])
-        cluster = rng.choice(N_CLUSTERS, size=rows, p=self.weights)
+        cluster = rng.choice(self.clusters, size=rows, p=self.weights)
         vectors = rng.standard_normal((rows, self.dims), dtype=np.float32)
         vectors *= ISO_NOISE / np.sqrt(self.dims)
         latent = rng.standard_normal((rows, LATENT_DIMS), dtype=np.float32) * LATENT_STD
@@ -110,9 +118,9 @@ class ClusterModel:
             vectors[members] += self.centres[k] + latent[members] @ self.bases[k]
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
 
-        labels = cluster % N_CLASSES
+        labels = cluster % self.classes
         flip = rng.random(rows) < LABEL_NOISE
-        labels[flip] = (labels[flip] + rng.integers(1, N_CLASSES, flip.sum())) % N_CLASSES
+        labels[flip] = (labels[flip] + rng.integers(1, self.classes, flip.sum())) % self.classes
         length = np.maximum(1, rng.lognormal(self.length_mu[cluster], 0.5)).astype(np.int32)
         table = pd.DataFrame({
             "id": [f"ex{i:07d}" for i in range(start_id, start_id + rows)],
@@ -123,20 +131,25 @@ class ClusterModel:
         return vectors, table
 
 
-def generate(folder: Path, n: int, dims: int, seed: int) -> tuple[Path, Path]:
+def generate(folder: Path, n: int, dims: int, seed: int, *, clusters: int = N_CLUSTERS,
+             classes: int = N_CLASSES) -> tuple[Path, Path]:
     """Write ``dataset.parquet`` and ``embeddings.npy`` (rows in dataset order) to ``folder``.
 
     Generated chunk by chunk straight into a memory-mapped ``.npy``, so 1M × 384 needs about
     100 MB of memory. Skipped when ``folder`` already holds a complete set for these parameters.
+    ``clusters`` and ``classes`` as in :class:`ClusterModel` (the defaults give the benchmark's
+    own data, identical to what earlier versions wrote).
     """
     dataset, embeddings, meta = folder / "dataset.parquet", folder / "embeddings.npy", folder / "meta.json"
     params = {"n": n, "dims": dims, "seed": seed, "generator_version": GENERATOR_VERSION,
               "chunk_rows": CHUNK_ROWS}
+    if (clusters, classes) != (N_CLUSTERS, N_CLASSES):  # the defaults keep earlier meta.json valid
+        params.update(clusters=clusters, classes=classes)
     if meta.is_file() and json.loads(meta.read_text()) == params and dataset.is_file() and embeddings.is_file():
         return dataset, embeddings
     folder.mkdir(parents=True, exist_ok=True)
     meta.unlink(missing_ok=True)  # written last: its presence marks a complete set
-    model = ClusterModel(dims, seed)
+    model = ClusterModel(dims, seed, clusters, classes)
     tmp_npy = folder / "embeddings.tmp.npy"
     array = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.float32, shape=(n, dims))
     tables = []

@@ -6,13 +6,16 @@ Overview drawn within 3 s.
 
 What it does:
 
-1. Starts ``streamlit run app.py`` (from ``--app-dir``, so an older checkout can be measured the
-   same way) on a free loopback port, headless, with a fresh empty workspace: nothing is cached,
-   every analysis computes from scratch.
+1. Starts ``streamlit run app.py`` with ``tests/app_server.py`` (that of ``--app-dir``, which serves
+   the app of the checkout it lies in, so an older checkout can be measured the same way: copy the
+   file there if it has none) on a free loopback port, headless, with a fresh empty workspace:
+   nothing is cached, every analysis computes from scratch.
 2. Polls ``/_stcore/health`` every 50 ms for 3 s at rest, then all through the load.
 3. Three Chromium users (one browser context each) open the app, pick a different bundled sample
    (text: MiniLM embeddings; images: pixels; table) and open the Map, which starts the default
-   analysis of that sample (embeddings, kNN, PCA, UMAP, probe dynamics, scores, clusters).
+   analysis of that sample (embeddings, kNN, PCA, UMAP, probe dynamics, scores, clusters). A map
+   is ready when the page shows no progress and its scatter has drawn its points (the browser
+   scatter, ``ui/scatter``; a Plotly chart in checkouts from before it).
 4. Before any job, the Overview is opened twice (the first visit loads the dataset); the second
    time is "Overview at rest", the same machine's figure with nothing running.
    ``--overview-at`` seconds after the third user started, a fourth user opens the app: the time
@@ -32,12 +35,11 @@ Run it on an otherwise idle machine::
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -46,16 +48,33 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage"]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.app_driver import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from tests.browser.map_scatter import SCATTER  # noqa: E402
+
+# the Map is on screen: its browser scatter has drawn (or, before it, a Plotly chart)
+MAP_SHOWN = f"{SCATTER}, .js-plotly-plot"
+MAP_DRAWN = ("() => !!document.querySelector('.js-plotly-plot')?._fullData?.length || !!document"
+             f".querySelector(\"{SCATTER}\")?.contentDocument?.getElementById('root')?.dataset.drawn")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def server_helper(app_dir: Path):
+    """``running_app`` of ``app_dir``'s ``tests/app_server.py``: it serves the app of the checkout
+    it lies in."""
+    if app_dir == ROOT:
+        from tests.app_server import running_app
+
+        return running_app
+    path = app_dir / "tests" / "app_server.py"
+    if not path.exists():
+        raise SystemExit(f"{path} is missing: copy {ROOT / 'tests' / 'app_server.py'} there (it serves the "
+                         "app.py of the checkout it lies in)")
+    spec = importlib.util.spec_from_file_location("jobs_load_app_server", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.running_app
 
 
 class HealthPoller(threading.Thread):
@@ -167,30 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     from playwright.sync_api import sync_playwright
 
     app_dir = args.app_dir.resolve()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    running_app = server_helper(app_dir)
     workspace = Path(tempfile.mkdtemp(prefix="jobs-load-workspace-"))
-    log_path = workspace.parent / f"{workspace.name}-streamlit.log"
-    env = dict(os.environ, CARTOGRAPHER_WORKSPACE=str(workspace), STREAMLIT_BROWSER_GATHER_USAGE_STATS="false",
-               PYTHONPATH=str(app_dir))
-    with log_path.open("w") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(app_dir / "app.py"), "--server.headless", "true",
-             "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none"],
-            cwd=app_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
+    log_dir = Path(tempfile.mkdtemp(prefix="jobs-load-log-"))
     result: dict = {"label": args.label, "app_dir": str(app_dir), "nice": args.nice, "machine": {
         "cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}}
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the server did not answer within 60 s; see {log_path}")
-            time.sleep(0.2)
+    with running_app(log_dir, {"CARTOGRAPHER_WORKSPACE": str(workspace), "PYTHONPATH": str(app_dir)}) as app:
+        url, server = app.url, app.process
         poller = HealthPoller(f"{url}/_stcore/health")
         poller.start()
         rest_start = time.monotonic()
@@ -216,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                     pick(page, "Dataset", title)
                     page.get_by_text("A sample of examples").wait_for()
                 page.get_by_role("link", name="Map", exact=True).click()
-                page.locator("[data-testid=stProgress], .js-plotly-plot").first.wait_for()
+                page.locator(f"[data-testid=stProgress], {MAP_SHOWN}").first.wait_for()
                 progress = page.locator("[data-testid=stProgress]").all_inner_texts()
                 users.append({"sample": title, "page": page, "started_s": round(time.perf_counter() - began, 2),
                               "progress_at_start": progress[0].strip() if progress else None})
@@ -252,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             for user in users:
                 page = user.pop("page")
                 user["map_ready"] = page.locator("[data-testid=stProgress]").count() == 0 and \
-                    page.locator(".js-plotly-plot").count() > 0
+                    page.evaluate(MAP_DRAWN)
                 progress = page.locator("[data-testid=stProgress]").all_inner_texts()
                 user["progress_at_end"] = progress[0].strip() if progress else None
             browser.close()
@@ -272,12 +274,6 @@ def main(argv: list[str] | None = None) -> int:
         health, worst = result["health_under_load"], max(v["seconds"] for v in overview.values())
         result["targets"] = {"health_p95_under_100_ms": health.get("p95_ms", 1e9) < 100,
                              "overview_within_3_s": worst <= 3.0}
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
     stored = json.loads(args.out.read_text()) if args.out.exists() else {}
     stored[args.label] = result
     args.out.parent.mkdir(parents=True, exist_ok=True)

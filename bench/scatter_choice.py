@@ -60,11 +60,11 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.app_driver import (CHROMIUM_ARGS, AppDriver, app_server, chromium_pid, chromium_rss_mb,  # noqa: E402
+                              run_points, step)
 from bench.map_speed import machine_info  # noqa: E402
 
 FRONTEND = REPO / "ui" / "scatter" / "frontend"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 VIEWPORT = {"width": 1200, "height": 900}
 PLOT_SIZE = 800  # px, square
 
@@ -215,35 +215,6 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def chromium_rss_mb(browser_pid: int | None) -> float | None:
-    """Resident memory of every Chromium process (the browser, renderers, the GPU process)."""
-    if browser_pid is None:
-        return None
-    try:
-        root = psutil.Process(browser_pid)
-        processes = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return None
-    total = 0
-    for process in processes:
-        try:
-            total += process.memory_info().rss
-        except psutil.Error:
-            pass
-    return round(total / 2**20, 1)
-
-
-def chromium_pid() -> int | None:
-    """The newest Chromium browser process started by this one (Playwright's launch)."""
-    candidates = [p for p in psutil.Process().children(recursive=True) if "chromium" in p.name().lower()
-                  and not any(a.startswith("--type=") for a in p.cmdline())]
-    return max(candidates, key=lambda p: p.create_time()).pid if candidates else None
-
-
-def step(message: str) -> None:
-    print(f"  {time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
-
-
 def measure(browser, url: str, library: str, repeats: int) -> dict:
     page = browser.new_context(viewport=VIEWPORT).new_page()
     errors: list[str] = []
@@ -324,158 +295,29 @@ class LoadMonitor:
 
 
 def measure_app(browser, run: Path, timeout_s: float) -> dict:
-    """The Map with the browser scatter on one run folder, in a fresh app server."""
-    import re
-
-    import pandas as pd
-    from playwright.sync_api import expect
-
-    from tests.app_server import running_app
-
-    points = pd.read_parquet(run / "examples.parquet", columns=["id", "x", "y"])
+    """The Map with the browser scatter on one run folder, in a fresh app server
+    (``bench/app_driver.py``): open the run, the first draw, recolour by a score, a box and a lasso
+    selection until the selection panel shows them."""
+    points = run_points(run)
     n = len(points)
-    timeout = timeout_s * 1000
     result: dict = {"n": n, "run": str(run)}
-    with tempfile.TemporaryDirectory() as workspace, \
-            running_app(Path(workspace), {"CARTOGRAPHER_WORKSPACE": workspace}) as app:
-        page = browser.new_context(viewport={"width": 1500, "height": 1000}).new_page()
-        page.set_default_timeout(timeout)
-        errors: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-        received: list[int] = []
-
-        def on_socket(socket):
-            socket.on("framereceived", lambda payload: received.append(len(payload)))
-
-        page.on("websocket", on_socket)
-        frame = page.frame_locator("iframe[title='ui.scatter.scatter']").first
-        root = frame.locator("#root")
-
-        def idle():
-            time.sleep(0.3)
-            page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')"
-                                   " && !document.querySelector('[data-stale=true]')", timeout=timeout)
-
-        def fetched() -> list[dict]:
-            return root.evaluate("() => window.scatterView.stats.fetches")
-
-        page.goto(app.url)
-        page.wait_for_selector("[data-testid=stApp]")
-        started = time.perf_counter()
-        page.locator("[data-testid=stSelectbox]").filter(has_text="Dataset").first.click()
-        page.get_by_role("option", name="Open a file or folder…", exact=True).click()
-        box = page.get_by_role("textbox", name="Path to a file or image folder")
-        box.fill(str(run))
-        box.press("Enter")
-        expect(page.get_by_text(re.compile(r"Run of .* examples"))).to_be_visible(timeout=timeout)
-        idle()
-        result["open_run_s"] = round(time.perf_counter() - started, 2)
+    with tempfile.TemporaryDirectory() as workspace, app_server(Path(workspace)) as url:
+        app = AppDriver.open(browser, url, timeout_s)
+        result.update(app.open_run(run))
         step(f"app {n:,}: run open in {result['open_run_s']} s")
-
-        received.clear()
-        clicked = time.time() * 1000
-        page.get_by_test_id("stSidebarNav").get_by_text("Map", exact=True).click()
-        expect(root).to_have_attribute("data-drawn", str(n), timeout=timeout)
-        result["map_points_drawn"] = int(root.get_attribute("data-drawn"))
-        idle()
-        stats = root.evaluate("() => window.scatterView.stats")
-        result["map_draw_s"] = round((stats["draws"][0]["done"] - clicked) / 1000, 2)
-        # from the click on "Map": the scatter's iframe starts loading, its script runs, the first
-        # render message comes, the first frame is drawn (ms)
-        result["map_timeline_ms"] = {
-            "iframe_navigation": round(stats["timeOrigin"] - clicked), "script": round(stats["started"] - clicked),
-            "first_render": round(stats["draws"][0]["received"] - clicked),
-            "first_frame": round(stats["draws"][0]["done"] - clicked)}
-        result["map_websocket_bytes"] = sum(received)
-        result["map_fetched"] = fetched()
+        result.update(app.open_map(n))
         step(f"app {n:,}: map drawn {result['map_draw_s']} s after the click")
-
-        page.locator("[data-testid=stSelectbox]").filter(has_text="Colour by").first.click()
-        page.keyboard.type("confidence")  # the option list is virtualised: filter it
-        option = page.get_by_role("option", name="confidence", exact=True)
-        option.wait_for()
-        received.clear()
-        before = len(fetched())
-        clicked = time.time() * 1000  # from the user's choice until the new colours are drawn
-        option.click()
-        expect(root).to_have_attribute("data-colour", "confidence", timeout=timeout)
-        idle()
-        recoloured = [d for d in root.evaluate("() => window.scatterView.stats.draws") if d["colour"]][-1]
-        result["recolour_s"] = round((recoloured["done"] - clicked) / 1000, 2)
-        result["recolour_timeline_ms"] = {"render": round(recoloured["received"] - clicked),
-                                          "frame": round(recoloured["done"] - clicked)}
-        result["recolour_websocket_bytes"] = sum(received)
-        result["recolour_fetched"] = fetched()[before:]
+        result.update(app.recolour("confidence"))
         step(f"app {n:,}: recoloured in {result['recolour_s']} s")
-
-        frame.locator("button[data-tool=box]").click()
-        canvas = frame.locator("canvas").bounding_box()
-        x0, y0 = canvas["x"] + canvas["width"] * 0.35, canvas["y"] + canvas["height"] * 0.35
-        x1, y1 = canvas["x"] + canvas["width"] * 0.6, canvas["y"] + canvas["height"] * 0.6
-        received.clear()
-        before = len(fetched())
-        # when the selection panel's heading first shows a count other than 0 (page clock)
-        page.evaluate("""() => { window.selectionShownAt = null;
-            const observer = new MutationObserver(() => {
-              const heading = [...document.querySelectorAll('h3')].find(h => /^Selection · [\\d,]+ examples/.test(h.innerText));
-              if (heading && !heading.innerText.startsWith('Selection · 0 ')) {
-                window.selectionShownAt = Date.now(); observer.disconnect(); } });
-            observer.observe(document.body, {subtree: true, childList: true, characterData: true}); }""")
-        page.mouse.move(x0, y0)
-        started = time.time() * 1000
-        page.mouse.down()
-        page.mouse.move(x1, y1, steps=12)
-        released = time.time() * 1000
-        page.mouse.up()
-        shape = root.evaluate("() => window.scatterView.lastShape")
-        (ax, bx), (ay, by) = shape["x"], shape["y"]
-        truth = int((points["x"].between(min(ax, bx), max(ax, bx))
-                     & points["y"].between(min(ay, by), max(ay, by))).sum())
-        expect(page.get_by_text(f"Selection · {truth:,} examples", exact=True)).to_be_visible(timeout=timeout)
-        shown = page.evaluate("() => window.selectionShownAt")
-        result["box_select_s"] = round((shown - released) / 1000, 2)
-        result["box_select_with_drag_s"] = round((shown - started) / 1000, 2)
-        sent = root.evaluate("() => window.scatterView.stats.selections")[-1]["sent"]
-        # from the release: the rows sent to the server, the panel shows them (ms)
-        result["box_select_timeline_ms"] = {"sent": round(sent - released), "panel": round(shown - released)}
-        heading = page.get_by_text(re.compile(r"Selection · [\d,]+ examples")).inner_text()
-        result["box_selected"] = int(re.search(r"([\d,]+)", heading).group(1).replace(",", ""))
-        result["box_inside_by_geometry"] = truth
-        idle()
-        result["box_select_websocket_bytes"] = sum(received)
-        result["box_select_fetched"] = fetched()[before:]
+        result.update(app.box_select(points))
         step(f"app {n:,}: box selection shown {result['box_select_s']} s after the release")
-
-        # a lasso (a circle of 24 vertices), checked against the even-odd rule over every point
-        from ui.figures import points_in_polygon
-
-        frame.locator("button[data-tool=lasso]").click()
-        cx, cy, radius = canvas["x"] + canvas["width"] * 0.5, canvas["y"] + canvas["height"] * 0.5, canvas["height"] * 0.2
-        angles = np.linspace(0, 2 * np.pi, 24)
-        page.mouse.move(cx + radius, cy)
-        page.mouse.down()
-        for angle in angles[1:]:
-            page.mouse.move(cx + radius * np.cos(angle), cy + radius * np.sin(angle), steps=2)
-        page.mouse.up()
-        shape = root.evaluate("() => window.scatterView.lastShape")
-        truth = int(points_in_polygon(points["x"].to_numpy(np.float32).astype(float),
-                                      points["y"].to_numpy(np.float32).astype(float),
-                                      np.asarray(shape["x"]), np.asarray(shape["y"])).sum())
-        expect(page.get_by_text(f"Selection · {truth:,} examples", exact=True)).to_be_visible(timeout=timeout)
-        heading = page.get_by_text(re.compile(r"Selection · [\d,]+ examples")).inner_text()
-        result["lasso_selected"] = int(re.search(r"([\d,]+)", heading).group(1).replace(",", ""))
-        result["lasso_inside_by_geometry"] = truth
-        idle()
-
-        cdp = page.context.new_cdp_session(page)
-        cdp.send("HeapProfiler.collectGarbage")
-        result["browser_heap_mb"] = round(cdp.send("Runtime.getHeapUsage")["usedSize"] / 2**20, 1)
+        result.update(app.lasso_select(points))
+        result["browser_heap_mb"] = app.heap_mb()
         result["chromium_rss_mb"] = chromium_rss_mb(chromium_pid())
-        result["draws"] = root.evaluate("() => window.scatterView.stats.draws")
-        result["javascript_errors"] = errors
-        page.screenshot(path=str(Path(tempfile.gettempdir()) / f"scatter_app_{n}.png"))
-        page.context.close()
+        result["draws"] = app.view_stats()["draws"]
+        result["javascript_errors"] = list(app.errors)
+        app.page.screenshot(path=str(Path(tempfile.gettempdir()) / f"scatter_app_{n}.png"))
+        app.close()
     return result
 
 

@@ -14,10 +14,11 @@ import pandas as pd
 import pytest
 
 from ui.figures import COLOUR_SCALE, MAX_CATEGORIES, OTHER_COLOUR, PALETTE, colour_channel
-from ui.scatter import hover_lines
+import ui.scatter
+from ui.scatter import ScatterPoints, hover_lines
 from ui.scatter.bundle import BUILD_DIR, FRONTEND_DIR, built_digest, sources_digest
-from ui.scatter.encoding import (RowEncodingError, code_dtype, column_bytes, decode_rows, encode_rows, pack_mask,
-                                 rows_to_runs, runs_to_rows, unpack_mask)
+from ui.scatter.encoding import (VALUE_MISSING, RowEncodingError, code_dtype, column_bytes, decode_rows, encode_rows,
+                                 pack_mask, quantise_values, rows_to_runs, runs_to_rows, unpack_mask)
 
 RNG = np.random.default_rng(20261130)
 
@@ -147,6 +148,51 @@ def test_colour_channel_categories_and_scale():
     assert np.isnan(scale.values[-1]) and COLOUR_SCALE[0] == "#440154"
     # few distinct numbers are categories, in numeric order
     assert colour_channel(pd.Series([10, 9, 100, 9]), "epochs").names == ("9", "10", "100")
+
+
+def test_quantised_values_keep_each_value_in_its_step():
+    values = np.r_[RNG.normal(2.0, 3.0, 100_000), [np.nan, np.inf, -np.inf, -1e9, 1e9]]
+    low, high = -10.0, 14.0
+    codes = quantise_values(values, low, high)
+    assert codes.dtype == np.uint16 and len(codes) == len(values)
+    assert (codes[-5:-2] == VALUE_MISSING).all()  # NaN and infinities are missing
+    assert codes[-2] == 0 and codes[-1] == VALUE_MISSING - 1  # outside the range: clipped to its ends
+    inside = (values >= low) & (values <= high)
+    t = (values[inside] - low) / (high - low) * VALUE_MISSING
+    q = codes[inside].astype(np.float64)
+    assert ((q <= t) & ((t < q + 1) | (q == VALUE_MISSING - 1))).all()
+    assert quantise_values(np.array([low, high]), low, high).tolist() == [0, VALUE_MISSING - 1]
+    # the browser draws step code >> 8 of 256: the step of the value itself, but for values within
+    # one code (1/65,535 of the range) of a step's edge
+    step = np.floor((values[inside] - low) / (high - low) * 256).clip(0, 255)
+    differs = (codes[inside] >> 8) != step
+    edge = np.abs((values[inside] - low) / (high - low) * 256 - np.round((values[inside] - low) / (high - low) * 256))
+    assert (edge[differs] < 256 / VALUE_MISSING).all()
+    assert differs.mean() < 0.01
+    # one value everywhere: every code 0; missing stays missing
+    assert quantise_values(np.array([5.0, 5.0, np.nan]), 5.0, 5.0).tolist() == [0, 0, VALUE_MISSING]
+
+
+def test_a_numeric_colour_goes_as_uint16_codes_with_its_exact_values_apart(monkeypatch):
+    n = 1000
+    values = pd.Series(np.r_[np.linspace(0.0, 1.0, n - 1), np.nan])
+    points = ScatterPoints(x=np.zeros(n), y=np.zeros(n), key=("test-colour-args", n))
+    built = []
+    original = ui.scatter.colour_channel
+    monkeypatch.setattr(ui.scatter, "colour_channel", lambda *a: built.append(a) or original(*a))
+    args = ui.scatter._colour_args("k", points, values, "confidence", ())
+    assert args["kind"] == "values" and (args["min"], args["max"]) == (0.0, 1.0) and args["missing"]
+    assert args["values"]["dtype"] == "uint16" and args["values"]["bytes"] == 2 * n and args["values"]["length"] == n
+    assert args["exact"]["dtype"] == "float32" and args["exact"]["bytes"] == 4 * n
+    entry = ui.scatter._encoded[("test-colour-args", n, "colour", "confidence")]
+    np.testing.assert_array_equal(np.frombuffer(entry.data, "<u2"), quantise_values(values.to_numpy(np.float32), 0.0, 1.0))
+    np.testing.assert_array_equal(np.frombuffer(entry.meta["exact"].data, "<f4"), values.to_numpy(np.float32))
+    assert entry.nbytes == 6 * n
+    # a rerun with the same column encodes nothing again
+    again = ui.scatter._colour_args("k", points, values, "confidence", ())
+    assert again == args and len(built) == 1
+    categories = ui.scatter._colour_args("k", points, pd.Series(["a", "b"] * (n // 2)), "split", ())
+    assert categories["codes"]["dtype"] == "uint8" and "exact" not in categories
 
 
 def test_hover_lines_are_plain_text_on_one_line():

@@ -58,6 +58,23 @@ def open_map(page, app_url: str, n: int = 1549) -> None:
     wait_drawn(page, n)
 
 
+def open_run_folder(page, run, *, timeout: float = 120_000) -> None:
+    """Sidebar → Dataset → "Open a file or folder…" → the run folder ``run``, until the page says
+    which run is open."""
+    page.locator("[data-testid=stSelectbox]").filter(has_text="Dataset").first.click()
+    page.get_by_role("option", name="Open a file or folder…", exact=True).click()
+    box = page.get_by_role("textbox", name="Path to a file or image folder")
+    box.fill(str(run))
+    box.press("Enter")
+    page.get_by_text(re.compile(r"Run of .* examples")).first.wait_for(timeout=timeout)
+
+
+def selected_rows(page) -> np.ndarray:
+    """The rows the scatter draws as selected (the selection the server sent back)."""
+    return np.asarray(view(page, "v => { const out = []; for (let r = 0; r < v.w.length; r++) "
+                                 "if (v.w[r] === 3) out.push(r); return out; }"), dtype=np.int64)
+
+
 def view(page, expression: str, arg=None):
     """Evaluate ``expression`` (a function of the ScatterView and ``arg``) in the scatter's iframe."""
     return root(page).evaluate(f"(element, arg) => ({expression})(window.scatterView, arg)", arg)

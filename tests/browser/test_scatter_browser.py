@@ -6,6 +6,7 @@ column and never the coordinates again; hovering names the point; no JavaScript 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import wait_idle
@@ -87,7 +88,7 @@ def test_recolour_by_a_score_zoom_and_hover(page, app_url, analysed_workspace):
     fetched = view(page, "v => v.stats.fetches.map(f => f.name)")
     assert fetched.count("points") == 1
 
-    # recolour by a score: one float32 column comes, the coordinates stay
+    # recolour by a score: one column of uint16 codes comes, the coordinates stay
     page.locator("[data-testid=stSelectbox]").filter(has_text="Colour by").first.click()
     page.keyboard.type("confidence")  # the option list is virtualised: filter it
     page.get_by_role("option", name="confidence", exact=True).click()
@@ -96,7 +97,7 @@ def test_recolour_by_a_score_zoom_and_hover(page, app_url, analysed_workspace):
     fetches = view(page, "v => v.stats.fetches")
     assert [f["name"] for f in fetches].count("points") == 1
     colour = [f for f in fetches if f["name"] == "colour"][-1]
-    assert colour["bytes"] == 4 * N
+    assert colour["bytes"] == 2 * N and "exact" not in [f["name"] for f in fetches]  # exact values: on hover
     ticks = scatter(page).locator(".colour-ticks span").all_inner_texts()
     assert float(ticks[0]) == float(f"{points['confidence'].astype('float32').max():.4g}")  # the top of the scale
 
@@ -131,5 +132,11 @@ def test_recolour_by_a_score_zoom_and_hover(page, app_url, analysed_workspace):
     lines = tooltip.locator("div").all_inner_texts()
     assert lines[0].startswith(f"{points['id'][hovered]}: ")  # id and the start of its text
     assert lines[1] == f"label: {points['label'][hovered]}"
-    assert lines[2].startswith("confidence: ")
+    # the score's exact value, fetched on this first hover (the colours came quantised)
+    expect(tooltip.locator("div").nth(2)).not_to_have_text("confidence: …", timeout=30_000)
+    shown = tooltip.locator("div").nth(2).inner_text()
+    assert shown.startswith("confidence: ")
+    exact = float(np.float32(points["confidence"][hovered]))
+    assert float(shown.removeprefix("confidence: ")) == pytest.approx(exact, rel=1e-3, abs=1e-12)
+    assert [f["name"] for f in view(page, "v => v.stats.fetches")].count("exact") == 1
     assert not errors, f"console errors: {errors}"

@@ -25,7 +25,7 @@ from streamlit.components.v1 import declare_component
 
 from ui.figures import COLOUR_SCALE, colour_channel
 from ui.scatter.bundle import BUILD_DIR
-from ui.scatter.encoding import RowEncodingError, code_dtype, column_bytes, decode_rows, pack_mask
+from ui.scatter.encoding import RowEncodingError, code_dtype, column_bytes, decode_rows, pack_mask, quantise_values
 from ui.selection import MODES
 
 __all__ = ["ScatterEvent", "ScatterPoints", "hover_lines", "scatter_event", "scatter_map"]
@@ -76,6 +76,12 @@ class _Encoded:
     digest: str
     meta: dict | None = None  # what the browser needs to read the column (names of codes, a range)
 
+    @property
+    def nbytes(self) -> int:
+        """Its bytes, with those of a column it carries in ``meta`` (the exact values)."""
+        exact = (self.meta or {}).get("exact")
+        return len(self.data) + (exact.nbytes if isinstance(exact, _Encoded) else 0)
+
 
 _encoded: OrderedDict[tuple, _Encoded] = OrderedDict()
 _encoded_lock = threading.Lock()
@@ -94,7 +100,7 @@ def _encoded_column(cache_key: tuple, build: Callable[[], _Encoded]) -> _Encoded
     entry = build()
     with _encoded_lock:
         _encoded[cache_key] = entry
-        while sum(len(e.data) for e in _encoded.values()) > _ENCODED_MAX_BYTES and len(_encoded) > 1:
+        while sum(e.nbytes for e in _encoded.values()) > _ENCODED_MAX_BYTES and len(_encoded) > 1:
             _encoded.popitem(last=False)
     return entry
 
@@ -132,18 +138,21 @@ def _colour_args(component_key: str, points: ScatterPoints, colour: pd.Series, t
 
     def build() -> _Encoded:
         channel = colour_channel(colour, title)
-        if channel.numeric:
+        if channel.numeric:  # uint16 codes to draw; the exact float32 values for hovering
             meta = {"kind": "values", "title": title, "min": channel.low, "max": channel.high,
-                    "scale": list(COLOUR_SCALE), "missing": bool(np.isnan(channel.values).any()),
-                    "field": "values", "dtype": "float32"}
-            return _encode(column_bytes(channel.values, "float32"), meta)
+                    "scale": list(COLOUR_SCALE), "missing": bool((~np.isfinite(channel.values)).any()),
+                    "field": "values", "dtype": "uint16",
+                    "exact": _encode(column_bytes(channel.values, "float32"))}
+            return _encode(column_bytes(quantise_values(channel.values, channel.low, channel.high), "uint16"), meta)
         meta = {"kind": "categories", "title": title, "names": list(channel.names),
                 "colours": list(channel.colours), "field": "codes", "dtype": code_dtype(len(channel.names))}
         return _encode(column_bytes(channel.codes, meta["dtype"]), meta)
 
     encoded = _encoded_column((*points.key, "colour", title, *identity), build)
-    args = {k: v for k, v in encoded.meta.items() if k not in ("field", "dtype")}
+    args = {k: v for k, v in encoded.meta.items() if k not in ("field", "dtype", "exact")}
     args[encoded.meta["field"]] = _blob(component_key, "colour", encoded, encoded.meta["dtype"], points.n)
+    if "exact" in encoded.meta:
+        args["exact"] = _blob(component_key, "exact", encoded.meta["exact"], "float32", points.n)
     return args
 
 

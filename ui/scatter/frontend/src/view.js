@@ -10,6 +10,9 @@ import { serverRoot } from './protocol.js';
 const FILTERED_COLOUR = '#bbbbbb';
 const MISSING_COLOUR = '#999999';
 const SCALE_STEPS = 256;
+// A continuous colour comes as uint16 codes: its position between min and max in 65,535 steps
+// (code >> 8 is its step of the scale), 65,535 where the value is missing (ui/scatter/encoding.py).
+const VALUE_MISSING = 65535;
 // Point states, the value channel B of every point: its opacity and size come from these.
 const NORMAL = 0;
 const UNSELECTED = 1; // a selection exists and the point is not in it
@@ -19,6 +22,8 @@ const DIMMED_OPACITY = 0.12;
 const LEGEND_WIDTH = 190;
 const AXIS_LEFT = 52;
 const AXIS_BOTTOM = 40;
+/** Until the next frame has been drawn and handed to the compositor. */
+const frames = () => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
 const TYPES = { float32: Float32Array, uint8: Uint8Array, uint16: Uint16Array, uint32: Uint32Array, utf8: Uint8Array };
 
 /** A linear scale with the part of d3-scale's interface regl-scatterplot uses (domain, range),
@@ -94,6 +99,7 @@ export class ScatterView {
     this.onSelect = onSelect;
     this.onHeight = onHeight;
     this.blobs = new Map(); // url -> Promise<typed array>, only the current arguments' columns
+    this.lazy = {}; // name -> { url, value }: the columns fetched on the first hover
     // started: when this script ran (epoch ms); the page's navigation start is performance.timeOrigin
     this.stats = { renders: 0, fetches: [], draws: [], selections: [], started: Date.now(), timeOrigin: performance.timeOrigin };
     this.sequence = 0;
@@ -176,6 +182,7 @@ export class ScatterView {
     if (args.labels) wanted.labels = args.labels.codes;
     const urls = new Set(Object.values(wanted).filter(Boolean).map((b) => b.url));
     if (args.hover) urls.add(args.hover.url);
+    if (args.colour.exact) urls.add(args.colour.exact.url);
     for (const url of [...this.blobs.keys()]) if (!urls.has(url)) this.blobs.delete(url);
     let loaded;
     try {
@@ -187,8 +194,9 @@ export class ScatterView {
       return;
     }
     if (sequence !== this.sequence) return; // a newer render arrived meanwhile
+    const fetched = Date.now();
     this.showMessage('');
-    this.drawing = this.drawing.then(() => this.apply(args, loaded, received)).catch((error) => {
+    this.drawing = this.drawing.then(() => this.apply(args, loaded, { received, fetched })).catch((error) => {
       this.showMessage(`Could not draw the points: ${error.message}`);
       throw error;
     });
@@ -206,7 +214,7 @@ export class ScatterView {
     return { width, height: this.args.height };
   }
 
-  async apply(args, loaded, received) {
+  async apply(args, loaded, times) {
     const started = performance.now();
     const n = args.n;
     const { width, height } = this.plotSize();
@@ -252,12 +260,19 @@ export class ScatterView {
       this.wVisible = loaded.visible;
       this.wSelected = loaded.selected;
     }
-    this.plot.set({
-      pointColor: palette,
-      opacity: [args.opacity, DIMMED_OPACITY, DIMMED_OPACITY, 1],
-      pointSize: [args.size, args.size, Math.max(args.size * 0.6, 1.5), args.size],
-    });
-    if (zChanged || wChanged) await this.draw(pointsChanged);
+    // set() redraws every point: only when the palette, opacity or size changed
+    const look = JSON.stringify([palette, args.opacity, args.size]);
+    const lookChanged = look !== this.look;
+    if (lookChanged) {
+      this.plot.set({
+        pointColor: palette,
+        opacity: [args.opacity, DIMMED_OPACITY, DIMMED_OPACITY, 1],
+        pointSize: [args.size, args.size, Math.max(args.size * 0.6, 1.5), args.size],
+      });
+      this.look = look;
+    }
+    if (zChanged || wChanged) await this.draw(pointsChanged, zChanged, wChanged);
+    const drawn = performance.now();
     if (pointsChanged && args.layout !== this.layoutKey) this.plot.reset();
     this.layoutKey = args.layout;
     if (this.pending) { // the server's answer to the last selection: its shape goes
@@ -270,9 +285,11 @@ export class ScatterView {
     this.root.dataset.colour = args.colour.title;
     this.root.dataset.selected = String(this.selectedCount);
     this.root.dataset.renders = String(this.stats.renders);
-    // received: when the render message came; done: when its frame was drawn (epoch ms)
-    this.stats.draws.push({ ms: Math.round(performance.now() - started), points: pointsChanged, colour: zChanged,
-      states: wChanged, received, done: Date.now() });
+    if (zChanged || wChanged || lookChanged) await frames();
+    // received: when the render message came; fetched: when its columns were at hand; done: when
+    // its frame was on screen (epoch ms). ms: this method, of it draw_ms in regl-scatterplot's draw.
+    this.stats.draws.push({ ms: Math.round(performance.now() - started), draw_ms: Math.round(drawn - started),
+      points: pointsChanged, colour: zChanged, states: wChanged, ...times, done: Date.now() });
   }
 
   setPoints(xy, args, width, height) {
@@ -325,6 +342,7 @@ export class ScatterView {
     this.xDomain = xDomain;
     this.yDomain = yDomain;
     this.spatialIndex = null;
+    this.rows = null;
     if (this.plot) this.plot.set({ xScale: linearScale(...xDomain), yScale: linearScale(...yDomain) });
   }
 
@@ -352,10 +370,24 @@ export class ScatterView {
     this.plot.subscribe('view', () => this.renderAxes());
   }
 
-  async draw(pointsChanged) {
+  /** Hands the points to regl-scatterplot as the rows it keeps ([x, y, colour, state] each):
+   * made once per layout, then only the colour or the state of each row changes in place, and
+   * the spatial index is kept (a million new rows and their garbage took most of a recolour). */
+  async draw(pointsChanged, zChanged = true, wChanged = true) {
+    const { nx, ny, z, w } = this;
+    const n = nx.length;
+    if (pointsChanged || !this.rows) {
+      const rows = new Array(n);
+      for (let r = 0; r < n; r++) rows[r] = [nx[r], ny[r], z[r], w[r]];
+      this.rows = rows;
+    } else {
+      const rows = this.rows;
+      if (zChanged) for (let r = 0; r < n; r++) rows[r][2] = z[r];
+      if (wChanged) for (let r = 0; r < n; r++) rows[r][3] = w[r];
+    }
     const options = { zDataType: 'categorical', wDataType: 'categorical', preventFilterReset: true };
     if (!pointsChanged && this.spatialIndex) options.spatialIndex = this.spatialIndex;
-    await this.plot.draw({ x: this.nx, y: this.ny, z: this.z, w: this.w }, options);
+    await this.plot.draw(this.rows, options);
     this.spatialIndex = this.plot.get('spatialIndex');
   }
 
@@ -370,13 +402,10 @@ export class ScatterView {
     const z = new Float32Array(n);
     if (colour.kind === 'categories') {
       for (let r = 0; r < n; r++) z[r] = values[r];
-    } else {
-      const lo = colour.min;
-      const span = colour.max - colour.min;
-      const scale = span > 0 ? (SCALE_STEPS - 1e-6) / span : 0;
+    } else { // uint16 codes: 256 steps of the scale, then the missing colour
       for (let r = 0; r < n; r++) {
-        const v = values[r];
-        z[r] = Number.isFinite(v) ? Math.min(SCALE_STEPS - 1, Math.max(0, Math.floor((v - lo) * scale))) : SCALE_STEPS;
+        const code = values[r];
+        z[r] = code === VALUE_MISSING ? SCALE_STEPS : code >> 8;
       }
     }
     if (visible) for (let r = 0; r < n; r++) if (!visible[r]) z[r] = filteredIndex;
@@ -534,8 +563,10 @@ export class ScatterView {
     const text = this.hoverText(row);
     lines.push(text === null ? `row ${row}` : text);
     if (this.labels && args.labels) lines.push(`label: ${args.labels.names[this.labels[row]]}`);
-    if (args.colour.kind === 'values') lines.push(`${args.colour.title}: ${formatNumber(this.colourArray[row])}`);
-    else if (!args.labels || args.colour.title !== 'label') lines.push(`${args.colour.title}: ${args.colour.names[this.colourArray[row]]}`);
+    if (args.colour.kind === 'values') {
+      const value = this.exactValue(row);
+      lines.push(`${args.colour.title}: ${value === null ? '…' : formatNumber(value)}`);
+    } else if (!args.labels || args.colour.title !== 'label') lines.push(`${args.colour.title}: ${args.colour.names[this.colourArray[row]]}`);
     this.tooltip.replaceChildren(...lines.map((line, i) => {
       const div = document.createElement('div');
       div.textContent = line;
@@ -551,27 +582,41 @@ export class ScatterView {
     });
   }
 
+  /** A column fetched on the first hover, never to draw: ``parse``d once per address, null until
+   * it has come (the tooltip is drawn again then). */
+  lazyColumn(name, blob, parse = (values) => values) {
+    if (!blob) return null;
+    const entry = this.lazy[name];
+    if (entry && entry.url === blob.url) return entry.value;
+    const fresh = { url: blob.url, value: null };
+    this.lazy[name] = fresh;
+    this.fetchBlob(name, blob).then((values) => {
+      if (this.lazy[name] !== fresh) return;
+      fresh.value = parse(values);
+      if (this.hovered >= 0) this.hover(this.hovered);
+    }).catch(() => { if (this.lazy[name] === fresh) delete this.lazy[name]; }); // the next hover tries again
+    return null;
+  }
+
   /** The hovered point's text (its id, and the start of its text on small runs): the text of
    * all points is fetched on the first hover, never with the points. */
   hoverText(row) {
-    const hover = this.args.hover;
-    if (!hover) return null;
-    if (this.hoverUrl !== hover.url) {
-      this.hoverUrl = hover.url;
-      this.hoverLines = null;
-      this.fetchBlob('hover', hover).then((bytes) => {
-        if (this.hoverUrl !== hover.url) return;
-        const starts = [0];
-        for (let i = 0; i < bytes.length; i++) if (bytes[i] === 10) starts.push(i + 1);
-        this.hoverLines = { bytes, starts, decoder: new TextDecoder() };
-        if (this.hovered >= 0) this.hover(this.hovered);
-      }).catch(() => { this.hoverUrl = null; });
-    }
-    if (!this.hoverLines) return null;
-    const { bytes, starts, decoder } = this.hoverLines;
+    const lines = this.lazyColumn('hover', this.args.hover, (bytes) => {
+      const starts = [0];
+      for (let i = 0; i < bytes.length; i++) if (bytes[i] === 10) starts.push(i + 1);
+      return { bytes, starts, decoder: new TextDecoder() };
+    });
+    if (!lines) return null;
+    const { bytes, starts, decoder } = lines;
     if (row >= starts.length) return null;
     const end = row + 1 < starts.length ? starts[row + 1] - 1 : bytes.length;
     return decoder.decode(bytes.subarray(starts[row], end));
+  }
+
+  /** The hovered point's colour value, exact (float32; the colours come as uint16 codes). */
+  exactValue(row) {
+    const values = this.lazyColumn('exact', this.args.colour.exact);
+    return values ? values[row] : null;
   }
 
   renderLegend(args, visible) {

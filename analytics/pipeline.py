@@ -31,7 +31,12 @@ A run folder holds:
 - ``issues.json`` — the data-issue summary of :func:`analytics.data_issues.check_dataset`
   (duplicates, split leaks, non-IID order, class imbalance, column checks, spurious cues, image
   properties), whose per-example columns are in ``examples.parquet``; absent when the checks
-  were turned off (``AnalysisConfig.issues=None``) and in runs that predate them.
+  were turned off (``AnalysisConfig.issues=None``) and in runs that predate them;
+- ``score_agreement.parquet`` (Spearman's rho between every two numeric scores),
+  ``score_quantiles.parquet`` (each score's box-plot statistics per label, region, split and
+  cluster) and, with several seeds, ``seed_stability.parquet`` — the Hardness and Data map
+  pages' summaries over every row (:func:`analytics.hardness.hardness_tables`), listed under
+  ``manifest["hardness"]["files"]``; absent without scores and in runs that predate them.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ from analytics.dynamics import (
 )
 from analytics.embeddings import EmbeddingSpec, checkpoint_outputs, compute_embeddings, default_spec
 from analytics.finetune_config import FinetuneConfig, FinetuneError, check_finetune
+from analytics.hardness import SCORE_AGREEMENT_FILE, hardness_tables
 from analytics.neighbors import KnnGraph, build_knn
 from analytics.parallel import LOCAL, Executor
 from analytics.projection import PCA_START_FROM, PROJECTIONS, UMAP_INITS, project_pca, project_umap
@@ -442,6 +448,7 @@ def run_analysis(
             cluster_info["uniformity"] = uniformity(coarse["accuracy"].to_numpy())
             cluster_info["errors"] = error_source
             slices_table = discover_run_slices(examples, clusters_table, config.slices)
+    hardness = _hardness_tables(examples, dynamics, timings) if config.scores else {}
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -474,6 +481,7 @@ def run_analysis(
                                         heldout_from=heldout_from)
                      if dynamics is not None else None),
         "region_thresholds": asdict(RegionThresholds()) if config.scores else None,
+        "hardness": {"files": sorted(hardness)} if hardness else None,
         "clusters": cluster_info,
         "device": _device_name(config.device),
         "executor": executor.describe(),
@@ -498,10 +506,13 @@ def run_analysis(
         writers[ANNOTATORS_FILE] = lambda handle: annotators.annotators.to_parquet(handle, index=False)
     if issues is not None:
         writers[ISSUES_FILE] = lambda handle: handle.write(issues.summary_json().encode("utf-8"))
+    for name, table in hardness.items():  # the agreement matrix keeps its index: the score names
+        writers[name] = lambda handle, table=table, name=name: table.to_parquet(
+            handle, index=name == SCORE_AGREEMENT_FILE)
     for name, write in writers.items():
         atomic_write(out / name, write)
         manifest["artefacts"][name] = {"bytes": (out / name).stat().st_size, "sha256": file_sha256(out / name)}
-    timings["artefacts"] = round(time.perf_counter() - start, 3)
+    timings["artefacts"] = round(time.perf_counter() - start - timings.get("hardness", 0.0), 3)
     manifest["timings_s"]["total"] = round(sum(timings.values()), 3)
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2, default=str))
     report("artefacts", 1.0, f"Run written to {out}")
@@ -648,6 +659,7 @@ def _expected_files(manifest: dict) -> set[str]:
         expected.add(ISSUES_FILE)
     if manifest.get("annotators"):
         expected.add(ANNOTATORS_FILE)
+    expected |= set((manifest.get("hardness") or {}).get("files", []))
     return expected
 
 
@@ -873,6 +885,18 @@ def _config_params(config: AnalysisConfig, dynamics: dict | None = None) -> dict
     # rather than opened without them.
     params["issues"] = asdict(config.issues) if config.issues is not None else None
     return params
+
+
+def _hardness_tables(examples: pd.DataFrame, dynamics: TrainingDynamics | None,
+                     timings: dict[str, float]) -> dict[str, pd.DataFrame]:
+    """The score summaries the Hardness and Data map pages read, computed once over every row
+    (timed as ``timings["hardness"]``)."""
+    start = time.perf_counter()
+    tables = hardness_tables(examples, logits=dynamics.logits if dynamics is not None else None,
+                             labels=dynamics.gold if dynamics is not None else None,
+                             early_epoch=dynamics.early_epoch if dynamics is not None else 0)
+    timings["hardness"] = round(time.perf_counter() - start, 3)
+    return tables
 
 
 def _score_column_names() -> set[str]:

@@ -51,7 +51,7 @@ def test_run_writes_the_artefacts_and_manifest(dataset, tmp_path):
     assert manifest["neighbors"] == {"k": 8, "metric": "euclidean", "method": "exact", "recall": 1.0,
                                      "recall_queries": 150}
     assert set(manifest["timings_s"]) == {"embeddings", "neighbors", "pca", "dynamics", "heldout",
-                                          "scores", "issues", "clusters", "artefacts", "total"}
+                                          "scores", "issues", "clusters", "hardness", "artefacts", "total"}
     for column in ("confidence", "variability", "correctness", "forgetting_events", "never_learned", "aum",
                    "el2n", "grand", "loss", "margin", "entropy", "label_quality", "label_issue",
                    "knn_label_disagreement", "knn_density", "outlier_score", "knn_shapley", "region",
@@ -209,7 +209,8 @@ def test_large_data_methods_are_used_and_recorded(dataset, tmp_path, monkeypatch
 
 
 RUN_FILES = ["examples.parquet", "neighbors.npz", "dynamics.npy", "heldout_probs.npy", "embeddings.npy",
-             "clusters.parquet", "slices.parquet", "issues.json", "manifest.json"]
+             "clusters.parquet", "slices.parquet", "issues.json", "score_agreement.parquet",
+             "score_quantiles.parquet", "seed_stability.parquet", "manifest.json"]
 
 
 def truncate(file):
@@ -222,6 +223,47 @@ def test_every_file_of_a_run_is_in_the_manifest(dataset, tmp_path):
     written = {f.name for f in (tmp_path / "run").iterdir()} - {"manifest.json"}
     assert set(run.manifest["artefacts"]) == written == set(RUN_FILES) - {"manifest.json"}
     assert verify_run(tmp_path / "run") == []
+
+
+def test_the_score_summaries_are_run_files_that_match_the_rows(dataset, tmp_path):
+    from analytics.hardness import (GROUPINGS, HARDNESS_FILES, numeric_scores, quantiles_by_group, score_agreement,
+                                    seed_stability)
+
+    run = run_analysis(dataset, CONFIG, out_dir=tmp_path / "run", workspace=Workspace(tmp_path / "ws"))
+    assert run.manifest["hardness"] == {"files": sorted(HARDNESS_FILES)}
+    for name in HARDNESS_FILES:
+        entry = run.manifest["artefacts"][name]
+        assert entry["bytes"] == (tmp_path / "run" / name).stat().st_size and len(entry["sha256"]) == 64
+    scores = numeric_scores(run.examples.columns)
+    agreement = read_artefact(tmp_path / "run", "score_agreement.parquet")
+    pd.testing.assert_frame_equal(agreement, score_agreement(run.examples, scores))
+    assert list(agreement.index) == list(agreement.columns) == scores and len(scores) >= 10
+    quantiles = read_artefact(tmp_path / "run", "score_quantiles.parquet")
+    groupings = [g for g in GROUPINGS if g in run.examples.columns]
+    assert groupings == ["label", "region", "cluster"]
+    assert set(zip(quantiles["score"], quantiles["group_by"])) == {(s, g) for s in scores for g in groupings}
+    for score, group_by in (("loss", "label"), ("aum", "region"), ("el2n", "cluster")):
+        rows = quantiles[(quantiles["score"] == score) & (quantiles["group_by"] == group_by)]
+        pd.testing.assert_frame_equal(rows.drop(columns=["score", "group_by"]).reset_index(drop=True),
+                                      quantiles_by_group(run.examples[score], run.examples[group_by]))
+    # the run keeps its logits as float16: the seeds' rankings from them agree to a few thousandths
+    stability = read_artefact(tmp_path / "run", "seed_stability.parquet")
+    direct = seed_stability(np.load(tmp_path / "run" / "dynamics.npy").astype(np.float32),
+                            run.dataset.label_codes, run.manifest["dynamics"]["early_epoch"])
+    assert stability["score"].tolist() == direct["score"].tolist() and (stability["seeds"] == 3).all()
+    assert np.allclose(stability["mean_spearman"], direct["mean_spearman"], atol=0.01, equal_nan=True)
+    # a run without scores has no summaries
+    bare = run_analysis(dataset, AnalysisConfig(projection="pca", k=8, scores=False), out_dir=tmp_path / "bare",
+                        workspace=Workspace(tmp_path / "ws"))
+    assert bare.manifest["hardness"] is None and not set(HARDNESS_FILES) & set(bare.manifest["artefacts"])
+
+
+def test_a_run_missing_a_listed_score_summary_is_damaged(dataset, tmp_path):
+    run_analysis(dataset, CONFIG, out_dir=tmp_path / "run", workspace=Workspace(tmp_path / "ws"))
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    del manifest["artefacts"]["score_quantiles.parquet"]
+    (tmp_path / "run" / "manifest.json").write_text(json.dumps(manifest))
+    assert [p.file for p in verify_run(tmp_path / "run")] == ["score_quantiles.parquet"]
 
 
 @pytest.mark.parametrize("name", RUN_FILES)

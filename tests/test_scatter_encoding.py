@@ -15,7 +15,7 @@ import pytest
 
 from ui.figures import COLOUR_SCALE, MAX_CATEGORIES, OTHER_COLOUR, PALETTE, colour_channel
 import ui.scatter
-from ui.scatter import ScatterPoints, hover_lines
+from ui.scatter import ScatterPoints, hover_lines, sent_once
 from ui.scatter.bundle import BUILD_DIR, FRONTEND_DIR, built_digest, sources_digest
 from ui.scatter.encoding import (VALUE_MISSING, RowEncodingError, code_dtype, column_bytes, decode_rows, encode_rows,
                                  pack_mask, quantise_values, rows_to_runs, runs_to_rows, unpack_mask)
@@ -180,19 +180,26 @@ def test_a_numeric_colour_goes_as_uint16_codes_with_its_exact_values_apart(monke
     built = []
     original = ui.scatter.colour_channel
     monkeypatch.setattr(ui.scatter, "colour_channel", lambda *a: built.append(a) or original(*a))
-    args = ui.scatter._colour_args("k", points, values, "confidence", ())
+    args, encoded = ui.scatter._colour_args("k", points, values, "confidence", ())
     assert args["kind"] == "values" and (args["min"], args["max"]) == (0.0, 1.0) and args["missing"]
     assert args["values"]["dtype"] == "uint16" and args["values"]["bytes"] == 2 * n and args["values"]["length"] == n
     assert args["exact"]["dtype"] == "float32" and args["exact"]["bytes"] == 4 * n
     entry = ui.scatter._encoded[("test-colour-args", n, "colour", "confidence")]
     np.testing.assert_array_equal(np.frombuffer(entry.data, "<u2"), quantise_values(values.to_numpy(np.float32), 0.0, 1.0))
     np.testing.assert_array_equal(np.frombuffer(entry.meta["exact"].data, "<f4"), values.to_numpy(np.float32))
-    assert entry.nbytes == 6 * n
+    assert entry.nbytes == 6 * n and encoded is entry
     # a rerun with the same column encodes nothing again
-    again = ui.scatter._colour_args("k", points, values, "confidence", ())
+    again, _ = ui.scatter._colour_args("k", points, values, "confidence", ())
     assert again == args and len(built) == 1
-    categories = ui.scatter._colour_args("k", points, pd.Series(["a", "b"] * (n // 2)), "split", ())
+    categories, labels = ui.scatter._colour_args("k", points, pd.Series(["a", "b"] * (n // 2)), "split", ())
     assert categories["codes"]["dtype"] == "uint8" and "exact" not in categories
+
+    # the colour travels inside the render message of the run that changes it, once
+    memory: dict = {}
+    assert sent_once(memory, "map", encoded) == entry.data
+    assert sent_once(memory, "map", encoded) is None  # a rerun: the browser has it
+    assert sent_once(memory, "map", labels) == labels.data and sent_once(memory, "other", labels) == labels.data
+    assert sent_once(memory, "map", encoded) == entry.data  # back to the score: sent again
 
 
 def test_hover_lines_are_plain_text_on_one_line():

@@ -69,6 +69,32 @@ def open_run_folder(page, run, *, timeout: float = 120_000) -> None:
     page.get_by_text(re.compile(r"Run of .* examples")).first.wait_for(timeout=timeout)
 
 
+def x_domain(page) -> list[float]:
+    """The data range the plot shows horizontally."""
+    return view(page, "v => v.plot.get('xScale').domain()")
+
+
+def wait_x_span(page, smaller_than: float | None = None, larger_than: float | None = None,
+                timeout: float = 30_000) -> None:
+    """Until the width of the plot's horizontal range is below ``smaller_than`` or above ``larger_than``."""
+    page.wait_for_function(
+        "([frame, low, high]) => { const d = document.querySelector(frame).contentWindow.scatterView.plot"
+        ".get('xScale').domain(); const span = Math.abs(d[1] - d[0]);"
+        " return (high === null || span < high) && (low === null || span > low); }",
+        arg=[SCATTER, larger_than, smaller_than], timeout=timeout)
+
+
+def zoom_in(page, wheel: float = 500, timeout: float = 30_000) -> list[float]:
+    """Scroll up over the middle of the plot until it shows under 4/5 of its horizontal range;
+    returns the range before."""
+    box = canvas_box(page)
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    before = x_domain(page)
+    page.mouse.wheel(0, -wheel)
+    wait_x_span(page, smaller_than=0.8 * abs(before[1] - before[0]), timeout=timeout)
+    return before
+
+
 def selected_rows(page) -> np.ndarray:
     """The rows the scatter draws as selected (the selection the server sent back)."""
     return np.asarray(view(page, "v => { const out = []; for (let r = 0; r < v.w.length; r++) "

@@ -20,8 +20,8 @@ from playwright.sync_api import expect
 from analytics.pipeline import file_sha256
 from tests.browser.conftest import wait_idle
 from tests.browser.map_scatter import (canvas_box, console_errors, drag, drag_circle, inside, last_shape,
-                                       open_run_folder, run_points, scatter, selected_rows, use_tool, view, wait_drawn,
-                                       wait_selection)
+                                       open_run_folder, run_points, scatter, selected_rows, use_tool, wait_drawn,
+                                       wait_selection, wait_x_span, x_domain, zoom_in)
 
 N = 1_000_000
 TIMEOUT = 180_000  # ms: software WebGL on two shared cores
@@ -68,28 +68,19 @@ def test_box_and_lasso_at_a_million_points_select_by_geometry(page, app_url, mil
     # zoom in around the middle, then a box from the middle to past the plot's right edge:
     # it holds points outside the view too
     box = canvas_box(page)
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    before = view(page, "v => v.plot.get('xScale').domain()")
-    page.mouse.wheel(0, -400)
-    page.wait_for_function(
-        "before => { const d = document.querySelector(\"iframe[title='ui.scatter.scatter']\").contentWindow"
-        ".scatterView.plot.get('xScale').domain(); return d[1] - d[0] < 0.8 * (before[1] - before[0]); }",
-        arg=before, timeout=TIMEOUT)
+    before = zoom_in(page, 400, timeout=TIMEOUT)
     use_tool(page, "box")
     drag(page, [(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.35),
                 (box["x"] + box["width"] * 1.1, box["y"] + box["height"] * 0.65)], steps=8)
     truth = inside(points, last_shape(page))
-    in_view = view(page, "v => v.plot.get('xScale').domain()")
+    in_view = x_domain(page)
     assert (truth & (points["x"].to_numpy() > max(in_view))).any(), "the box should reach past the view"
     wait_selection(page, int(truth.sum()))
     np.testing.assert_array_equal(selected_rows(page), np.flatnonzero(truth))
 
     # a lasso, zoomed out again: every point inside it by the even-odd rule, the box's replaced
     scatter(page).get_by_role("button", name="Reset the view").click()
-    page.wait_for_function(
-        "before => { const d = document.querySelector(\"iframe[title='ui.scatter.scatter']\").contentWindow"
-        ".scatterView.plot.get('xScale').domain(); return d[1] - d[0] > 0.99 * (before[1] - before[0]); }",
-        arg=before, timeout=TIMEOUT)
+    wait_x_span(page, larger_than=0.99 * abs(before[1] - before[0]), timeout=TIMEOUT)
     use_tool(page, "lasso")
     drag_circle(page, 0.45, 0.5, 0.25)
     lasso = inside(points, last_shape(page))

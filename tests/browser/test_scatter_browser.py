@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 from tests.browser.conftest import wait_idle
 from tests.browser.map_scatter import (canvas_box, console_errors, drag, drag_box, drag_circle, expect_table_within,
                                        inside, last_shape, open_map, root, run_points, scatter, use_tool, view,
-                                       wait_drawn, wait_selection)
+                                       wait_drawn, wait_selection, x_domain, zoom_in)
 
 N = 1549  # the Debian packages sample
 
@@ -104,19 +104,13 @@ def test_recolour_by_a_score_zoom_and_hover(page, app_url, analysed_workspace):
     # zoom in around the middle, then a box from the middle to past the plot's right edge:
     # it also holds points outside the view
     box = canvas_box(page)
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    domain_before = view(page, "v => v.plot.get('xScale').domain()")
-    page.mouse.wheel(0, -500)
-    page.wait_for_function(
-        "before => { const d = document.querySelector(\"iframe[title='ui.scatter.scatter']\").contentWindow"
-        ".scatterView.plot.get('xScale').domain(); return d[1] - d[0] < 0.8 * (before[1] - before[0]); }",
-        arg=domain_before, timeout=30_000)
+    zoom_in(page)
     use_tool(page, "box")
     drag(page, [(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.3),
                 (box["x"] + box["width"] * 1.12, box["y"] + box["height"] * 0.9)], steps=12)
     shape = last_shape(page)
     truth = inside(points, shape)
-    x_view = view(page, "v => v.plot.get('xScale').domain()")
+    x_view = x_domain(page)
     outside = truth & (points["x"].to_numpy() > max(x_view))
     assert outside.any(), "the box should reach past the view"
     wait_selection(page, int(truth.sum()))

@@ -3,7 +3,8 @@
 Every point is drawn with regl-scatterplot (WebGL; ``frontend/``, shipped built in
 ``frontend/build``). The server hands the browser binary columns, each by a content address
 (Streamlit's media files): the coordinates and the label codes once per run and layout, the
-colour column when it changes, the filter and the selection as bitsets. A rerun that changes
+colour column when it changes (inside the render message of the run that changes it:
+:func:`sent_once`), the filter and the selection as bitsets. A rerun that changes
 nothing of a column sends its address again, a few dozen bytes, and the browser keeps what it
 fetched. Recolouring, size, opacity, the filter, zoom, pan and hover happen in the browser; a
 box, lasso or click selection is computed there over every point, and only its rows come back
@@ -15,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +29,7 @@ from ui.scatter.bundle import BUILD_DIR
 from ui.scatter.encoding import RowEncodingError, code_dtype, column_bytes, decode_rows, pack_mask, quantise_values
 from ui.selection import MODES
 
-__all__ = ["ScatterEvent", "ScatterPoints", "hover_lines", "scatter_event", "scatter_map"]
+__all__ = ["ScatterEvent", "ScatterPoints", "hover_lines", "scatter_event", "scatter_map", "sent_once"]
 
 KINDS = ("box", "lasso", "click")
 
@@ -133,8 +134,10 @@ def hover_lines(ids: pd.Series, texts: pd.Series | None = None, *, width: int = 
     return lines.tolist()
 
 
-def _colour_args(component_key: str, points: ScatterPoints, colour: pd.Series, title: str, identity: tuple) -> dict:
-    """The colour column, built and encoded once per points, column and ``identity``."""
+def _colour_args(component_key: str, points: ScatterPoints, colour: pd.Series, title: str,
+                 identity: tuple) -> tuple[dict, _Encoded]:
+    """The colour column, built and encoded once per points, column and ``identity``: its
+    arguments, and its encoded column."""
 
     def build() -> _Encoded:
         channel = colour_channel(colour, title)
@@ -153,7 +156,21 @@ def _colour_args(component_key: str, points: ScatterPoints, colour: pd.Series, t
     args[encoded.meta["field"]] = _blob(component_key, "colour", encoded, encoded.meta["dtype"], points.n)
     if "exact" in encoded.meta:
         args["exact"] = _blob(component_key, "exact", encoded.meta["exact"], "float32", points.n)
-    return args
+    return args, encoded
+
+
+def sent_once(memory: MutableMapping, name: str, encoded: _Encoded) -> bytes | None:
+    """``encoded``'s bytes if the last run did not send them under ``name`` (kept in ``memory``,
+    the session's state), else None.
+
+    A new colour column travels inside the render message that needs it, not fetched after it:
+    on a busy server the fetch waits for the script's run to finish (the server answers it in
+    the thread the script shares the interpreter with). A browser that has not got it (a Map
+    opened again: a new frame) fetches it by its address."""
+    if memory.get(name) == encoded.digest:
+        return None
+    memory[name] = encoded.digest
+    return encoded.data
 
 
 def scatter_map(
@@ -201,7 +218,7 @@ def scatter_map(
         "n": n,
         "layout": repr(points.key),
         "points": _blob(key, "points", _encoded_column(xy_key, interleaved), "float32", 2 * n),
-        "colour": _colour_args(key, points, colour, colour_name, tuple(colour_key)),
+        "colour": None,
         "visible": None if visible is None or visible.all() else _mask_blob(key, "visible", visible),
         "selected": None if selected is None or not selected.any() else _mask_blob(key, "selected", selected),
         "size": float(size), "opacity": float(opacity), "mode": mode, "height": int(height),
@@ -224,8 +241,11 @@ def scatter_map(
         encoded = _encoded_column((*points.key, "hover"), lambda: _encode("\n".join(hover()).encode("utf-8")))
         args["hover"] = _blob(key, "hover", encoded, "utf8", n)
     # declared on every call: it registers with the runtime running this script (AppTest makes one per test)
+    args["colour"], encoded_colour = _colour_args(key, points, colour, colour_name, tuple(colour_key))
+    inline = sent_once(st.session_state, f"{key}__colour_sent", encoded_colour)
+    args["colour"][encoded_colour.meta["field"]]["inline"] = inline is not None
     component = declare_component("scatter", path=str(BUILD_DIR))
-    component(key=key, default=None, **args)
+    component(key=key, default=None, colour_bytes=inline, **args)
 
 
 def scatter_event(key: str, n: int) -> ScatterEvent | None:

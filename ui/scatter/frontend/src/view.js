@@ -180,6 +180,15 @@ export class ScatterView {
     if (args.colour.kind === 'categories') wanted.colour = args.colour.codes;
     else wanted.colour = args.colour.values;
     if (args.labels) wanted.labels = args.labels.codes;
+    const inline = wanted.colour.inline && args.colour_bytes;
+    if (inline && !this.blobs.has(wanted.colour.url)) { // a new colour column, inside the render message
+      const bytes = inline.slice(); // its own buffer, aligned for the column's type
+      const values = new TYPES[wanted.colour.dtype](bytes.buffer);
+      if (values.length === wanted.colour.length) { // (otherwise fetched by its address, and checked)
+        this.blobs.set(wanted.colour.url, Promise.resolve(values));
+        this.stats.fetches.push({ name: 'colour', bytes: bytes.byteLength, ms: 0, inline: true });
+      }
+    }
     const urls = new Set(Object.values(wanted).filter(Boolean).map((b) => b.url));
     if (args.hover) urls.add(args.hover.url);
     if (args.colour.exact) urls.add(args.colour.exact.url);

@@ -342,13 +342,28 @@ def _measure_group(pixels: np.ndarray, phash: bool) -> tuple[np.ndarray, np.ndar
 
 @dataclass(frozen=True, eq=False)
 class _Measured:
-    """Row-aligned arrays of one batch (the fields of :class:`ImageReadout`, raw split in two)."""
+    """Row-aligned arrays that a batch fills in (the fields of :class:`ImageReadout`, raw
+    split in two); a slice of one covers a chunk of the rows."""
 
-    values: np.ndarray       # (n, 7) float64
+    values: np.ndarray       # (n, 7) float64, NaN until measured
     grayscale: np.ndarray    # (n,) bool
     byte_hashes: np.ndarray  # (n,) uint64
     phashes: np.ndarray      # (n,) uint64
     readable: np.ndarray     # (n,) bool
+
+    @classmethod
+    def empty(cls, n: int) -> _Measured:
+        return cls(np.full((n, _RAW_VALUES), np.nan), np.zeros(n, bool), np.zeros(n, np.uint64),
+                   np.zeros(n, np.uint64), np.zeros(n, bool))
+
+    def rows(self, start: int, stop: int) -> _Measured:
+        return _Measured(*(getattr(self, name)[start:stop] for name in
+                           ("values", "grayscale", "byte_hashes", "phashes", "readable")))
+
+    def readout(self) -> ImageReadout:
+        raw = pd.DataFrame(self.values, columns=list(_RAW[:-1]), copy=False)
+        raw["grayscale"] = self.grayscale
+        return ImageReadout(raw, self.byte_hashes, self.phashes, self.readable)
 
 
 def _decode(data: bytes) -> np.ndarray | None:
@@ -364,10 +379,8 @@ def _decode(data: bytes) -> np.ndarray | None:
         return np.frombuffer(image.tobytes(), np.uint8).reshape(shape)
 
 
-def _measure_batch(datas: Sequence[bytes | None], phash: bool) -> _Measured:
-    n = len(datas)
-    out = _Measured(np.full((n, _RAW_VALUES), np.nan), np.zeros(n, bool), np.zeros(n, np.uint64),
-                    np.zeros(n, np.uint64), np.zeros(n, bool))
+def _measure_batch(datas: Sequence[bytes | None], phash: bool, out: _Measured) -> None:
+    """Measure ``datas`` into ``out`` (rows aligned, as many)."""
     groups: dict[tuple, list[int]] = defaultdict(list)
     decoded: dict[int, np.ndarray] = {}
     for i, data in enumerate(datas):
@@ -391,27 +404,18 @@ def _measure_batch(datas: Sequence[bytes | None], phash: bool) -> _Measured:
             rows = members[start:start + step]
             values, is_grey, hashes = _measure_group(np.stack([decoded.pop(i) for i in rows]), phash)
             out.values[rows], out.grayscale[rows], out.phashes[rows] = values, is_grey, hashes
-    return out
-
-
-def _readout(parts: Sequence[_Measured]) -> ImageReadout:
-    def joined(name: str, empty: np.ndarray) -> np.ndarray:
-        return np.concatenate([getattr(part, name) for part in parts]) if parts else empty
-
-    raw = pd.DataFrame(joined("values", np.zeros((0, _RAW_VALUES))), columns=list(_RAW[:-1]))
-    raw["grayscale"] = joined("grayscale", np.zeros(0, bool))
-    return ImageReadout(raw, joined("byte_hashes", np.zeros(0, np.uint64)),
-                        joined("phashes", np.zeros(0, np.uint64)), joined("readable", np.zeros(0, bool)))
 
 
 def measure_images(datas: Sequence[bytes | None], *, phash: bool = True) -> ImageReadout:
     """:func:`measure_image` of many encoded images at once (None or undecodable bytes give an
     unreadable row): each is decoded once and the images of one shape and mode are measured
-    together in numpy. Row i always belongs to ``datas[i]``."""
-    return _readout([_measure_batch(datas, phash)])
+    together. Row i always belongs to ``datas[i]``."""
+    out = _Measured.empty(len(datas))
+    _measure_batch(datas, phash, out)
+    return out.readout()
 
 
-def _measure_files(paths: Sequence[str], phash: bool) -> _Measured:
+def _measure_files(paths: Sequence[str], phash: bool, out: _Measured) -> int:
     datas: list[bytes | None] = []
     for path in paths:
         try:
@@ -419,29 +423,31 @@ def _measure_files(paths: Sequence[str], phash: bool) -> _Measured:
                 datas.append(handle.read())
         except OSError:
             datas.append(None)
-    return _measure_batch(datas, phash)
+    _measure_batch(datas, phash, out)
+    return len(paths)
 
 
 def read_images(paths: Sequence[str], *, phash: bool = True, workers: int | None = None,
                 chunk: int = 256, progress: Callable[[float, str], None] | None = None) -> ImageReadout:
     """Read every image file once (chunks of ``chunk`` files in ``workers`` threads; PIL decodes
-    and numpy computes outside the GIL) and measure it with :func:`measure_images`. Unreadable
-    files (already reported by the loader) get NaN properties and ``readable`` False; row i
-    always belongs to ``paths[i]``."""
+    and the compiled loops compute outside the GIL) and measure it with :func:`measure_images`,
+    straight into the result's arrays. Unreadable files (already reported by the loader) get NaN
+    properties and ``readable`` False; row i always belongs to ``paths[i]``."""
     progress = progress or (lambda fraction, message: None)
     n = len(paths)
     workers = workers or min(8, os.cpu_count() or 1)
-    chunks = [list(paths[start:start + chunk]) for start in range(0, n, chunk)]
+    starts = range(0, n, chunk)
+    out = _Measured.empty(n)
     if n:
         _pixel_kernels()  # compiled (or loaded) once, before the threads need it
-    parts: list[_Measured] = []
     done = 0
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for part in pool.map(_measure_files, chunks, [phash] * len(chunks)):
-            parts.append(part)
-            done += len(part.readable)
-            progress(len(parts) / max(len(chunks), 1), f"Reading images: {done:,} of {n:,}")
-    return _readout(parts)
+        jobs = pool.map(lambda start: _measure_files(paths[start:start + chunk], phash, out.rows(start, start + chunk)),
+                        starts)
+        for finished, count in enumerate(jobs, start=1):
+            done += count
+            progress(finished / len(starts), f"Reading images: {done:,} of {n:,}")
+    return out.readout()
 
 
 def _odd_size(width: np.ndarray, height: np.ndarray) -> tuple[np.ndarray, float]:

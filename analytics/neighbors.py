@@ -163,30 +163,42 @@ def _refine_kernel():
     import numba
 
     @numba.njit(parallel=True, cache=True, fastmath=True, nogil=True)
-    def refine(data, inv_norm, cosine, indices, out_indices, out_distances, n_blocks):  # pragma: no cover
+    def refine(data, inv_norm, cosine, indices, new, out_indices, out_distances, out_new,
+               n_blocks):  # pragma: no cover - compiled
         n, k = indices.shape
         dims = data.shape[1]
         block = (n + n_blocks - 1) // n_blocks
-        changed = np.zeros(n_blocks, np.int64)
         for b in numba.prange(n_blocks):
             seen = np.full(n, -1, np.int64)  # seen[c] == i: c was already a candidate of i
             best_i = np.empty(k, np.int32)
             best_d = np.empty(k, np.float32)
+            best_new = np.empty(k, np.bool_)
             for i in range(b * block, min(n, (b + 1) * block)):
-                x = data[i]
                 size = 0
                 seen[i] = i
-                for a in range(k + k * k):  # the current neighbours, then theirs
-                    c = indices[i, a] if a < k else indices[indices[i, (a - k) // k], (a - k) % k]
+                for a in range(k * (k + 1)):  # the current neighbours, then theirs
+                    if a < k:
+                        c = indices[i, a]
+                        fresh = False
+                    else:
+                        j = indices[i, (a - k) // k]
+                        if j < 0:
+                            continue
+                        c = indices[j, (a - k) % k]
+                        # a pair of edges both in the previous graph was a candidate in the previous
+                        # pass already: its outcome cannot change
+                        if not (new[i, (a - k) // k] or new[j, (a - k) % k]):
+                            continue
+                        fresh = True
                     if c < 0 or seen[c] == i:
                         continue
                     seen[c] = i
-                    y = data[c]
-                    acc = 0.0
+                    x, y = data[i], data[c]
+                    acc = np.float32(0.0)
                     if cosine:
                         for t in range(dims):
                             acc += x[t] * y[t]
-                        d = 1.0 - acc * inv_norm[i] * inv_norm[c]
+                        d = np.float32(1.0) - acc * inv_norm[i] * inv_norm[c]
                     else:
                         for t in range(dims):
                             acc += (x[t] - y[t]) * (x[t] - y[t])
@@ -198,39 +210,48 @@ def _refine_kernel():
                         if slot < k:
                             best_d[slot] = best_d[slot - 1]
                             best_i[slot] = best_i[slot - 1]
+                            best_new[slot] = best_new[slot - 1]
                         slot -= 1
                     best_d[slot] = d
                     best_i[slot] = c
+                    best_new[slot] = fresh
                     if size < k:
                         size += 1
-                    if a >= k:
-                        changed[b] += 1
                 for a in range(size):
                     out_indices[i, a] = best_i[a]
-                    out_distances[i, a] = max(best_d[a], 0.0)
+                    out_distances[i, a] = max(best_d[a], np.float32(0.0))
+                    out_new[i, a] = best_new[a]
                 for a in range(size, k):
                     out_indices[i, a] = -1
                     out_distances[i, a] = np.inf
-        return changed.sum()
+                    out_new[i, a] = False
 
     return refine
 
 
-def refine_knn(vectors: np.ndarray, indices: np.ndarray, *, metric: str = "cosine",
-               passes: int = 1) -> tuple[np.ndarray, np.ndarray, int]:
+def refine_knn(vectors: np.ndarray, indices: np.ndarray, *, metric: str = "cosine", passes: int = 1,
+               new: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Improve an approximate neighbour graph by searching each point's neighbours' neighbours.
 
     One pass gives every point, as candidates, its current neighbours and their neighbours
     (k + k² points, duplicates and the point itself skipped), computes their distances and keeps
     the k nearest. Each pass reads the previous graph only, so the result does not depend on
-    thread scheduling. Works on ``vectors`` as they are (cosine uses their norms; no copy).
+    thread scheduling. A pair of edges that was already in the previous graph is not looked at
+    again (as in NN-descent): its candidate was judged then, and the k-th distance of a point only
+    falls. Works on ``vectors`` as they are (cosine uses their norms; no copy).
+
+    Parameters
+    ----------
+    new : ndarray of shape (n, k), bool, optional
+        Which entries of ``indices`` are new since the graph was last refined (the third value
+        this function returns); None: all of them (a graph never refined).
 
     Returns
     -------
     indices : ndarray of shape (n, k), int32
     distances : ndarray of shape (n, k), float32, ascending per row
-    changed : int
-        Neighbour slots the last pass filled with a point that was not a neighbour before.
+    new : ndarray of shape (n, k), bool
+        Entries the last pass brought in (neighbours' neighbours that were not neighbours before).
     """
     _check_metric(metric)
     data = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -240,6 +261,9 @@ def refine_knn(vectors: np.ndarray, indices: np.ndarray, *, metric: str = "cosin
         raise ValueError(f"the graph has {len(current):,} rows but there are {n:,} vectors")
     if current.size and (current.max() >= n or (current == np.arange(n)[:, None]).any()):
         raise ValueError("the graph lists a point outside the data or as its own neighbour")
+    fresh = np.ones(current.shape, bool) if new is None else np.ascontiguousarray(new, dtype=bool)
+    if fresh.shape != current.shape:
+        raise ValueError(f"new has shape {fresh.shape}, the graph {current.shape}")
     inv_norm = np.zeros(0, np.float32)
     if metric == "cosine":
         norms = np.sqrt(np.einsum("ij,ij->i", data, data))
@@ -250,12 +274,11 @@ def refine_knn(vectors: np.ndarray, indices: np.ndarray, *, metric: str = "cosin
     kernel = _refine_kernel()
     n_blocks = max(1, min(n, 4 * numba.get_num_threads()))
     distances = np.empty(current.shape, np.float32)
-    changed = 0
     for _ in range(max(1, passes)):
-        refined = np.empty_like(current)
-        changed = int(kernel(data, inv_norm, metric == "cosine", current, refined, distances, n_blocks))
-        current = refined
-    return current, distances, changed
+        refined, brought = np.empty_like(current), np.empty_like(fresh)
+        kernel(data, inv_norm, metric == "cosine", current, fresh, refined, distances, brought, n_blocks)
+        current, fresh = refined, brought
+    return current, distances, fresh
 
 
 def build_knn(vectors: np.ndarray, *, k: int = 15, metric: str = "cosine", exact_max: int = 50_000,
@@ -302,17 +325,26 @@ def build_knn(vectors: np.ndarray, *, k: int = 15, metric: str = "cosine", exact
     del raw_index, raw_dist, is_self, order
     progress(0.9, f"Measuring recall against exact search on {min(recall_queries, n):,} points")
     queries, truth = _recall_truth(vectors, n, k, metric, recall_queries, seed)
-    recall = _recall_of(indices, queries, truth)
-    passes = 0
+    graph = KnnGraph(indices, distances, metric, "nndescent", _recall_of(indices, queries, truth), len(queries))
     # NN-descent can stall short of the target (recall@15 0.865 on one 1M × 384 set); a
     # neighbour-of-neighbour pass then lifts it, at a cost of about one NN-descent iteration.
+    return _refine_to_target(data, graph, queries, truth, progress)
+
+
+def _refine_to_target(data: np.ndarray, graph: KnnGraph, queries: np.ndarray, truth: np.ndarray,
+                      progress: Callable[[float, str], None]) -> KnnGraph:
+    """``graph`` refined (:func:`refine_knn`, one pass at a time) while its recall on ``queries``
+    (exact neighbours ``truth``) is below ``REFINE_BELOW``: at most ``MAX_REFINE_PASSES`` passes,
+    stopping when one gains less than ``MIN_REFINE_GAIN``."""
+    indices, distances, recall, passes = graph.indices, graph.distances, graph.recall, graph.refine_passes
+    fresh = None
     while recall < REFINE_BELOW and passes < MAX_REFINE_PASSES:
         progress(0.92 + 0.02 * passes, f"Recall {recall:.1%} is below {REFINE_BELOW:.0%}: refining the graph "
                                        f"from the neighbours' neighbours (pass {passes + 1})")
-        refined, refined_dist, _ = refine_knn(data, indices, metric=metric, passes=1)
+        refined, refined_dist, fresh = refine_knn(data, indices, metric=graph.metric, new=fresh)
         passes += 1
         gain = _recall_of(refined, queries, truth) - recall
         indices, distances, recall = refined, refined_dist, recall + gain
         if gain < MIN_REFINE_GAIN:
             break
-    return KnnGraph(indices, distances, metric, "nndescent", recall, len(queries), passes)
+    return KnnGraph(indices, distances, graph.metric, graph.method, recall, graph.recall_queries, passes)

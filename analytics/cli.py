@@ -20,10 +20,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from analytics.access import AccessError, Policy, resolve_data_path
-from analytics.analysis_config import DYNAMICS_REGISTRY, ConfigError, Wording, check_config
+from analytics.analysis_config import DYNAMICS_REGISTRY, AnalysisConfig, ConfigError, Wording, check_config
 from analytics.datasets import ColumnRoles, DatasetError, MissingLabelsError, load_dataset
 from analytics.dynamics import DynamicsError
 from analytics.embeddings import EMBEDDING_REGISTRY, EmbeddingError, EmbeddingSpec
+from analytics.finetune_config import HELDOUT_CHOICES, FinetuneConfig
 from analytics.overview import summarize
 from analytics.parallel import ExecutorError
 from analytics.pipeline import RunError
@@ -129,8 +130,6 @@ def _embedding_spec(args: argparse.Namespace, checkpoints: tuple[str, ...]) -> E
 def _checked_sources(args: argparse.Namespace, spec: EmbeddingSpec | None, checkpoints: tuple[str, ...]) -> str:
     """The source of training dynamics the flags ask for, after
     :func:`analytics.analysis_config.check_config` (worded with the flags) found them compatible."""
-    from analytics.finetune_config import FinetuneConfig
-
     per_epoch = checkpoints if len(checkpoints) > 1 or args.dynamics_from == "checkpoints" else ()
     wording = replace(_FLAG_WORDING, names={**_FLAG_WORDING.names,
                                             "path": "--embeddings" if args.embeddings else "--checkpoint"})
@@ -148,8 +147,6 @@ def _finetune_settings(args: argparse.Namespace) -> dict:
 
 def _finetune_config(args: argparse.Namespace):
     """The fine-tuning settings from the --finetune-* flags (the defaults for those not given)."""
-    from analytics.finetune_config import FinetuneConfig
-
     given = _finetune_settings(args)
     if "model" in given:
         given["model"] = str(resolve_data_path(given["model"], Policy.from_env(), what="model to fine-tune"))
@@ -160,8 +157,7 @@ def _analyze(args: argparse.Namespace) -> int:
     from analytics.dynamics import ProbeConfig
     from analytics.clusters import ClusterConfig
     from analytics.data_issues import IssueOptions
-    from analytics.finetune_config import FinetuneConfig
-    from analytics.pipeline import AnalysisConfig, run_analysis
+    from analytics.pipeline import run_analysis
     from analytics.slices import SliceConfig
 
     dataset = _load(args)
@@ -446,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the model to fine-tune: a Hugging Face text model folder, or for images a "
                            "Hugging Face image model folder or a TorchScript file (default: MiniLM for "
                            "text, a small CNN on the pixels for images; tables always train an MLP)")
-    tune.add_argument("--finetune-heldout", choices=("auto", "cross-fit", "probe"), default=None,
+    tune.add_argument("--finetune-heldout", choices=HELDOUT_CHOICES, default=None,
                       help="held-out probabilities: cross-fit the fine-tuning, take the probe's, or "
                            "auto (cross-fit when it fits the time budget)")
     groups = analyze.add_argument_group("subpopulations")

@@ -135,6 +135,42 @@ def test_a_wrong_source_is_refused_when_computing(case, breast_cancer, data_map,
     assert set(jobs.keys()) == before  # nothing was started
 
 
+@pytest.mark.parametrize("source, widgets, fields", [
+    ("checkpoints", {"analysis_dyn_checkpoints": "/models/run/epoch0.pt"},
+     {"dynamics_from": "checkpoints", "checkpoints": ("/models/run/epoch0.pt",)}),
+    ("folder", {"analysis_dyn_folder": ""}, {"dynamics_from": "folder"}),
+])
+def test_settings_that_do_not_go_together_show_the_configs_message(breast_cancer, data_map, source, widgets, fields):
+    """The app runs analytics.analysis_config.check_config on what was typed, before any path is
+    read, and shows its ConfigError as the CLI does (in plain words)."""
+    from analytics.analysis_config import ConfigError, check_config
+
+    with pytest.raises(ConfigError) as raised:
+        check_config(**fields)
+    at = data_map
+    before = set(jobs.keys())
+    compute(at, source, **widgets)
+    assert not at.exception
+    assert str(raised.value) in [e.value for e in at.error]
+    assert at.session_state[ACTIVE_CONFIG][breast_cancer.fingerprint] is BASE and set(jobs.keys()) == before
+
+
+def test_the_embedding_sources_offered_are_the_registrys(data_map):
+    from analytics.embeddings import EMBEDDING_REGISTRY
+
+    choice = data_map.selectbox(key="analysis_source")
+    assert choice.options == ["Automatic", *(source.label for source in EMBEDDING_REGISTRY.values())]
+    for name, source in EMBEDDING_REGISTRY.items():  # each source shows the inputs its entry declares
+        data_map.selectbox(key="analysis_source").select(name).run()
+        keys = {w.key for w in data_map.text_input}
+        assert ("analysis_path" in keys) == (source.path is not None), name
+        assert ("analysis_column" in keys) == source.takes("column"), name
+        assert ("analysis_architecture" in keys) == source.takes("architecture"), name
+        if source.path is not None:
+            assert data_map.text_input(key="analysis_path").placeholder == source.path.example
+    assert not data_map.exception
+
+
 def _renamed(dataset):
     from dataclasses import replace
 

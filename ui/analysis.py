@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import streamlit as st
 
 from analytics.access import AccessError, check_architecture, resolve_data_path
+from analytics.analysis_config import DYNAMICS_REGISTRY, check_config
 from analytics.clusters import ClusterConfig
 from analytics.datasets import Dataset
-from analytics.embeddings import EmbeddingError, EmbeddingSpec, default_spec
+from analytics.embeddings import EMBEDDING_REGISTRY, EmbeddingError, EmbeddingSpec, default_spec
 from analytics.finetune_config import FinetuneConfig
 from analytics.pipeline import AnalysisConfig, AnalysisRun, RunError, check_sources, is_run_dir
 from analytics.workspace import Workspace
@@ -18,24 +21,12 @@ from ui.policy import policy as operator_policy
 CLUSTER_METHODS = {"kmeans": "k-means", "hdbscan": "HDBSCAN"}
 ACTIVE_CONFIG = "analysis_config"  # {fingerprint: AnalysisConfig}
 DAMAGED_RUNS = "damaged_runs"  # {run folder: manifest stamp when found damaged} while recomputed
-_SOURCE_LABELS = {
-    "auto": "Automatic",
-    "minilm": "MiniLM sentence encoder (text)",
-    "pixels": "Pixels + PCA (images; no model, no semantics)",
-    "tabular": "Standardised columns (tables)",
-    "column": "A vector column of the dataset",
-    "file": "A vectors file (.npy / .parquet)",
-    "checkpoint": "A model checkpoint (HF folder, TorchScript, state dict)",
-}
+AUTO_SOURCE = "auto"  # the embedding source picked from the data (default_spec)
+_SOURCE_LABELS = {AUTO_SOURCE: "Automatic", **{name: source.label for name, source in EMBEDDING_REGISTRY.items()}}
 _TRUST_NOTE = ("Checkpoints load safely (weights only). Full unpickling, which can run code from the file, is "
                "the server operator's choice (CARTOGRAPHER_TRUST_CHECKPOINTS), as is the list of architectures "
                "(CARTOGRAPHER_ARCHITECTURES).")
-_DYNAMICS_LABELS = {
-    "probe": "Probe on the embeddings (fast)",
-    "finetune": "Fine-tune the model (slower; the paper's map)",
-    "checkpoints": "Per-epoch checkpoints",
-    "folder": "A dynamics folder (dynamics_epoch_*.jsonl)",
-}
+_DYNAMICS_LABELS = {name: source.label for name, source in DYNAMICS_REGISTRY.items()}
 
 
 def analysis_settings(dataset: Dataset) -> AnalysisConfig:
@@ -44,22 +35,10 @@ def analysis_settings(dataset: Dataset) -> AnalysisConfig:
     active = configs.get(dataset.fingerprint, AnalysisConfig())
     auto = default_spec(dataset)
     with st.expander("Analysis settings", expanded=False):
-        sources = ["auto", "minilm", "pixels", "tabular", "column", "file", "checkpoint"]
-        source = st.selectbox("Embedding source", sources, format_func=_SOURCE_LABELS.get,
+        source = st.selectbox("Embedding source", list(_SOURCE_LABELS), format_func=_SOURCE_LABELS.get,
                               key="analysis_source",
                               help=f"Automatic picks '{_SOURCE_LABELS[auto.source]}' for this dataset.")
-        spec_fields: dict = {}
-        if source == "column":
-            spec_fields["column"] = st.text_input("Vector column", value=auto.column or "", key="analysis_column")
-        if source in ("file", "checkpoint"):
-            spec_fields["path"] = st.text_input("Path", key="analysis_path",
-                                                placeholder="/models/my-encoder" if source == "checkpoint"
-                                                else "/data/embeddings.npy")
-        if source == "checkpoint":
-            spec_fields["architecture"] = st.text_input(
-                "Architecture (state dicts only)", key="analysis_architecture",
-                placeholder="mypkg.models:Net") or None
-            st.caption(_TRUST_NOTE)
+        spec_fields = _embedding_fields(EMBEDDING_REGISTRY.get(source), auto)
         left, right = st.columns(2)
         projection = left.radio("Layout", ["umap", "pca"], format_func=str.upper, horizontal=True,
                                 key="analysis_projection")
@@ -79,25 +58,24 @@ def analysis_settings(dataset: Dataset) -> AnalysisConfig:
         dynamics_from, dynamics_fields = _dynamics_settings(dataset, active)
         if st.button("Compute the map with these settings", key="analysis_apply"):
             try:
-                if source in ("file", "checkpoint"):
-                    spec_fields.update(_checked_source(source, spec_fields["path"], spec_fields.get("architecture")))
-                spec = None if source == "auto" else EmbeddingSpec(source=source, **spec_fields)
+                spec = None if source == AUTO_SOURCE else EmbeddingSpec(source=source, **spec_fields)
                 clusters = ClusterConfig(method=cluster_method,
                                          k=(int(cluster_k) or None) if cluster_method == "kmeans" else None)
-                config = AnalysisConfig(embedding=spec, projection=projection, k=int(k), clusters=clusters,
-                                        **_checked_dynamics(dynamics_from, dynamics_fields, dataset.kind))
+                dynamics = _checked_dynamics(dynamics_from, dynamics_fields, dataset.kind, embedding=spec)
+                config = AnalysisConfig(embedding=_checked_spec(spec) if spec else None, projection=projection,
+                                        k=int(k), clusters=clusters, **dynamics)
                 with st.spinner("Checking the training dynamics…"):
                     check_sources(dataset, config, policy=operator_policy())
                 configs[dataset.fingerprint] = active = config
                 st.session_state.pop(state.OPENED_RUN, None)
-            except (EmbeddingError, ValueError, AccessError) as exc:  # SourceError and FinetuneError too
+            except (EmbeddingError, ValueError, AccessError) as exc:  # ConfigError, SourceError, FinetuneError too
                 st.error(str(exc))
     return active
 
 
 def _dynamics_settings(dataset: Dataset, active: AnalysisConfig) -> tuple[str, dict]:
     """The "Training dynamics" part of the settings: the source and what it needs, as typed."""
-    sources = list(_DYNAMICS_LABELS)
+    sources = list(DYNAMICS_REGISTRY)
     choice = st.selectbox(
         "Training dynamics", sources, index=sources.index(active.dynamics_source), format_func=_DYNAMICS_LABELS.get,
         key="analysis_dynamics_from",
@@ -151,11 +129,34 @@ def _dynamics_settings(dataset: Dataset, active: AnalysisConfig) -> tuple[str, d
     return choice, fields
 
 
-def _checked_dynamics(source: str, fields: dict, dataset_kind: str) -> dict:
-    """The :class:`AnalysisConfig` fields of the chosen dynamics source, with every path the
-    user typed resolved under the operator's rules (:class:`AccessError` names what was typed)."""
+def _embedding_fields(source, auto: EmbeddingSpec) -> dict:
+    """The widgets of what the chosen embedding source takes (its registry entry's path and
+    options; none for Automatic), as typed."""
+    fields: dict = {}
+    if source is None:
+        return fields
+    if source.takes("column"):
+        fields["column"] = st.text_input("Vector column", value=auto.column or "", key="analysis_column")
+    if source.path is not None:
+        fields["path"] = st.text_input("Path", key="analysis_path", placeholder=source.path.example)
+    if source.takes("architecture"):
+        fields["architecture"] = st.text_input("Architecture (state dicts only)", key="analysis_architecture",
+                                               placeholder="mypkg.models:Net") or None
+    if source.takes("trust"):
+        st.caption(_TRUST_NOTE)
+    return fields
+
+
+def _checked_dynamics(source: str, fields: dict, dataset_kind: str, *, embedding: EmbeddingSpec | None) -> dict:
+    """The :class:`AnalysisConfig` fields of the chosen dynamics source. The settings as typed go
+    through :func:`analytics.analysis_config.check_config` first (a :class:`ConfigError` says what
+    does not go together, or what is missing); then every path the user typed is resolved under
+    the operator's rules (:class:`AccessError` names what was typed)."""
     rules = operator_policy()
-    if source == "finetune":
+    typed = [line.strip() for line in fields.get("paths", "").splitlines() if line.strip()]
+    checked = check_config(embedding=embedding, dynamics_from=source, dynamics_dir=fields.get("path") or None,
+                           checkpoints=tuple(typed), architecture=fields.get("architecture"))
+    if checked == "finetune":
         rate = fields["learning_rate"].strip()
         try:
             learning_rate = float(rate) if rate else None
@@ -167,29 +168,31 @@ def _checked_dynamics(source: str, fields: dict, dataset_kind: str) -> dict:
         return {"dynamics_from": "finetune", "finetune": FinetuneConfig(
             epochs=int(fields["epochs"]), learning_rate=learning_rate, batch_size=int(fields["batch_size"]),
             max_tokens=int(fields["max_tokens"]), seed=int(fields["seed"]), model=model)}
-    if source == "checkpoints":
-        typed = [line.strip() for line in fields["paths"].splitlines() if line.strip()]
+    if checked == "checkpoints":
         paths = tuple(str(resolve_data_path(path, rules, what="checkpoint")) for path in typed)
         return {"dynamics_from": "checkpoints", "checkpoints": paths, "architecture": fields["architecture"],
                 "trust": rules.trust_checkpoints}
-    if source == "folder":
+    if checked == "folder":
         folder = resolve_data_path(fields["path"], rules, what="dynamics folder", allow_file=False)
         return {"dynamics_from": "folder", "dynamics_dir": str(folder)}
     return {}  # the probe: the default source
 
 
-def _checked_source(source: str, path: str, architecture: str | None) -> dict:
-    """The vectors file or checkpoint the user typed, checked against the operator's rules
-    before anything is read: its resolved path, and (checkpoints) the operator's trust setting.
+def _checked_spec(spec: EmbeddingSpec) -> EmbeddingSpec:
+    """The spec with the path the user typed checked against the operator's rules before anything
+    is read (what it is and whether it may be a folder come from the source's registry entry),
+    the architecture checked, and the operator's trust setting where the source takes one.
     Raises :class:`AccessError` with a message safe to show."""
     rules = operator_policy()
-    fields = {"path": str(resolve_data_path(path, rules, what="vectors file" if source == "file" else "checkpoint",
-                                            allow_dir=source == "checkpoint"))}
-    if source == "checkpoint":
-        if architecture:
-            check_architecture(architecture, rules, trust=rules.trust_checkpoints)
-        fields["trust"] = rules.trust_checkpoints
-    return fields
+    source = EMBEDDING_REGISTRY[spec.source]
+    changes: dict = {}
+    if source.path is not None:
+        changes["path"] = str(resolve_data_path(spec.path, rules, what=source.path.what, allow_dir=source.path.folder))
+    if spec.architecture:
+        check_architecture(spec.architecture, rules, trust=rules.trust_checkpoints)
+    if source.takes("trust"):
+        changes["trust"] = rules.trust_checkpoints
+    return replace(spec, **changes)
 
 
 def page_run(title: str) -> tuple[Dataset, AnalysisRun]:

@@ -6,6 +6,12 @@ meta file, each to a temporary file that is renamed into place, so a reader sees
 complete entry or none. An entry whose bytes do not match its meta, or that cannot be parsed,
 is treated as absent: it is removed and recomputed, never trusted.
 
+A result made of several files (a kNN graph's indices, distances and method) is one entry of
+several files under the same parameters, each an entry as above, and an info file
+(``<stage>_info``) written last (:meth:`Workspace.save_entry`): the entry is read back only when
+its info file and every file it names are there and intact (:meth:`Workspace.load_entry`), so a
+result stopped half-way is computed again rather than read in part.
+
 The root is ``./workspace`` unless the ``CARTOGRAPHER_WORKSPACE`` environment variable names
 another folder.
 """
@@ -19,7 +25,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, TypeVar
+from typing import Any, BinaryIO, Callable, Mapping, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -27,6 +33,7 @@ import pandas as pd
 __all__ = [
     "WORKSPACE_ENV",
     "Workspace",
+    "CacheEntry",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -105,6 +112,22 @@ _FORMATS: dict[str, tuple[str, Callable[[Any, BinaryIO], None], Callable[[Path],
 
 
 @dataclass(frozen=True)
+class CacheEntry:
+    """A multi-file cache entry read back by :meth:`Workspace.load_entry`.
+
+    Attributes
+    ----------
+    info : dict
+        The entry's info file.
+    files : dict
+        Each file's value by its stage name (ndarray, DataFrame or JSON-able, per its format).
+    """
+
+    info: dict
+    files: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Workspace:
     """Artefact cache rooted at ``root``."""
 
@@ -153,6 +176,49 @@ class Workspace:
             value = compute()
             self.save(fingerprint, stage, params, value, fmt=fmt)
         return value
+
+    def save_entry(self, fingerprint: str, stage: str, params: dict[str, Any],
+                   files: Mapping[str, tuple[Any, str]], info: dict, *, info_name: str = "info") -> None:
+        """Store a result of several files as one entry: every file, then the info file last.
+
+        Parameters
+        ----------
+        files : mapping of str to (value, format)
+            Each file by its stage name (e.g. ``"knn_indices"``), with its value and format as
+            for :meth:`save`. A value of None is not stored (a part this result lacks; the info
+            says so, see :meth:`load_entry`).
+        info : dict
+            JSON-able; stored as ``<stage>_<info_name>``, after the files, so its presence says
+            that they are complete.
+        """
+        for name, (value, fmt) in files.items():
+            if value is not None:
+                self.save(fingerprint, name, params, value, fmt=fmt)
+        self.save(fingerprint, f"{stage}_{info_name}", params, info, fmt="json")
+
+    def load_entry(self, fingerprint: str, stage: str, params: dict[str, Any],
+                   files: Mapping[str, str] | Callable[[dict], Mapping[str, str]], *,
+                   info_name: str = "info") -> CacheEntry | None:
+        """The entry :meth:`save_entry` stored, or None unless its info file and every file are
+        there and intact.
+
+        Parameters
+        ----------
+        files : mapping of str to str, or callable
+            The format of each file by its stage name; or a function of the info that gives
+            them, for an entry whose parts depend on it (a file stored only when the info says
+            so).
+        """
+        info = self.load(fingerprint, f"{stage}_{info_name}", params, fmt="json")
+        if info is None:
+            return None
+        expected = files(info) if callable(files) else files
+        values = {}
+        for name, fmt in expected.items():
+            values[name] = self.load(fingerprint, name, params, fmt=fmt)
+            if values[name] is None:
+                return None
+        return CacheEntry(info=info, files=values)
 
 
 def _meta_path(path: Path) -> Path:

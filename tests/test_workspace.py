@@ -113,3 +113,75 @@ def test_written_files_follow_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "shared.bin").stat().st_mode & 0o777 == 0o644
+
+
+# ----------------------------------------------------------------------------- entries of several files
+
+GRAPH = {"knn_indices": (np.arange(6, dtype=np.int32).reshape(2, 3), "npy"),
+         "knn_distances": (np.linspace(0, 1, 6, dtype=np.float32).reshape(2, 3), "npy"),
+         "knn_table": (pd.DataFrame({"id": ["a", "b"]}), "parquet")}
+GRAPH_FORMATS = {name: fmt for name, (_, fmt) in GRAPH.items()}
+
+
+def test_an_entry_of_several_files_is_written_info_last_and_read_back_whole(tmp_path, monkeypatch):
+    workspace = Workspace(tmp_path)
+    written = []
+    real_save = Workspace.save
+    monkeypatch.setattr(Workspace, "save", lambda self, fingerprint, stage, params, value, *, fmt: (
+        written.append(stage), real_save(self, fingerprint, stage, params, value, fmt=fmt))[1])
+    workspace.save_entry("fp", "knn", {"k": 3}, {**GRAPH, "knn_norms": (None, "npy")}, {"method": "exact"})
+    assert written == ["knn_indices", "knn_distances", "knn_table", "knn_info"]  # the info last; None not stored
+    entry = workspace.load_entry("fp", "knn", {"k": 3}, GRAPH_FORMATS)
+    assert entry.info == {"method": "exact"} and set(entry.files) == set(GRAPH)
+    np.testing.assert_array_equal(entry.files["knn_indices"], GRAPH["knn_indices"][0])
+    np.testing.assert_array_equal(entry.files["knn_distances"], GRAPH["knn_distances"][0])
+    pd.testing.assert_frame_equal(entry.files["knn_table"], GRAPH["knn_table"][0])
+    assert workspace.load_entry("fp", "knn", {"k": 4}, GRAPH_FORMATS) is None
+    # the info under another name (an entry whose summary is its info)
+    workspace.save_entry("fp", "issues", {}, {"issues_columns": GRAPH["knn_table"]}, {"n": 2}, info_name="summary")
+    assert (tmp_path / "fp" / "issues_summary").is_dir() and not (tmp_path / "fp" / "issues_info").exists()
+    assert workspace.load_entry("fp", "issues", {}, {"issues_columns": "parquet"}, info_name="summary").info == {"n": 2}
+
+
+@pytest.mark.parametrize("lost", ["knn_distances", "knn_table", "knn_info"])
+def test_an_entry_missing_a_file_or_its_info_is_a_miss(tmp_path, lost):
+    workspace = Workspace(tmp_path)
+    workspace.save_entry("fp", "knn", {}, GRAPH, {"method": "exact"})
+    fmt = "json" if lost == "knn_info" else GRAPH_FORMATS[lost]
+    workspace.entry_path("fp", lost, {}, fmt).unlink()
+    assert workspace.load_entry("fp", "knn", {}, GRAPH_FORMATS) is None
+
+
+def test_a_writer_stopped_before_the_info_leaves_no_entry(tmp_path, monkeypatch):
+    workspace = Workspace(tmp_path)
+    real_save = Workspace.save
+
+    def save(self, fingerprint, stage, params, value, *, fmt):
+        if stage == "knn_table":
+            raise KeyboardInterrupt("stopped while writing")
+        return real_save(self, fingerprint, stage, params, value, fmt=fmt)
+
+    monkeypatch.setattr(Workspace, "save", save)
+    with pytest.raises(KeyboardInterrupt):
+        workspace.save_entry("fp", "knn", {}, GRAPH, {"method": "exact"})
+    monkeypatch.undo()
+    assert workspace.entry_path("fp", "knn_indices", {}, "npy").exists()  # written before the stop
+    assert workspace.load_entry("fp", "knn", {}, GRAPH_FORMATS) is None
+
+
+def test_the_files_an_entry_expects_can_depend_on_its_info(tmp_path):
+    """A part stored only for some results (the dynamics' norms) is expected only when the info
+    says the entry has it."""
+    workspace = Workspace(tmp_path)
+
+    def files(info):
+        return {"dyn_logits": "npy", **({"dyn_norms": "npy"} if info["has_norms"] else {})}
+
+    workspace.save_entry("fp", "dyn", {"v": 1}, {"dyn_logits": (np.ones(3), "npy"), "dyn_norms": (None, "npy")},
+                         {"has_norms": False})
+    assert set(workspace.load_entry("fp", "dyn", {"v": 1}, files).files) == {"dyn_logits"}
+    workspace.save_entry("fp", "dyn", {"v": 2}, {"dyn_logits": (np.ones(3), "npy"), "dyn_norms": (np.ones(3), "npy")},
+                         {"has_norms": True})
+    assert set(workspace.load_entry("fp", "dyn", {"v": 2}, files).files) == {"dyn_logits", "dyn_norms"}
+    workspace.entry_path("fp", "dyn_norms", {"v": 2}, "npy").unlink()
+    assert workspace.load_entry("fp", "dyn", {"v": 2}, files) is None

@@ -154,6 +154,16 @@ def regions(run_path: str, stamp: tuple, _examples, confidence_threshold: float,
                           RegionThresholds(confidence=confidence_threshold, variability=variability_threshold))
 
 
+def _hardness_file(run_path: str, stamp: tuple, name: str):
+    """One of the run's score summaries (``analytics.hardness.HARDNESS_FILES``), checked against
+    its manifest; None for a run written before them."""
+    from pathlib import Path
+
+    if not (Path(run_path) / name).is_file():
+        return None
+    return _run_table(run_path, stamp, name)
+
+
 @st.cache_data(max_entries=8, show_spinner="Comparing the scores across seeds…")
 def _seed_stability(run_path: str, stamp: tuple, early_epoch: int, _labels):
     import numpy as np
@@ -166,15 +176,32 @@ def _seed_stability(run_path: str, stamp: tuple, early_epoch: int, _labels):
 
 
 def seed_stability(run_path: str, stamp: tuple, early_epoch: int, labels):
-    """Each score's rank agreement across the probe seeds (from the run's checked dynamics.npy)."""
+    """Each score's rank agreement across the probe seeds: the run's ``seed_stability.parquet``,
+    or computed from its checked dynamics.npy for a run written before it."""
+    from analytics.hardness import SEED_STABILITY_FILE
+
+    table = _hardness_file(run_path, stamp, SEED_STABILITY_FILE)
+    if table is not None:
+        return table
     return _checked(run_path, stamp, lambda: _seed_stability(run_path, stamp, early_epoch, labels))
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
-def score_correlations(run_path: str, stamp: tuple, _examples, columns: tuple[str, ...]):
-    from analytics.hardness import score_correlations as _correlations
+@st.cache_data(max_entries=8, show_spinner="Comparing the scores…")
+def _score_agreement(run_path: str, stamp: tuple, _examples, columns: tuple[str, ...]):
+    from analytics.hardness import score_agreement as _agreement
 
-    return _correlations(_examples, list(columns))
+    return _agreement(_examples, list(columns))
+
+
+def score_agreement(run_path: str, stamp: tuple, examples, columns: tuple[str, ...]):
+    """Spearman's rho between the score ``columns`` over every row: from the run's
+    ``score_agreement.parquet``, or computed for a run written before it."""
+    from analytics.hardness import SCORE_AGREEMENT_FILE
+
+    table = _hardness_file(run_path, stamp, SCORE_AGREEMENT_FILE)
+    if table is None or not set(columns) <= set(table.index) <= set(table.columns):
+        table = _score_agreement(run_path, stamp, examples, tuple(columns))
+    return table.loc[list(columns), list(columns)].rename_axis(index=None)
 
 
 def numeric_scores(columns: tuple[str, ...]) -> list[str]:
@@ -190,10 +217,38 @@ def harder_is_higher(score: str) -> bool:
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def quantiles_by_group(run_path: str, stamp: tuple, _examples, score: str, group_by: str):
+def _quantiles_by_group(run_path: str, stamp: tuple, _examples, score: str, group_by: str):
     from analytics.hardness import quantiles_by_group as _quantiles
 
-    return _quantiles(_examples[score], _examples[group_by].astype(str))
+    return _quantiles(_examples[score], _examples[group_by])
+
+
+def quantiles_by_group(run_path: str, stamp: tuple, examples, score: str, group_by: str):
+    """Box-plot statistics of ``score`` per group of ``group_by``: from the run's
+    ``score_quantiles.parquet``, or computed for a run written before it."""
+    from analytics.hardness import SCORE_QUANTILES_FILE
+
+    table = _hardness_file(run_path, stamp, SCORE_QUANTILES_FILE)
+    if table is not None:
+        rows = table[(table["score"] == score) & (table["group_by"] == group_by)]
+        if len(rows):
+            return rows.drop(columns=["score", "group_by"]).reset_index(drop=True)
+    return _quantiles_by_group(run_path, stamp, examples, score, group_by)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def score_axis(run_path: str, stamp: tuple, _examples, score: str) -> tuple[float, float, float]:
+    """A score's median and the range of its finite values, widened by 2 % on each side (an
+    axis of two scores against each other: its median line and its extent)."""
+    import numpy as np
+
+    values = _examples[score].to_numpy(dtype=np.float64, na_value=np.nan)
+    finite = values[np.isfinite(values)]
+    if not len(finite):
+        return np.nan, 0.0, 1.0
+    low, high = float(finite.min()), float(finite.max())
+    margin = (high - low) * 0.02 or 0.5
+    return float(np.median(values[~np.isnan(values)])), low - margin, high + margin
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

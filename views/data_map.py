@@ -35,8 +35,8 @@ st.caption(
     + (f" ({dynamics['seeds']} seeds, averaged)" if dynamics.get("seeds", 1) > 1 else "")
     + (f"; held-out probabilities: {dynamics['heldout']}" if dynamics.get("heldout") else "") + ".")
 
-rho = cached.score_correlations(str(run.path), cached.run_stamp(run.path), examples,
-                                ("confidence", "variability")).loc["confidence", "variability"]
+rho = cached.score_agreement(str(run.path), cached.run_stamp(run.path), examples,
+                             ("confidence", "variability")).loc["confidence", "variability"]
 if np.isfinite(rho) and abs(rho) > ONE_DIMENSIONAL:
     st.warning(
         f"This map is nearly one-dimensional: Spearman(confidence, variability) = {rho:.2f}, so "

@@ -244,8 +244,11 @@ class AppDriver:
         recoloured = [d for d in stats["draws"][draws_before:] if d["colour"]][-1]
         return {"recolour_s": round((recoloured["done"] - clicked) / 1000, 2),
                 "recolour_settled_s": round((settled - clicked) / 1000, 2),
+                # from the choice: the render message came, its colours were at hand, regl-scatterplot
+                # had drawn them, the page had put them on screen (ms)
                 "recolour_timeline_ms": {"render": round(recoloured["received"] - clicked),
                                          "fetched": round(recoloured.get("fetched", recoloured["received"]) - clicked),
+                                         "drawn": round(recoloured.get("drawn", recoloured["done"]) - clicked),
                                          "frame": round(recoloured["done"] - clicked),
                                          "apply_ms": recoloured["ms"]},
                 "recolour_websocket_bytes": sum(self.received),

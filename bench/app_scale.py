@@ -13,8 +13,9 @@ Starts the app (``streamlit run app.py``, a fresh empty workspace) and Debian's 
    **box_selected** is that count, checked against the points inside the box by geometry over
    every point of the run (``box_inside_by_geometry``); the same for a lasso (``lasso_*``);
 5. **data_map_s**, **hardness_s**: a click on the page until it is drawn and idle;
-6. **browser_heap_mb**: the JavaScript heap after a garbage collection; **javascript_errors**:
-   page errors and console errors.
+6. **browser_heap_mb**: the JavaScript heap after a garbage collection, on the Map after the
+   selections (``browser_heap_end_mb``: at the end); **javascript_errors**: page errors and
+   console errors.
 
 How each step is timed: ``bench/app_driver.py``. The machine's load average is recorded before
 and after (the machine may be shared). Writes ``DIR/app_scale_<n>.json``, and a screenshot after
@@ -81,6 +82,7 @@ def measure(run: Path, *, colours: list[str], timeout_s: float, out: Path) -> di
                  "after the release")
             shot("selected")
             result["map_draws"] = app.view_stats()["draws"]  # every frame the Map's scatter drew
+            result["browser_heap_mb"] = app.heap_mb()  # on the Map, every point held
             for title, key, drawn in (("Data map", "data_map_s", n), ("Hardness", "hardness_s", None)):
                 try:
                     result[key] = app.open_page(title, drawn=drawn)
@@ -90,7 +92,7 @@ def measure(run: Path, *, colours: list[str], timeout_s: float, out: Path) -> di
                     result[key] = None
                     result.setdefault("page_errors", {})[title] = str(exc)
                     step(str(exc).splitlines()[0])
-            result["browser_heap_mb"] = app.heap_mb()
+            result["browser_heap_end_mb"] = app.heap_mb()  # on the Hardness page, at the end
             result["chromium_rss_mb"] = chromium_rss_mb(chromium_pid())
             result["javascript_errors"] = list(app.errors)
             app.close()

@@ -101,7 +101,7 @@ export class ScatterView {
     this.blobs = new Map(); // url -> Promise<typed array>, only the current arguments' columns
     this.lazy = {}; // name -> { url, value }: the columns fetched on the first hover
     // started: when this script ran (epoch ms); the page's navigation start is performance.timeOrigin
-    this.stats = { renders: 0, fetches: [], draws: [], selections: [], started: Date.now(), timeOrigin: performance.timeOrigin };
+    this.stats = { renders: 0, frames: 0, fetches: [], draws: [], selections: [], started: Date.now(), timeOrigin: performance.timeOrigin };
     this.sequence = 0;
     this.drawing = Promise.resolve();
     this.tool = 'lasso';
@@ -282,6 +282,7 @@ export class ScatterView {
     }
     if (zChanged || wChanged) await this.draw(pointsChanged, zChanged, wChanged);
     const drawn = performance.now();
+    const drawnAt = Date.now();
     if (pointsChanged && args.layout !== this.layoutKey) this.plot.reset();
     this.layoutKey = args.layout;
     if (this.pending) { // the server's answer to the last selection: its shape goes
@@ -295,10 +296,13 @@ export class ScatterView {
     this.root.dataset.selected = String(this.selectedCount);
     this.root.dataset.renders = String(this.stats.renders);
     if (zChanged || wChanged || lookChanged) await frames();
-    // received: when the render message came; fetched: when its columns were at hand; done: when
-    // its frame was on screen (epoch ms). ms: this method, of it draw_ms in regl-scatterplot's draw.
+    // received: when the render message came; fetched: when its columns were at hand; drawn: when
+    // regl-scatterplot had drawn the points; done: two animation frames later, when the page has
+    // put the frame on screen (epoch ms). ms: this method, of it draw_ms until drawn. frames:
+    // regl-scatterplot's frames so far.
     this.stats.draws.push({ ms: Math.round(performance.now() - started), draw_ms: Math.round(drawn - started),
-      points: pointsChanged, colour: zChanged, states: wChanged, ...times, done: Date.now() });
+      points: pointsChanged, colour: zChanged, states: wChanged, ...times, drawn: drawnAt, done: Date.now(),
+      frames: this.stats.frames });
   }
 
   setPoints(xy, args, width, height) {
@@ -377,6 +381,7 @@ export class ScatterView {
     this.plot.subscribe('pointOver', (row) => this.hover(row));
     this.plot.subscribe('pointOut', () => this.hover(-1));
     this.plot.subscribe('view', () => this.renderAxes());
+    this.plot.subscribe('draw', () => { this.stats.frames += 1; });
   }
 
   /** Hands the points to regl-scatterplot as the rows it keeps ([x, y, colour, state] each):

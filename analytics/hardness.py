@@ -9,26 +9,44 @@ them here only for runs written before them.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from analytics.scores import SCORES
+from analytics.scores import harder_is_higher, numeric_score_columns
 
 __all__ = ["HARDER_IS_HIGHER", "numeric_scores", "score_agreement", "score_correlations", "score_quantiles",
            "quantiles_by_group", "hardest", "seed_stability", "hardness_tables", "QUANTILE_COLUMNS",
            "GROUPINGS", "SCORE_AGREEMENT_FILE", "SCORE_QUANTILES_FILE", "SEED_STABILITY_FILE",
            "HARDNESS_FILES"]
 
-#: For each numeric score column: True when a higher value means a harder (or more suspicious) example.
-HARDER_IS_HIGHER = {
-    "confidence": False, "variability": True, "correctness": False, "forgetting_events": True,
-    "aum": False, "el2n": True, "grand": True, "loss": True, "margin": False, "entropy": True,
-    "label_quality": False, "knn_label_disagreement": True, "knn_density": False,
-    "outlier_score": True, "knn_shapley": False, "vog": True,
-}
+
+
+class _HarderIsHigher(Mapping):
+    """A read-only view of the score registry's directions (flags left out)."""
+
+    def __getitem__(self, column: str) -> bool:
+        try:
+            return harder_is_higher(column)
+        except ValueError as exc:  # a flag: not a key of this mapping
+            raise KeyError(str(exc)) from None
+
+    def __contains__(self, column: object) -> bool:
+        return column in numeric_score_columns()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(numeric_score_columns())
+
+    def __len__(self) -> int:
+        return len(numeric_score_columns())
+
+
+#: For each numeric score column: True when a higher value means a harder (or more suspicious)
+#: example. Read from each score's declaration (:class:`analytics.scores.Score` ``harder``); an
+#: unknown column raises :class:`analytics.scores.UnknownScoreError`.
+HARDER_IS_HIGHER: Mapping[str, bool] = _HarderIsHigher()
 
 #: The box-plot statistics of one group, in the order of :func:`quantiles_by_group`'s columns.
 QUANTILE_COLUMNS = ("count", "min", "q1", "median", "q3", "max", "mean", "lower_fence", "upper_fence")
@@ -44,9 +62,9 @@ _GRAM_BLOCK = 1 << 16  # rows per block of the rank products (float64 blocks of 
 
 
 def numeric_scores(columns) -> list[str]:
-    """The numeric score columns present, in registry order."""
-    ordered = [c for score in SCORES.values() for c in score.columns if c in HARDER_IS_HIGHER]
-    return [c for c in ordered if c in set(columns)]
+    """The numeric score columns present (flags left out), in registry order."""
+    present = set(columns)
+    return [c for c in numeric_score_columns() if c in present]
 
 
 def _centred_ranks(values: np.ndarray) -> tuple[np.ndarray, float]:
@@ -238,7 +256,7 @@ def hardest(examples: pd.DataFrame, score: str, *, n: int = 50) -> pd.DataFrame:
     if n < 0:
         raise ValueError(f"hardest: n must be 0 or more, not {n}")
     values = examples[score].to_numpy(dtype=np.float64, na_value=np.nan)
-    key = values if not HARDER_IS_HIGHER.get(score, True) else -values
+    key = -values if harder_is_higher(score) else values
     key = np.where(np.isnan(key), np.inf, key)
     n = min(n, len(key))
     if n == 0:

@@ -48,7 +48,8 @@ import numpy as np
 import pandas as pd
 
 from analytics.dynamics import ProbeConfig, fit_probes, predict_probes
-from analytics.hardness import HARDER_IS_HIGHER, numeric_scores
+from analytics.hardness import numeric_scores
+from analytics.scores import LOWER, NEITHER, score_columns
 from analytics.slices import wilson_interval
 from analytics.workspace import Workspace, params_key
 
@@ -604,7 +605,16 @@ def _fit_predict(features: np.ndarray, members: list[np.ndarray], targets: list[
 
 
 def _harder_is_higher(score: str) -> bool:
-    return HARDER_IS_HIGHER.get(score, True)
+    """The direction the score's registration declares (:func:`analytics.scores.harder_is_higher`).
+    The flag ``label_issue`` (0/1) is harder when set. A column no score declares — one of the
+    caller's own in :class:`ImpactData` — is read as higher = harder, and the result's info
+    says so (``directions``)."""
+    if score == RANDOM:
+        return True
+    harder = score_columns().get(score)
+    if harder == NEITHER:
+        return True  # a flag: set = suspicious
+    return harder != LOWER
 
 
 def _score_values(data: ImpactData, score: str) -> np.ndarray:

@@ -26,9 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from analytics.datasets import Dataset, load_dataset  # noqa: E402
-from analytics.hardness import HARDER_IS_HIGHER, numeric_scores  # noqa: E402
+from analytics.hardness import numeric_scores  # noqa: E402
 from analytics.pipeline import AnalysisConfig, run_analysis  # noqa: E402
 from analytics.samples import SAMPLES  # noqa: E402
+from analytics.scores import harder_is_higher  # noqa: E402
 from analytics.workspace import Workspace  # noqa: E402
 
 
@@ -68,7 +69,7 @@ def main() -> int:
         aurocs = {}
         for score in numeric_scores(examples.columns):
             values = examples[score].to_numpy(dtype=float)
-            aurocs[score] = float(roc_auc_score(flipped, values if HARDER_IS_HIGHER[score] else -values))
+            aurocs[score] = float(roc_auc_score(flipped, values if harder_is_higher(score) else -values))
         aurocs["label_issue (flag)"] = float(roc_auc_score(flipped, examples["label_issue"].astype(float)))
         results[sample.key] = {"n": len(examples), "flipped": int(flipped.sum()), "seconds": round(seconds, 1),
                                "embedding": run.manifest["embedding"]["source"], "auroc": aurocs}

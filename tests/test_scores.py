@@ -11,7 +11,8 @@ import pytest
 from analytics.scores import SCORES, ScoreInputs, assign_regions, available_scores, compute_scores, RegionThresholds
 from analytics.scores.label_quality import confident_learning, heldout_scores
 from analytics.scores.neighbourhood import knn_density, knn_label_disagreement, knn_shapley
-from analytics.scores.training_dynamics import area_under_margin, cartography, el2n, forgetting, grand
+from analytics.scores.training_dynamics import (area_under_margin, cartography, el2n, forgetting, grand,
+                                               variance_of_gradients)
 
 LN3, LN9 = math.log(3), math.log(9)
 
@@ -98,6 +99,15 @@ def test_dynamics_scores_equal_the_reference_formulas():
     for name in ("confidence", "variability", "correctness", "aum"):
         np.testing.assert_allclose(got[name], expected[name], rtol=0, atol=1e-9)
     np.testing.assert_allclose(forgetting(logits, labels)["forgetting_events"], expected["forgetting"])
+
+
+def test_vog_by_hand():
+    # class 0: raw 1, 3 (mean 2, population std 1) → -1, 1; class 1: raw 5, 5, 8 (mean 6, variance
+    # (1 + 1 + 4) / 3 = 2) → -1/√2, -1/√2, 2/√2
+    scores = variance_of_gradients(np.array([1.0, 5.0, 3.0, 5.0, 8.0]), np.array([0, 1, 0, 1, 1]))
+    assert scores["vog"] == pytest.approx([-1.0, -1 / math.sqrt(2), 1.0, -1 / math.sqrt(2), 2 / math.sqrt(2)])
+    # a class whose raw values are all equal scores 0
+    assert variance_of_gradients(np.array([4.0, 4.0]), np.array([0, 0]))["vog"] == pytest.approx([0.0, 0.0])
 
 
 def test_heldout_scores_by_hand():

@@ -211,9 +211,11 @@ def numeric_scores(columns: tuple[str, ...]) -> list[str]:
 
 
 def harder_is_higher(score: str) -> bool:
-    from analytics.hardness import HARDER_IS_HIGHER
+    """True when a higher ``score`` means harder, as the score's registration declares (an
+    unregistered column raises :class:`analytics.scores.UnknownScoreError`)."""
+    from analytics.scores import harder_is_higher as _harder_is_higher
 
-    return HARDER_IS_HIGHER.get(score, True)
+    return _harder_is_higher(score)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analytics.scores.registry import Score, ScoreInputs, register
+from analytics.scores.registry import HIGHER, LOWER, NEITHER, Score, ScoreInputs, register
 
 __all__ = ["heldout_scores", "confident_learning"]
 
@@ -49,14 +49,15 @@ def confident_learning(probs: np.ndarray, labels: np.ndarray) -> dict[str, np.nd
     return {"label_quality": quality, "label_issue": issues}
 
 
-register(Score("heldout", ("loss", "margin", "entropy"), ("labels", "heldout_probs"),
-               "loss, entropy: higher = harder; margin: lower = harder",
-               "Held-out (cross-fitted) predictions",
-               lambda x: heldout_scores(x.heldout_probs, x.labels),
-               "Cross-entropy, probability margin and entropy of out-of-fold predictions.",
-               per_example=True))
-register(Score("confident_learning", ("label_quality", "label_issue"), ("labels", "heldout_probs"),
-               "label_quality: lower = likely label error; label_issue is a flag",
-               "Northcutt et al., Confident Learning, JAIR 2021 (cleanlab)",
-               lambda x: confident_learning(x.heldout_probs, x.labels),
-               "cleanlab's label quality score and label-issue flag from out-of-fold probabilities."))
+register(Score(name="heldout", columns=("loss", "margin", "entropy"),
+               harder={"loss": HIGHER, "margin": LOWER, "entropy": HIGHER}, requires=("labels", "heldout_probs"),
+               direction="loss, entropy: higher = harder; margin: lower = harder",
+               reference="Held-out (cross-fitted) predictions",
+               description="Cross-entropy, probability margin and entropy of out-of-fold predictions.",
+               compute=lambda x: heldout_scores(x.heldout_probs, x.labels), per_example=True))
+register(Score(name="confident_learning", columns=("label_quality", "label_issue"),
+               harder={"label_quality": LOWER, "label_issue": NEITHER}, requires=("labels", "heldout_probs"),
+               direction="label_quality: lower = likely label error; label_issue is a flag",
+               reference="Northcutt et al., Confident Learning, JAIR 2021 (cleanlab)",
+               description="cleanlab's label quality score and label-issue flag from out-of-fold probabilities.",
+               compute=lambda x: confident_learning(x.heldout_probs, x.labels)))

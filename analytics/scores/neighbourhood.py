@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analytics.scores.registry import Score, ScoreInputs, register
+from analytics.scores.registry import HIGHER, LOWER, Score, ScoreInputs, register
 
 __all__ = ["knn_label_disagreement", "knn_density", "knn_shapley"]
 
@@ -57,16 +57,19 @@ def knn_shapley(indices: np.ndarray, labels: np.ndarray, *, k: int = 5) -> dict[
     return {"knn_shapley": np.divide(total, count, out=np.zeros(n), where=count > 0)}
 
 
-register(Score("knn_label_disagreement", ("knn_label_disagreement",), ("labels", "knn"), "higher = harder",
-               "Neighbourhood label agreement on the shared kNN graph",
-               lambda x: knn_label_disagreement(x.knn_indices, x.labels),
-               "Share of the nearest neighbours with another label."))
-register(Score("knn_density", ("knn_density", "outlier_score"), ("knn",),
-               "knn_density: lower = rarer; outlier_score: higher = more of an outlier",
-               "Carlini et al., Distribution Density, Tails, and Outliers in Machine Learning, 2019",
-               lambda x: knn_density(x.knn_distances),
-               "Mean distance to the nearest neighbours, and a scale-free density from it."))
-register(Score("knn_shapley", ("knn_shapley",), ("labels", "knn"), "lower = less useful (negative: harmful)",
-               "Jia et al., Efficient Task-Specific Data Valuation for Nearest Neighbor Algorithms, VLDB 2019",
-               lambda x: knn_shapley(x.knn_indices, x.labels),
-               "Exact KNN-Shapley value, truncated to each example's graph neighbours."))
+register(Score(name="knn_label_disagreement", columns=("knn_label_disagreement",),
+               harder={"knn_label_disagreement": HIGHER}, requires=("labels", "knn"), direction="higher = harder",
+               reference="Neighbourhood label agreement on the shared kNN graph",
+               description="Share of the nearest neighbours with another label.",
+               compute=lambda x: knn_label_disagreement(x.knn_indices, x.labels)))
+register(Score(name="knn_density", columns=("knn_density", "outlier_score"),
+               harder={"knn_density": LOWER, "outlier_score": HIGHER}, requires=("knn",),
+               direction="knn_density: lower = rarer; outlier_score: higher = more of an outlier",
+               reference="Carlini et al., Distribution Density, Tails, and Outliers in Machine Learning, 2019",
+               description="Mean distance to the nearest neighbours, and a scale-free density from it.",
+               compute=lambda x: knn_density(x.knn_distances)))
+register(Score(name="knn_shapley", columns=("knn_shapley",), harder={"knn_shapley": LOWER},
+               requires=("labels", "knn"), direction="lower = less useful (negative: harmful)",
+               reference="Jia et al., Efficient Task-Specific Data Valuation for Nearest Neighbor Algorithms, VLDB 2019",
+               description="Exact KNN-Shapley value, truncated to each example's graph neighbours.",
+               compute=lambda x: knn_shapley(x.knn_indices, x.labels)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analytics.scores.registry import Score, ScoreInputs, register
+from analytics.scores.registry import HIGHER, LOWER, NEITHER, Score, ScoreInputs, register
 from analytics.vog import normalise_within_class
 
 __all__ = ["softmax", "cartography", "forgetting", "area_under_margin", "el2n", "grand", "variance_of_gradients"]
@@ -115,36 +115,39 @@ def variance_of_gradients(vog_raw: np.ndarray, labels: np.ndarray) -> dict[str, 
     return {"vog": normalise_within_class(vog_raw, labels)}
 
 
-register(Score("cartography", ("confidence", "variability", "correctness"), ("labels", "logits_by_epoch"),
-               "confidence: lower = harder; variability: higher = ambiguous; correctness: lower = harder",
-               "Swayamdipta et al., Dataset Cartography, EMNLP 2020",
-               lambda x: cartography(x.logits_by_epoch, x.labels),
-               "Mean and spread of the gold-label probability over epochs; fraction of epochs correct.",
+register(Score(name="cartography", columns=("confidence", "variability", "correctness"),
+               harder={"confidence": LOWER, "variability": HIGHER, "correctness": LOWER},
+               requires=("labels", "logits_by_epoch"),
+               direction="confidence: lower = harder; variability: higher = ambiguous; correctness: lower = harder",
+               reference="Swayamdipta et al., Dataset Cartography, EMNLP 2020",
+               description="Mean and spread of the gold-label probability over epochs; fraction of epochs correct.",
+               compute=lambda x: cartography(x.logits_by_epoch, x.labels), per_example=True))
+register(Score(name="forgetting", columns=("forgetting_events", "never_learned"),
+               harder={"forgetting_events": HIGHER, "never_learned": NEITHER}, requires=("labels", "logits_by_epoch"),
+               direction="higher = harder; never_learned is a flag",
+               reference="Toneva et al., An Empirical Study of Example Forgetting, ICLR 2019",
+               description="Times an example went from correct to incorrect between consecutive epochs.",
+               compute=lambda x: forgetting(x.logits_by_epoch, x.labels), per_example=True))
+register(Score(name="aum", columns=("aum",), harder={"aum": LOWER}, requires=("labels", "logits_by_epoch"),
+               direction="lower = harder (negative: likely mislabeled)",
+               reference="Pleiss et al., Identifying Mislabeled Data using the Area Under the Margin Ranking, "
+                         "NeurIPS 2020",
+               description="Mean over epochs of the gold logit minus the largest other logit.",
+               compute=lambda x: area_under_margin(x.logits_by_epoch, x.labels), per_example=True))
+register(Score(name="el2n", columns=("el2n",), harder={"el2n": HIGHER}, requires=("labels", "logits_by_epoch"),
+               direction="higher = harder", reference="Paul et al., Deep Learning on a Data Diet, NeurIPS 2021",
+               description="Error L2 norm early in training, averaged over seeds.",
+               compute=lambda x: el2n(x.logits_by_epoch, x.labels, x.early_epoch), per_example=True))
+register(Score(name="grand", columns=("grand",), harder={"grand": HIGHER},
+               requires=("labels", "logits_by_epoch", "hidden_norms"), direction="higher = harder",
+               reference="Paul et al., Deep Learning on a Data Diet, NeurIPS 2021",
+               description="Last-layer gradient norm early in training, averaged over seeds.",
+               compute=lambda x: grand(x.logits_by_epoch, x.labels, x.early_epoch, x.hidden_norms),
                per_example=True))
-register(Score("forgetting", ("forgetting_events", "never_learned"), ("labels", "logits_by_epoch"),
-               "higher = harder; never_learned is a flag",
-               "Toneva et al., An Empirical Study of Example Forgetting, ICLR 2019",
-               lambda x: forgetting(x.logits_by_epoch, x.labels),
-               "Times an example went from correct to incorrect between consecutive epochs.",
-               per_example=True))
-register(Score("aum", ("aum",), ("labels", "logits_by_epoch"), "lower = harder (negative: likely mislabeled)",
-               "Pleiss et al., Identifying Mislabeled Data using the Area Under the Margin Ranking, NeurIPS 2020",
-               lambda x: area_under_margin(x.logits_by_epoch, x.labels),
-               "Mean over epochs of the gold logit minus the largest other logit.",
-               per_example=True))
-register(Score("el2n", ("el2n",), ("labels", "logits_by_epoch"), "higher = harder",
-               "Paul et al., Deep Learning on a Data Diet, NeurIPS 2021",
-               lambda x: el2n(x.logits_by_epoch, x.labels, x.early_epoch),
-               "Error L2 norm early in training, averaged over seeds.",
-               per_example=True))
-register(Score("grand", ("grand",), ("labels", "logits_by_epoch", "hidden_norms"), "higher = harder",
-               "Paul et al., Deep Learning on a Data Diet, NeurIPS 2021",
-               lambda x: grand(x.logits_by_epoch, x.labels, x.early_epoch, x.hidden_norms),
-               "Last-layer gradient norm early in training, averaged over seeds.",
-               per_example=True))
-register(Score("vog", ("vog",), ("labels", "vog_raw"), "higher = harder",
-               "Agarwal et al., Estimating Example Difficulty Using Variance of Gradients, CVPR 2022",
-               lambda x: variance_of_gradients(x.vog_raw, x.labels),
-               "Variance over epochs of the gradient of the gold logit with respect to the input, "
-               "averaged over input dimensions and standardised within each class.",
+register(Score(name="vog", columns=("vog",), harder={"vog": HIGHER}, requires=("labels", "vog_raw"),
+               direction="higher = harder",
+               reference="Agarwal et al., Estimating Example Difficulty Using Variance of Gradients, CVPR 2022",
+               description="Variance over epochs of the gradient of the gold logit with respect to the input, "
+                           "averaged over input dimensions and standardised within each class.",
+               compute=lambda x: variance_of_gradients(x.vog_raw, x.labels),
                per_example=False))  # the class normalisation reads every example of the class

@@ -439,7 +439,8 @@ def read_images(paths: Sequence[str], *, phash: bool = True, workers: int | None
     starts = range(0, n, chunk)
     out = _Measured.empty(n)
     if n:
-        _pixel_kernels()  # compiled (or loaded) once, before the threads need it
+        _pixel_kernels()  # the dispatchers made once, not by two threads at a time (numba compiles or
+        # loads each loop at its first call, under its own lock)
     done = 0
     with ThreadPoolExecutor(max_workers=workers) as pool:
         jobs = pool.map(lambda start: _measure_files(paths[start:start + chunk], phash, out.rows(start, start + chunk)),

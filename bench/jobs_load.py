@@ -73,6 +73,7 @@ def server_helper(app_dir: Path):
                          "app.py of the checkout it lies in)")
     spec = importlib.util.spec_from_file_location("jobs_load_app_server", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # (its dataclass looks its module up)
     spec.loader.exec_module(module)
     return module.running_app
 

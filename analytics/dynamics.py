@@ -48,6 +48,7 @@ __all__ = [
     "train_probe",
     "cross_fit_probabilities",
     "cross_fit_dynamics",
+    "fold_count",
     "fit_probe_run",
     "resolve_scheme",
     "ProbeStack",
@@ -701,6 +702,13 @@ def train_probe(features: np.ndarray, gold: np.ndarray, n_classes: int, config: 
                             hidden_norms=hidden_norms, early_epoch=config.early_epoch, vog=vog)
 
 
+def fold_count(gold: np.ndarray, folds: int) -> int:
+    """How many stratified folds ``gold`` can be split into when ``folds`` are asked for: no more
+    than its smallest class has examples (each fold holds one of them), and at least 2."""
+    counts = np.bincount(np.asarray(gold, dtype=np.int64))
+    return max(2, min(folds, int(counts[counts > 0].min())))
+
+
 def _stratified_folds(gold: np.ndarray, folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
     from sklearn.model_selection import StratifiedKFold
 
@@ -726,9 +734,7 @@ def cross_fit_probabilities(features: np.ndarray, gold: np.ndarray, n_classes: i
     executor = executor or LOCAL
     gold = np.asarray(gold, dtype=np.int64)
     n = len(gold)
-    smallest = np.bincount(gold, minlength=n_classes)
-    folds = max(2, min(config.folds, int(smallest[smallest > 0].min())))
-    splits = _stratified_folds(gold, folds)
+    splits = _stratified_folds(gold, fold_count(gold, config.folds))
     probabilities = np.zeros((n, n_classes), dtype=np.float32)
     fold_of = np.empty(n, dtype=np.int64)
 

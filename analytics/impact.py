@@ -481,17 +481,13 @@ def _stage(experiment: str) -> str:
 
 def _load(workspace: Workspace, data: ImpactData, experiment: str, params: dict) -> ImpactResult | None:
     stage = _stage(experiment)
-    info = workspace.load(data.fingerprint, stage + "_info", params, fmt="json")
-    if info is None:
+    entry = workspace.load_entry(data.fingerprint, stage, params, lambda info: {
+        stage: "parquet", stage + "_runs": "parquet",
+        **({stage + "_buckets": "parquet"} if info.get("has_buckets") else {})})
+    if entry is None:
         return None
-    table = workspace.load(data.fingerprint, stage, params, fmt="parquet")
-    runs = workspace.load(data.fingerprint, stage + "_runs", params, fmt="parquet")
-    buckets = workspace.load(data.fingerprint, stage + "_buckets", params, fmt="parquet") \
-        if info.get("has_buckets") else None
-    if table is None or runs is None or (info.get("has_buckets") and buckets is None):
-        return None
-    return ImpactResult(experiment=experiment, table=table, runs=runs, info={**info, "cached": True},
-                        buckets=buckets)
+    return ImpactResult(experiment=experiment, table=entry.files[stage], runs=entry.files[stage + "_runs"],
+                        info={**entry.info, "cached": True}, buckets=entry.files.get(stage + "_buckets"))
 
 
 def _cached(experiment: str, data: ImpactData, params: dict, compute: Callable[[], ImpactResult],
@@ -504,13 +500,9 @@ def _cached(experiment: str, data: ImpactData, params: dict, compute: Callable[[
         return stored
     result = compute()
     stage = _stage(experiment)
-    workspace.save(data.fingerprint, stage, params, result.table, fmt="parquet")
-    workspace.save(data.fingerprint, stage + "_runs", params, result.runs, fmt="parquet")
-    if result.buckets is not None:
-        workspace.save(data.fingerprint, stage + "_buckets", params, result.buckets, fmt="parquet")
-    # the info entry goes last: its presence says the other parts are complete
-    workspace.save(data.fingerprint, stage + "_info", params,
-                   {**result.info, "has_buckets": result.buckets is not None}, fmt="json")
+    workspace.save_entry(data.fingerprint, stage, params, {
+        stage: (result.table, "parquet"), stage + "_runs": (result.runs, "parquet"),
+        stage + "_buckets": (result.buckets, "parquet")}, {**result.info, "has_buckets": result.buckets is not None})
     return result
 
 

@@ -49,16 +49,16 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 import numpy as np
 import pandas as pd
 
 from analytics.access import AccessError, Policy, check_architecture, resolve_data_path
-from analytics.clusters import ClusterConfig, Clustering, cluster_embeddings, cluster_summary, name_clusters
-from analytics.annotators import ANNOTATORS_FILE, dataset_annotators
+from analytics.clusters import Clustering, cluster_embeddings, cluster_summary, name_clusters
+from analytics.annotators import ANNOTATORS_FILE, AnnotatorReport, dataset_annotators
 from analytics.annotators import EXAMPLE_COLUMNS as ANNOTATOR_EXAMPLE_COLUMNS
-from analytics.data_issues import DataIssues, IssueOptions, check_dataset, issue_columns
+from analytics.data_issues import DataIssues, check_dataset, issue_columns
 from analytics.datasets import ColumnRoles, Dataset
 from analytics.dynamics import (
     DynamicsError,
@@ -68,11 +68,12 @@ from analytics.dynamics import (
     cross_fit_dynamics,
     cross_fit_probabilities,
     find_dynamics_folder,
+    fold_count,
     resolve_scheme,
     read_reference_dynamics,
     train_probe,
 )
-from analytics.embeddings import EmbeddingSpec, checkpoint_outputs, compute_embeddings, default_spec
+from analytics.embeddings import checkpoint_outputs, compute_embeddings, default_spec
 from analytics.finetune_config import FinetuneConfig, FinetuneError, check_finetune
 from analytics.hardness import SCORE_AGREEMENT_FILE, hardness_tables
 from analytics.neighbors import KnnGraph, build_knn
@@ -130,6 +131,8 @@ SCHEME_NOTES = {
                  "analytics.dynamics.cross_fit_dynamics)",
 }
 StageProgress = Callable[[str, float, str], None]
+Progress = Callable[[float, str], None]
+T = TypeVar("T")
 
 
 class RunError(ValueError):
@@ -293,6 +296,10 @@ def run_analysis(
 ) -> AnalysisRun:
     """Run every stage on ``dataset`` and write the run folder.
 
+    The stages, in order: embeddings, neighbours, the PCA and UMAP maps, training dynamics and
+    held-out probabilities, scores, data issues, clusters, and the run folder. Each is a function
+    of what the earlier ones returned; each reads and writes only its own workspace entry.
+
     Parameters
     ----------
     out_dir : path, optional
@@ -300,223 +307,581 @@ def run_analysis(
     progress : callable, optional
         ``progress(stage, fraction, message)`` as stages advance.
     on_stage : callable, optional
-        ``on_stage(stage, result)`` when a stage finishes (the app shows the PCA map while UMAP
-        still runs).
+        ``on_stage(stage, result)`` with what a stage returned when it finishes (the app shows
+        the PCA map, an ndarray of shape (n, 2), while UMAP still runs).
     executor : Executor, optional
         Where the independent units of the parallel stages run (probe seeds and folds,
         checkpoints, embedding chunks): here by default, or on Ray (:mod:`analytics.ray_executor`).
         The artefacts are the same either way.
     """
-    executor = executor or LOCAL
     config = (config or AnalysisConfig()).resolved(dataset)
     # the dynamics source first: a wrong folder or checkpoint fails in seconds, before any stage
     checked = check_sources(dataset, config) if config.scores else None
-    dynamics_key = _dynamics_params(config) if config.scores else None  # once: it may hash checkpoints
-    workspace = workspace or Workspace.default()
-    out = Path(out_dir) if out_dir else _run_path(dataset, config, workspace, dynamics_key)
-    report = progress or (lambda stage, fraction, message: None)
-    on_stage = on_stage or (lambda stage, result: None)
-    timings: dict[str, float] = {}
-    fingerprint = dataset.fingerprint
+    run = _RunInputs(dataset=dataset, config=config, workspace=workspace or Workspace.default(),
+                     executor=executor or LOCAL, keys=_stage_keys(dataset, config), checked=checked)
+    out = Path(out_dir) if out_dir else _run_path(dataset, config, run.workspace, run.keys.dynamics_source)
+    stages = _Stages(progress, on_stage)
+    vectors = stages.run("embeddings", lambda report: _embed_stage(run, report))
+    graph = stages.run("neighbors", lambda report: _neighbours_stage(run, vectors, report))
+    pca = stages.run("pca", lambda report: _pca_stage(run, vectors))
+    coords = stages.run("umap", lambda report: _umap_stage(run, vectors, graph, pca, report)) \
+        if config.projection == "umap" else pca
+    scored = None
+    if config.scores:
+        trained = stages.run("dynamics", lambda report: _dynamics_stage(run, vectors, report))
+        heldout = stages.run("heldout", lambda report: _heldout_stage(run, vectors, trained.heldout, report))
+        scored = stages.run("scores", lambda report: _scores_stage(run, trained, heldout, graph, report))
+    annotators = _annotators_stage(dataset, scored)
+    issues = stages.run("issues", lambda report: _issues_stage(run, graph, report)) \
+        if config.issues is not None else None
+    clustering = stages.run("clusters", lambda report: _clusters_stage(run, vectors, coords, report)) \
+        if config.clusters is not None else None
+    results = _StageResults(vectors=vectors, graph=graph, pca=pca, coords=coords, scored=scored,
+                            annotators=annotators, issues=issues, clustering=clustering)
+    return _write_stage(run, results, out, stages)
+
+
+# --------------------------------------------------------------------------- the stages
+
+
+@dataclass(frozen=True)
+class _StageKeys:
+    """The workspace parameters of every stage of a run, derived once from the configuration.
+    They are the cache keys: changing one makes existing cache entries unreachable."""
+
+    embedding: dict
+    knn: dict
+    umap_init: str | None  # where UMAP starts ("pca" or "spectral"); None for the PCA map
+    umap: dict | None
+    scheme: str | None  # the probe's scheme ("independent" or "cross-fit"); None for other sources
+    dynamics_source: dict | None  # _dynamics_params: the source and its settings (part of the run's key)
+    dynamics: dict | None
+    heldout: dict | None
+    finetune_heldout: dict | None
+    issues: dict | None
+    clusters: dict | None
+
+
+def _stage_keys(dataset: Dataset, config: AnalysisConfig) -> _StageKeys:
     spec = config.embedding
-
-    def timed(stage: str, compute):
-        start = time.perf_counter()
-        report(stage, 0.0, f"{stage}: starting")
-        result = compute()
-        timings[stage] = round(time.perf_counter() - start, 3)
-        report(stage, 1.0, f"{stage}: done in {timings[stage]:.1f} s")
-        on_stage(stage, result)
-        return result
-
-    embed_params = {**spec.cache_params(), "n": dataset.n_examples}
-    vectors = timed("embeddings", lambda: workspace.cached(
-        fingerprint, "embeddings", embed_params,
-        lambda: compute_embeddings(dataset, spec, device=config.device, executor=executor,
-                                   progress=lambda f, m: report("embeddings", f, m)),
-        fmt="npy"))
-
-    knn_params = {"embedding": embed_params, "k": config.k, "metric": spec.metric,
-                  "exact_max": config.exact_knn_max}
-    graph = timed("neighbors", lambda: _cached_knn(workspace, fingerprint, knn_params, vectors, config, spec,
-                                                        progress=lambda f, m: report("neighbors", f, m)))
-
-    pca = timed("pca", lambda: workspace.cached(fingerprint, "pca", {"embedding": embed_params},
-                                                lambda: project_pca(vectors), fmt="npy"))
+    embedding = {**spec.cache_params(), "n": dataset.n_examples}
+    knn = {"embedding": embedding, "k": config.k, "metric": spec.metric, "exact_max": config.exact_knn_max}
+    umap_init = umap = None
     if config.projection == "umap":
         umap_init = _umap_init(config, dataset.n_examples)
-        umap_params = {"knn": knn_params, "seed": config.seed, "fit_max": config.umap_fit_max,
-                       **({"init": umap_init} if umap_init != "spectral" else {})}
-        coords = timed("umap", lambda: workspace.cached(
-            fingerprint, "umap", umap_params,
-            lambda: project_umap(vectors, knn=graph, n_neighbors=config.k + 1, metric=spec.metric,
-                                 seed=config.seed, fit_max=config.umap_fit_max,
-                                 init=pca if umap_init == "pca" else None,
-                                 progress=lambda f, m: report("umap", f, m)),
-            fmt="npy"))
-    else:
-        coords = pca
-
-    dynamics = heldout = None
-    heldout_note = heldout_from = None
-    score_table = pd.DataFrame(index=range(dataset.n_examples))
-    notes: list[str] = []
+        umap = {"knn": knn, "seed": config.seed, "fit_max": config.umap_fit_max,
+                **({"init": umap_init} if umap_init != "spectral" else {})}
+    scheme = source = dynamics = heldout = finetune_heldout = None
     if config.scores:
-        labels = dataset.label_codes
-        scheme = resolve_scheme(config.probe, labels) if config.dynamics_source == "probe" else None
+        source = _dynamics_params(config)  # once: it may hash checkpoints
+        scheme = resolve_scheme(config.probe, dataset.label_codes) if config.dynamics_source == "probe" else None
         # fine-tuning never sees the embeddings: its dynamics do not depend on them
-        dyn_params = {**({"embedding": embed_params} if config.dynamics_source != "finetune" else {}),
-                      **dynamics_key, **({"scheme": scheme} if scheme else {})}
-        heldout_params = {"embedding": embed_params, "probe": asdict(config.probe), "v": 1,
-                          **({"scheme": scheme} if scheme == "cross-fit" else {})}
-        dynamics = timed("dynamics", lambda: _cached_dynamics(
-            workspace, fingerprint, dyn_params, dataset, vectors, config, notes, scheme=scheme,
-            heldout_params=heldout_params, checked=checked, executor=executor,
-            progress=lambda f, m: report("dynamics", f, m)))
-        heldout, heldout_note, heldout_from = timed("heldout", lambda: _cached_heldout(
-            workspace, fingerprint, heldout_params, dataset, vectors, config, scheme=scheme,
-            dynamics_params=dynamics_key, executor=executor, progress=lambda f, m: report("heldout", f, m)))
-        inputs = ScoreInputs(labels=dynamics.gold, logits_by_epoch=dynamics.logits,
-                             early_epoch=dynamics.early_epoch, heldout_probs=heldout,
-                             knn_indices=graph.indices, knn_distances=graph.distances,
-                             hidden_norms=dynamics.hidden_norms, vog_raw=dynamics.vog)
-        score_table = timed("scores", lambda: compute_scores(
-            inputs, progress=lambda f, m: report("scores", f, m)))
-        thresholds = RegionThresholds()
-        score_table["region"] = assign_regions(score_table["confidence"].to_numpy(),
-                                               score_table["variability"].to_numpy(), thresholds)
-        heldout_predicted = heldout.argmax(axis=1)
-        score_table["heldout_correct"] = heldout_predicted == labels
-        # Whose errors the clusters and slices judge. The user's checkpoints: their model's, from
-        # its last checkpoint. Fine-tuning: the held-out predictions (the fine-tuned model's own
-        # when it was cross-fitted, else the probe's), never the last epoch's training-pass
-        # logits, which have seen the example and its label. Otherwise the probe's out-of-fold.
-        if dynamics.source == "checkpoints":
-            predicted = dynamics.logits[0, -1].argmax(axis=1)
-            error_source = "model (last checkpoint)"
-        else:
-            predicted = heldout_predicted
-            error_source = "fine-tuned model (out-of-fold)" if heldout_from == "finetune" else "probe (out-of-fold)"
-        score_table["predicted_label"] = np.asarray(dataset.classes, dtype=object)[predicted]
-        score_table["correct"] = predicted == labels
-
-    annotators = None
-    if dataset.roles.annotator:  # several annotators: consensus and each annotator's quality
-        annotators = dataset_annotators(dataset, heldout_probs=heldout)
-        for column in ANNOTATOR_EXAMPLE_COLUMNS:
-            score_table[column] = annotators.examples[column].to_numpy()
-
-    issues = None
-    if config.issues is not None:
-        issue_params = {"knn": knn_params, "options": asdict(config.issues), "v": 1}
-        issues = timed("issues", lambda: _cached_issues(workspace, fingerprint, issue_params, dataset, graph,
-                                                        config.issues, progress=lambda f, m: report("issues", f, m)))
-
-    clustering = None
+        dynamics = {**({"embedding": embedding} if config.dynamics_source != "finetune" else {}),
+                    **source, **({"scheme": scheme} if scheme else {})}
+        heldout = {"embedding": embedding, "probe": asdict(config.probe), "v": 1,
+                   **({"scheme": scheme} if scheme == "cross-fit" else {})}
+        finetune_heldout = {**source, "v": 1}
+    clusters = None
     if config.clusters is not None:
-        cluster_params = {"embedding": embed_params, **config.clusters.params(),
-                          **({"map": umap_params if config.projection == "umap" else "pca"}
-                             if config.clusters.method == "hdbscan" else {})}
-        clustering = timed("clusters", lambda: _cached_clusters(
-            workspace, fingerprint, cluster_params, vectors, coords, config.clusters, spec.metric,
-            progress=lambda f, m: report("clusters", f, m)))
-        score_table["cluster"] = clustering.coarse
-        score_table["cluster_fine"] = clustering.fine
+        clusters = {"embedding": embedding, **config.clusters.params(),
+                    **({"map": umap if umap is not None else "pca"} if config.clusters.method == "hdbscan" else {})}
+    return _StageKeys(embedding=embedding, knn=knn, umap_init=umap_init, umap=umap, scheme=scheme,
+                      dynamics_source=source, dynamics=dynamics, heldout=heldout, finetune_heldout=finetune_heldout,
+                      issues={"knn": knn, "options": asdict(config.issues), "v": 1} if config.issues is not None
+                      else None,
+                      clusters=clusters)
 
+
+@dataclass(frozen=True, eq=False)
+class _RunInputs:
+    """What every stage reads: the dataset, the resolved configuration, the workspace that keeps
+    each stage's result under ``keys``, where parallel work runs, and the checked dynamics source."""
+
+    dataset: Dataset
+    config: AnalysisConfig
+    workspace: Workspace
+    executor: Executor
+    keys: _StageKeys
+    checked: CheckedSource | None
+
+    @property
+    def fingerprint(self) -> str:
+        return self.dataset.fingerprint
+
+
+class _Stages:
+    """Runs a run's stages one by one: reports each one's start, progress and end, times it and
+    hands its result to ``on_stage``. ``timings`` holds the seconds per stage, in order."""
+
+    def __init__(self, progress: StageProgress | None, on_stage: Callable[[str, object], None] | None):
+        self.report = progress or (lambda stage, fraction, message: None)
+        self.on_stage = on_stage or (lambda stage, result: None)
+        self.timings: dict[str, float] = {}
+
+    def run(self, stage: str, compute: Callable[[Progress], T]) -> T:
+        """``compute(report)``, where ``report(fraction, message)`` is the stage's progress."""
+        start = time.perf_counter()
+        self.report(stage, 0.0, f"{stage}: starting")
+        result = compute(lambda fraction, message: self.report(stage, fraction, message))
+        self.timings[stage] = round(time.perf_counter() - start, 3)
+        self.report(stage, 1.0, f"{stage}: done in {self.timings[stage]:.1f} s")
+        self.on_stage(stage, result)
+        return result
+
+    def measure(self, name: str, compute: Callable[[], T]) -> T:
+        """``compute()``, timed as ``timings[name]`` (a part of a stage, reported with it)."""
+        start = time.perf_counter()
+        result = compute()
+        self.timings[name] = round(time.perf_counter() - start, 3)
+        return result
+
+
+def _embed_stage(run: _RunInputs, report: Progress) -> np.ndarray:
+    """The embeddings, ndarray of shape (n, d)."""
+    config = run.config
+    return run.workspace.cached(run.fingerprint, "embeddings", run.keys.embedding, lambda: compute_embeddings(
+        run.dataset, config.embedding, device=config.device, executor=run.executor, progress=report), fmt="npy")
+
+
+def _neighbours_stage(run: _RunInputs, vectors: np.ndarray, report: Progress) -> KnnGraph:
+    """The kNN graph of the embeddings."""
+    entry = run.workspace.load_entry(run.fingerprint, "knn", run.keys.knn, {"knn_indices": "npy",
+                                                                            "knn_distances": "npy"})
+    if entry is not None:
+        info = entry.info
+        return KnnGraph(entry.files["knn_indices"], entry.files["knn_distances"], info["metric"], info["method"],
+                        info["recall"], info["recall_queries"])
+    config = run.config
+    graph = build_knn(vectors, k=config.k, metric=config.embedding.metric, exact_max=config.exact_knn_max,
+                      seed=config.seed or 0, progress=report)
+    run.workspace.save_entry(run.fingerprint, "knn", run.keys.knn, {
+        "knn_indices": (graph.indices, "npy"), "knn_distances": (graph.distances, "npy")},
+        {"metric": graph.metric, "method": graph.method, "recall": graph.recall,
+         "recall_queries": graph.recall_queries})
+    return graph
+
+
+def _pca_stage(run: _RunInputs, vectors: np.ndarray) -> np.ndarray:
+    """The PCA map, ndarray of shape (n, 2)."""
+    return run.workspace.cached(run.fingerprint, "pca", {"embedding": run.keys.embedding},
+                                lambda: project_pca(vectors), fmt="npy")
+
+
+def _umap_stage(run: _RunInputs, vectors: np.ndarray, graph: KnnGraph, pca: np.ndarray,
+                report: Progress) -> np.ndarray:
+    """The UMAP map, ndarray of shape (n, 2), on the kNN graph (started from the PCA map when
+    ``keys.umap_init`` says so)."""
+    config = run.config
+    return run.workspace.cached(run.fingerprint, "umap", run.keys.umap, lambda: project_umap(
+        vectors, knn=graph, n_neighbors=config.k + 1, metric=config.embedding.metric, seed=config.seed,
+        fit_max=config.umap_fit_max, init=pca if run.keys.umap_init == "pca" else None, progress=report), fmt="npy")
+
+
+@dataclass(frozen=True, eq=False)
+class _TrainedDynamics:
+    """The dynamics stage's result.
+
+    Attributes
+    ----------
+    dynamics : TrainingDynamics
+    notes : tuple of str
+        What the source noticed, for the manifest.
+    heldout : ndarray of shape (n, classes), optional
+        Out-of-fold probabilities from the same probes (the cross-fit scheme), for the held-out
+        stage; None when it came from the cache or the source gives none.
+    """
+
+    dynamics: TrainingDynamics
+    notes: tuple[str, ...] = ()
+    heldout: np.ndarray | None = None
+
+
+def _dynamics_files(info: dict) -> dict[str, str]:
+    """The files of a dynamics cache entry; norms and VoG only when its info says it has them."""
+    return {"dynamics_logits": "npy", "dynamics_gold": "npy",
+            **({"dynamics_norms": "npy"} if info["has_norms"] else {}),
+            **({"dynamics_vog": "npy"} if info.get("has_vog") else {})}
+
+
+def _dynamics_stage(run: _RunInputs, vectors: np.ndarray, report: Progress) -> _TrainedDynamics:
+    """The training dynamics, from the cache or from the configured source."""
+    entry = run.workspace.load_entry(run.fingerprint, "dynamics", run.keys.dynamics, _dynamics_files)
+    if entry is not None:
+        info, files = entry.info, entry.files
+        return _TrainedDynamics(TrainingDynamics(
+            logits=files["dynamics_logits"], gold=np.asarray(files["dynamics_gold"], dtype=np.int64),
+            source=info["source"], hidden_norms=files.get("dynamics_norms"), early_epoch=info["early_epoch"],
+            vog=files.get("dynamics_vog")), tuple(info["notes"]))
+    trained = _train_dynamics(run, vectors, report)
+    dynamics = trained.dynamics
+    run.workspace.save_entry(run.fingerprint, "dynamics", run.keys.dynamics, {
+        # float32, not float16: imported logits must give the reference formulas' values to 1e-9.
+        "dynamics_logits": (dynamics.logits.astype(np.float32, copy=False), "npy"),
+        "dynamics_norms": (dynamics.hidden_norms, "npy"),
+        "dynamics_vog": (np.asarray(dynamics.vog, dtype=np.float64) if dynamics.vog is not None else None, "npy"),
+        "dynamics_gold": (dynamics.gold, "npy"),
+    }, {"source": dynamics.source, "early_epoch": dynamics.early_epoch, "notes": list(trained.notes),
+        "has_norms": dynamics.hidden_norms is not None, "has_vog": dynamics.vog is not None})
+    return trained
+
+
+def _train_dynamics(run: _RunInputs, vectors: np.ndarray, report: Progress) -> _TrainedDynamics:
+    """The training dynamics from the configured source (the dynamics folder, fine-tuning, the
+    checkpoints, or the probe on the embeddings)."""
+    dataset, config = run.dataset, run.config
+    labels, n_classes = dataset.label_codes, len(dataset.classes)
+    source = config.dynamics_source
+    if source == "folder":
+        checked = run.checked
+        if checked is None or checked.reference is None:  # read by check_sources in a run
+            checked = check_sources(dataset, config)
+        read = checked.reference
+        return _TrainedDynamics(TrainingDynamics(
+            logits=read.logits, gold=read.gold, source="reference",
+            early_epoch=min(read.n_epochs - 1, max(0, read.n_epochs // 5))), checked.notes)
+    if source == "finetune":
+        from analytics.finetune import finetune_dynamics  # torch: only when fine-tuning runs
+
+        return _TrainedDynamics(finetune_dynamics(dataset, config.finetune, progress=report,
+                                                  cache_dir=_finetune_dir(run.workspace, run.fingerprint)))
+    if source == "checkpoints":
+        notes: list[str] = []  # checkpoint_dynamics says here which checkpoints lack gradients
+        dynamics = checkpoint_dynamics(
+            config.checkpoints, labels, progress=report, executor=run.executor, notes=notes,
+            run_one=functools.partial(checkpoint_outputs, dataset, architecture=config.architecture,
+                                      trust=config.trust, device=config.device, output="logits"))
+        return _TrainedDynamics(dynamics, tuple(notes))
+    if run.keys.scheme == "cross-fit":
+        # one set of probes gives both the dynamics and the held-out probabilities
+        dynamics, heldout, _ = cross_fit_dynamics(vectors, labels, n_classes, config.probe, progress=report,
+                                                  executor=run.executor)
+        return _TrainedDynamics(dynamics, heldout=heldout)
+    return _TrainedDynamics(train_probe(vectors, labels, n_classes, config.probe, progress=report,
+                                        executor=run.executor))
+
+
+@dataclass(frozen=True, eq=False)
+class _HeldOut:
+    """The held-out stage's result: ``probs`` (ndarray of shape (n, classes), out-of-fold), the
+    manifest's note on how they were made, and where they came from ("probe" or "finetune")."""
+
+    probs: np.ndarray
+    note: str
+    origin: str
+
+
+def _heldout_stage(run: _RunInputs, vectors: np.ndarray, cross_fitted: np.ndarray | None,
+                   report: Progress) -> _HeldOut:
+    """Out-of-fold probabilities for the scores that need held-out predictions.
+
+    ``cross_fitted``: those the dynamics stage's cross-fitted probes gave, stored here as this
+    stage's entry. Fine-tuning tries :func:`analytics.finetune.finetune_heldout` first
+    (cross-fitting the same fine-tuning when asked, or when its time, estimated from the epochs
+    just trained, fits the budget); when it declines, and for every other source, the probe's
+    K-fold cross-fitting on the embeddings.
+    """
+    folds = _folds_used(run.config.probe, run.keys.scheme, run.dataset.label_codes)
+    probe_note = f"probe out-of-fold ({folds} folds" + (
+        ", the probes of the dynamics)" if run.keys.scheme == "cross-fit" else ")")
+    if run.config.dynamics_source != "finetune":
+        return _HeldOut(_probe_heldout(run, vectors, cross_fitted, report), probe_note, "probe")
+    params = run.keys.finetune_heldout
+    entry = run.workspace.load_entry(run.fingerprint, "heldout", params,
+                                     lambda info: {"heldout": "npy"} if info.get("from") == "finetune" else {})
+    if entry is not None:
+        if entry.info.get("from") == "finetune":
+            return _HeldOut(entry.files["heldout"], entry.info["note"], "finetune")
+        return _HeldOut(_probe_heldout(run, vectors, None, report), entry.info["note"], "probe")
+    from analytics.finetune import finetune_heldout  # torch: only when fine-tuning runs
+
+    probs, how = finetune_heldout(run.dataset, run.config.finetune, progress=report,
+                                  cache_dir=_finetune_dir(run.workspace, run.fingerprint))
+    if probs is None:  # the fine-tuning declined (budget, tiny class, or asked for the probe): say why
+        held = _HeldOut(_probe_heldout(run, vectors, None, report),
+                        f"{probe_note}; {how.removeprefix('probe:').strip()}", "probe")
+    else:
+        held = _HeldOut(np.asarray(probs, dtype=np.float32), how, "finetune")
+    run.workspace.save_entry(run.fingerprint, "heldout", params,
+                             {"heldout": (held.probs if held.origin == "finetune" else None, "npy")},
+                             {"note": held.note, "from": held.origin})
+    return held
+
+
+def _probe_heldout(run: _RunInputs, vectors: np.ndarray, cross_fitted: np.ndarray | None,
+                   report: Progress) -> np.ndarray:
+    """The probe's out-of-fold probabilities: ``cross_fitted`` when given, else K-fold cross-fitting."""
+    if cross_fitted is not None:
+        run.workspace.save(run.fingerprint, "heldout", run.keys.heldout, cross_fitted, fmt="npy")
+        return cross_fitted
+    dataset = run.dataset
+    return run.workspace.cached(run.fingerprint, "heldout", run.keys.heldout, lambda: cross_fit_probabilities(
+        vectors, dataset.label_codes, len(dataset.classes), run.config.probe, executor=run.executor,
+        progress=report)[0], fmt="npy")
+
+
+@dataclass(frozen=True, eq=False)
+class _Scored:
+    """The scores stage's result: the dynamics and held-out probabilities it scored, its
+    :class:`ScoreInputs`, ``table`` (the score columns, ``region``, ``heldout_correct``,
+    ``predicted_label`` and ``correct``, row i = example i) and whose errors ``correct`` judges."""
+
+    trained: _TrainedDynamics
+    heldout: _HeldOut
+    inputs: ScoreInputs
+    table: pd.DataFrame
+    error_source: str
+
+
+def _scores_stage(run: _RunInputs, trained: _TrainedDynamics, heldout: _HeldOut, graph: KnnGraph,
+                  report: Progress) -> _Scored:
+    """Every score the inputs allow, the data-map regions and the predictions."""
+    dynamics, labels = trained.dynamics, run.dataset.label_codes
+    inputs = ScoreInputs(labels=dynamics.gold, logits_by_epoch=dynamics.logits, early_epoch=dynamics.early_epoch,
+                         heldout_probs=heldout.probs, knn_indices=graph.indices, knn_distances=graph.distances,
+                         hidden_norms=dynamics.hidden_norms, vog_raw=dynamics.vog)
+    table = compute_scores(inputs, progress=report)
+    table["region"] = assign_regions(table["confidence"].to_numpy(), table["variability"].to_numpy(),
+                                     RegionThresholds())
+    heldout_predicted = heldout.probs.argmax(axis=1)
+    table["heldout_correct"] = heldout_predicted == labels
+    # Whose errors the clusters and slices judge. The user's checkpoints: their model's, from
+    # its last checkpoint. Fine-tuning: the held-out predictions (the fine-tuned model's own
+    # when it was cross-fitted, else the probe's), never the last epoch's training-pass
+    # logits, which have seen the example and its label. Otherwise the probe's out-of-fold.
+    if dynamics.source == "checkpoints":
+        predicted = dynamics.logits[0, -1].argmax(axis=1)
+        error_source = "model (last checkpoint)"
+    else:
+        predicted = heldout_predicted
+        error_source = "fine-tuned model (out-of-fold)" if heldout.origin == "finetune" else "probe (out-of-fold)"
+    table["predicted_label"] = np.asarray(run.dataset.classes, dtype=object)[predicted]
+    table["correct"] = predicted == labels
+    return _Scored(trained=trained, heldout=heldout, inputs=inputs, table=table, error_source=error_source)
+
+
+def _annotators_stage(dataset: Dataset, scored: _Scored | None) -> AnnotatorReport | None:
+    """With several annotators, their consensus and each annotator's quality (from the held-out
+    probabilities when there are scores); None otherwise."""
+    if not dataset.roles.annotator:
+        return None
+    return dataset_annotators(dataset, heldout_probs=scored.heldout.probs if scored is not None else None)
+
+
+def _issues_stage(run: _RunInputs, graph: KnnGraph, report: Progress) -> DataIssues:
+    """The data-issue checks on the run's kNN graph (kept as the columns, and the summary as the
+    entry's info)."""
+    params = run.keys.issues
+    entry = run.workspace.load_entry(run.fingerprint, "issues", params, {"issues_columns": "parquet"},
+                                     info_name="summary")
+    if entry is not None and len(entry.files["issues_columns"]) == run.dataset.n_examples:
+        return DataIssues(entry.files["issues_columns"], entry.info)
+    issues = check_dataset(run.dataset, knn_indices=graph.indices, knn_distances=graph.distances,
+                           metric=graph.metric, options=run.config.issues, progress=report)
+    run.workspace.save_entry(run.fingerprint, "issues", params, {"issues_columns": (issues.columns, "parquet")},
+                             issues.summary, info_name="summary")
+    return issues
+
+
+def _clusters_stage(run: _RunInputs, vectors: np.ndarray, coords: np.ndarray, report: Progress) -> Clustering:
+    """Clusters at two levels, on the embeddings (or on the map, for HDBSCAN)."""
+    params = run.keys.clusters
+    entry = run.workspace.load_entry(run.fingerprint, "clusters", params, {"clusters": "npy"})
+    if entry is not None:
+        return Clustering.from_parts(entry.files["clusters"], entry.info)
+    clustering = cluster_embeddings(vectors, config=run.config.clusters, metric=run.config.embedding.metric,
+                                    coords=coords, progress=report)
+    run.workspace.save_entry(run.fingerprint, "clusters", params,
+                             {"clusters": (np.stack([clustering.coarse, clustering.fine]), "npy")},
+                             clustering.to_meta())
+    return clustering
+
+
+@dataclass(frozen=True, eq=False)
+class _StageResults:
+    """What the stages returned, for the run folder (None for a stage that did not run)."""
+
+    vectors: np.ndarray
+    graph: KnnGraph
+    pca: np.ndarray
+    coords: np.ndarray
+    scored: _Scored | None
+    annotators: AnnotatorReport | None
+    issues: DataIssues | None
+    clustering: Clustering | None
+
+    def score_columns(self) -> dict[str, np.ndarray]:
+        """The per-example columns the manifest lists as ``score_columns``, in order: the scores
+        and what derives from them, the annotators' consensus, the clusters."""
+        columns = {}
+        if self.scored is not None:
+            columns.update({column: self.scored.table[column].to_numpy() for column in self.scored.table.columns})
+        if self.annotators is not None:
+            columns.update({column: self.annotators.examples[column].to_numpy()
+                            for column in ANNOTATOR_EXAMPLE_COLUMNS})
+        if self.clustering is not None:
+            columns.update(cluster=self.clustering.coarse, cluster_fine=self.clustering.fine)
+        return columns
+
+
+@dataclass(frozen=True, eq=False)
+class _ClusterFiles:
+    """``clusters.parquet``, ``slices.parquet`` (None without predictions to judge) and the
+    manifest's "clusters" entry."""
+
+    table: pd.DataFrame
+    slices: pd.DataFrame | None
+    info: dict
+
+
+def _write_stage(run: _RunInputs, results: _StageResults, out: Path, stages: _Stages) -> AnalysisRun:
+    """Write the run folder: the per-example table, the arrays, the cluster, slice, issue and
+    score summaries, then ``manifest.json`` last (timed as "artefacts", less the score
+    summaries' own "hardness" time)."""
     start = time.perf_counter()
-    report("artefacts", 0.0, f"Writing the run to {out}")
+    stages.report("artefacts", 0.0, f"Writing the run to {out}")
     # A folder being rewritten (a damaged run recomputed) is not a run until its new manifest lands.
     (out / "manifest.json").unlink(missing_ok=True)
+    examples = _examples_table(run.dataset, results)
+    clusters = _cluster_files(run, examples, results) if results.clustering is not None else None
+    hardness = stages.measure("hardness", lambda: _hardness_tables(examples, results.scored)) \
+        if results.scored is not None else {}
+    artefacts = {}
+    for name, write in _run_files(examples, results, clusters, hardness).items():
+        atomic_write(out / name, write)
+        artefacts[name] = {"bytes": (out / name).stat().st_size, "sha256": file_sha256(out / name)}
+    timings = stages.timings
+    timings["artefacts"] = round(time.perf_counter() - start - timings.get("hardness", 0.0), 3)
+    timings["total"] = round(sum(timings.values()), 3)
+    manifest = _manifest(run, results, clusters, hardness, timings=timings, artefacts=artefacts)
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2, default=str))
+    stages.report("artefacts", 1.0, f"Run written to {out}")
+    return AnalysisRun(path=out, dataset=run.dataset, examples=examples, manifest=manifest)
+
+
+def _examples_table(dataset: Dataset, results: _StageResults) -> pd.DataFrame:
+    """``examples.parquet``: the dataset's columns, the maps, the score columns, the issue columns."""
     examples = dataset.table.copy()
-    examples["x"], examples["y"] = coords[:, 0], coords[:, 1]
-    examples["pca_x"], examples["pca_y"] = pca[:, 0], pca[:, 1]
-    for column in score_table.columns:
-        examples[column] = score_table[column].to_numpy()
-    if issues is not None:
-        for column in issues.columns.columns:
-            examples[column] = issues.columns[column].to_numpy()
-    clusters_table = slices_table = None
-    cluster_info = None
-    if clustering is not None:
-        score_names = [c for c in score_table.columns if c in _score_column_names()]
-        clusters_table = cluster_tables(dataset, examples, clustering, score_names)
-        cluster_info = {**{k: v for k, v in clustering.to_meta().items() if k not in ("representatives", "fine_parent")},
-                        "config": config.clusters.params(), "n_fine": int(len(clustering.fine_parent)),
-                        "noise": int((clustering.coarse < 0).sum())}
-        if "correct" in examples.columns:
-            coarse = clusters_table[(clusters_table["level"] == "coarse") & (clusters_table["cluster"] >= 0)]
-            cluster_info["uniformity"] = uniformity(coarse["accuracy"].to_numpy())
-            cluster_info["errors"] = error_source
-            slices_table = discover_run_slices(examples, clusters_table, config.slices)
-    hardness = _hardness_tables(examples, dynamics, timings) if config.scores else {}
-    manifest = {
+    examples["x"], examples["y"] = results.coords[:, 0], results.coords[:, 1]
+    examples["pca_x"], examples["pca_y"] = results.pca[:, 0], results.pca[:, 1]
+    for column, values in results.score_columns().items():
+        examples[column] = values
+    if results.issues is not None:
+        for column in results.issues.columns.columns:
+            examples[column] = results.issues.columns[column].to_numpy()
+    return examples
+
+
+def _cluster_files(run: _RunInputs, examples: pd.DataFrame, results: _StageResults) -> _ClusterFiles:
+    clustering = results.clustering
+    score_names = [column for column in results.score_columns() if column in _score_column_names()]
+    table = cluster_tables(run.dataset, examples, clustering, score_names)
+    info = {**{k: v for k, v in clustering.to_meta().items() if k not in ("representatives", "fine_parent")},
+            "config": run.config.clusters.params(), "n_fine": int(len(clustering.fine_parent)),
+            "noise": int((clustering.coarse < 0).sum())}
+    slices = None
+    if results.scored is not None:
+        coarse = table[(table["level"] == "coarse") & (table["cluster"] >= 0)]
+        info["uniformity"] = uniformity(coarse["accuracy"].to_numpy())
+        info["errors"] = results.scored.error_source
+        slices = discover_run_slices(examples, table, run.config.slices)
+    return _ClusterFiles(table=table, slices=slices, info=info)
+
+
+def _run_files(examples: pd.DataFrame, results: _StageResults, clusters: _ClusterFiles | None,
+               hardness: dict[str, pd.DataFrame]) -> dict[str, Callable]:
+    """Every file of the run folder but the manifest, by name: ``write(handle)``."""
+    graph, scored = results.graph, results.scored
+    writers = {
+        "examples.parquet": lambda handle: examples.to_parquet(handle, index=False),
+        "embeddings.npy": lambda handle: _save_npy_in_chunks(handle, results.vectors, np.float16),
+        "neighbors.npz": lambda handle: np.savez(handle, indices=graph.indices,
+                                                 distances=graph.distances.astype(np.float16)),
+    }
+    if scored is not None:
+        writers["dynamics.npy"] = lambda handle: _save_npy_in_chunks(handle, scored.trained.dynamics.logits,
+                                                                     np.float16)
+        writers["heldout_probs.npy"] = lambda handle: np.save(handle, scored.heldout.probs.astype(np.float32))
+    if clusters is not None:
+        writers["clusters.parquet"] = lambda handle: clusters.table.to_parquet(handle, index=False)
+        if clusters.slices is not None:
+            writers["slices.parquet"] = lambda handle: clusters.slices.to_parquet(handle, index=False)
+    if results.annotators is not None:
+        writers[ANNOTATORS_FILE] = lambda handle: results.annotators.annotators.to_parquet(handle, index=False)
+    if results.issues is not None:
+        writers[ISSUES_FILE] = lambda handle: handle.write(results.issues.summary_json().encode("utf-8"))
+    for name, table in hardness.items():  # the agreement matrix keeps its index: the score names
+        writers[name] = lambda handle, table=table, name=name: table.to_parquet(
+            handle, index=name == SCORE_AGREEMENT_FILE)
+    return writers
+
+
+def _manifest(run: _RunInputs, results: _StageResults, clusters: _ClusterFiles | None,
+              hardness: dict[str, pd.DataFrame], *, timings: dict[str, float], artefacts: dict) -> dict:
+    """``manifest.json``: what the run is of, how it was made, and every file's size and SHA-256."""
+    dataset, config, scored, issues = run.dataset, run.config, results.scored, results.issues
+    spec, graph = config.embedding, results.graph
+    return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "dataset": {
-            "name": dataset.name, "source": str(dataset.source), "fingerprint": fingerprint,
+            "name": dataset.name, "source": str(dataset.source), "fingerprint": dataset.fingerprint,
             "kind": dataset.kind, "n_examples": dataset.n_examples, "classes": list(dataset.classes),
             "roles": dataset.roles.as_dict(), "ids_generated": dataset.ids_generated,
             "notes": list(dataset.notes), "skipped": [asdict(s) for s in dataset.skipped],
         },
-        "config": _config_params(config, dynamics_key),
+        "config": _config_params(config, run.keys.dynamics_source),
         "embedding": {**{k: v for k, v in asdict(spec).items() if k != "options"},
-                      "options": dict(spec.options), "dims": int(vectors.shape[1]),
-                      "metric": spec.metric},
+                      "options": dict(spec.options), "dims": int(results.vectors.shape[1]), "metric": spec.metric},
         "neighbors": {"k": graph.k, "metric": graph.metric, "method": graph.method,
                       "recall": round(float(graph.recall), 5), "recall_queries": graph.recall_queries,
                       **({"warning": graph.warning} if graph.warning else {})},
-        "projection": {"method": config.projection, "seeded": config.seed is not None,
-                       "init": _umap_init(config, dataset.n_examples) if config.projection == "umap" else None,
+        "projection": {"method": config.projection, "seeded": config.seed is not None, "init": run.keys.umap_init,
                        "seed": config.seed, "umap_fit_max": config.umap_fit_max},
         "map_columns": list(MAP_COLUMNS),
-        "score_columns": list(score_table.columns),
+        "score_columns": list(results.score_columns()),
         "issue_columns": list(issues.columns.columns) if issues is not None else [],
         "issues": _issues_manifest(issues.summary) if issues is not None else None,
-        "annotators": annotators.summary() if annotators is not None else None,
+        "annotators": results.annotators.summary() if results.annotators is not None else None,
         "scores": {score.name: {"columns": list(score.columns), "direction": score.direction,
                                 "reference": score.reference, "description": score.description}
-                   for score in (available_scores(inputs) if config.scores else [])},
-        "dynamics": (_dynamics_manifest(config, dynamics, checked, notes, scheme=scheme, heldout_note=heldout_note,
-                                        heldout_from=heldout_from)
-                     if dynamics is not None else None),
-        "region_thresholds": asdict(RegionThresholds()) if config.scores else None,
+                   for score in (available_scores(scored.inputs) if scored is not None else [])},
+        "dynamics": _dynamics_manifest(run, scored) if scored is not None else None,
+        "region_thresholds": asdict(RegionThresholds()) if scored is not None else None,
         "hardness": {"files": sorted(hardness)} if hardness else None,
-        "clusters": cluster_info,
+        "clusters": clusters.info if clusters is not None else None,
         "device": _device_name(config.device),
-        "executor": executor.describe(),
+        "executor": run.executor.describe(),
         "versions": _versions(),
         "timings_s": timings,
-        "artefacts": {},
+        "artefacts": artefacts,
     }
-    writers = {
-        "examples.parquet": lambda handle: examples.to_parquet(handle, index=False),
-        "embeddings.npy": lambda handle: _save_npy_in_chunks(handle, vectors, np.float16),
-        "neighbors.npz": lambda handle: np.savez(handle, indices=graph.indices,
-                                                 distances=graph.distances.astype(np.float16)),
-    }
-    if dynamics is not None:
-        writers["dynamics.npy"] = lambda handle: _save_npy_in_chunks(handle, dynamics.logits, np.float16)
-        writers["heldout_probs.npy"] = lambda handle: np.save(handle, heldout.astype(np.float32))
-    if clusters_table is not None:
-        writers["clusters.parquet"] = lambda handle: clusters_table.to_parquet(handle, index=False)
-    if slices_table is not None:
-        writers["slices.parquet"] = lambda handle: slices_table.to_parquet(handle, index=False)
-    if annotators is not None:
-        writers[ANNOTATORS_FILE] = lambda handle: annotators.annotators.to_parquet(handle, index=False)
-    if issues is not None:
-        writers[ISSUES_FILE] = lambda handle: handle.write(issues.summary_json().encode("utf-8"))
-    for name, table in hardness.items():  # the agreement matrix keeps its index: the score names
-        writers[name] = lambda handle, table=table, name=name: table.to_parquet(
-            handle, index=name == SCORE_AGREEMENT_FILE)
-    for name, write in writers.items():
-        atomic_write(out / name, write)
-        manifest["artefacts"][name] = {"bytes": (out / name).stat().st_size, "sha256": file_sha256(out / name)}
-    timings["artefacts"] = round(time.perf_counter() - start - timings.get("hardness", 0.0), 3)
-    manifest["timings_s"]["total"] = round(sum(timings.values()), 3)
-    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2, default=str))
-    report("artefacts", 1.0, f"Run written to {out}")
-    return AnalysisRun(path=out, dataset=dataset, examples=examples, manifest=manifest)
+
+
+def _dynamics_manifest(run: _RunInputs, scored: _Scored) -> dict:
+    """The manifest's "dynamics" entry: the source and its settings, and where the held-out
+    probabilities came from."""
+    config, dynamics, scheme = run.config, scored.trained.dynamics, run.keys.scheme
+    entry = {"source": dynamics.source, "seeds": dynamics.n_seeds, "epochs": dynamics.n_epochs,
+             "early_epoch": dynamics.early_epoch, "notes": list(scored.trained.notes),
+             "heldout": scored.heldout.note, "heldout_from": scored.heldout.origin}
+    if dynamics.source == "probe":
+        entry.update(probe=asdict(config.probe), scheme=scheme, folds=_folds_used(config.probe, scheme, dynamics.gold),
+                     scheme_note=SCHEME_NOTES[scheme])
+    elif dynamics.source == "finetune":
+        entry["finetune"] = {k: v for k, v in asdict(config.finetune).items() if k != "device"}
+    elif dynamics.source == "reference":
+        checked = run.checked
+        entry["folder"] = str(checked.folder) if checked is not None and checked.folder else config.dynamics_dir
+    elif dynamics.source == "checkpoints":
+        entry.update(checkpoints=[Path(path).name for path in config.checkpoints], architecture=config.architecture)
+    return entry
+
+
+def _hardness_tables(examples: pd.DataFrame, scored: _Scored) -> dict[str, pd.DataFrame]:
+    """The score summaries the Hardness and Data map pages read, computed once over every row."""
+    dynamics = scored.trained.dynamics
+    return hardness_tables(examples, logits=dynamics.logits, labels=dynamics.gold, early_epoch=dynamics.early_epoch)
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -696,38 +1061,6 @@ def _check_file(path: Path, name: str, expected: object) -> RunProblem | None:
 # --------------------------------------------------------------------------- helpers
 
 
-def _cached_knn(workspace: Workspace, fingerprint: str, params: dict, vectors: np.ndarray,
-                config: AnalysisConfig, spec: EmbeddingSpec, progress=None) -> KnnGraph:
-    indices = workspace.load(fingerprint, "knn_indices", params, fmt="npy")
-    distances = workspace.load(fingerprint, "knn_distances", params, fmt="npy")
-    info = workspace.load(fingerprint, "knn_info", params, fmt="json")
-    if indices is not None and distances is not None and info is not None:
-        return KnnGraph(indices, distances, info["metric"], info["method"], info["recall"], info["recall_queries"])
-    graph = build_knn(vectors, k=config.k, metric=spec.metric, exact_max=config.exact_knn_max,
-                      seed=config.seed or 0, progress=progress)
-    workspace.save(fingerprint, "knn_indices", params, graph.indices, fmt="npy")
-    workspace.save(fingerprint, "knn_distances", params, graph.distances, fmt="npy")
-    workspace.save(fingerprint, "knn_info", params, {"metric": graph.metric, "method": graph.method,
-                                                     "recall": graph.recall,
-                                                     "recall_queries": graph.recall_queries}, fmt="json")
-    return graph
-
-
-def _cached_issues(workspace: Workspace, fingerprint: str, params: dict, dataset: Dataset, graph: KnnGraph,
-                   options: IssueOptions, progress=None) -> DataIssues:
-    """The data-issue checks on the run's kNN graph, kept in the workspace (columns as parquet,
-    the summary as JSON) under the graph's and the options' parameters."""
-    columns = workspace.load(fingerprint, "issues_columns", params, fmt="parquet")
-    summary = workspace.load(fingerprint, "issues_summary", params, fmt="json")
-    if columns is not None and summary is not None and len(columns) == dataset.n_examples:
-        return DataIssues(columns, summary)
-    issues = check_dataset(dataset, knn_indices=graph.indices, knn_distances=graph.distances, metric=graph.metric,
-                           options=options, progress=progress)
-    workspace.save(fingerprint, "issues_columns", params, issues.columns, fmt="parquet")
-    workspace.save(fingerprint, "issues_summary", params, issues.summary, fmt="json")
-    return issues
-
-
 def _umap_init(config: AnalysisConfig, n: int) -> str:
     if config.umap_init != "auto":
         return config.umap_init
@@ -735,10 +1068,9 @@ def _umap_init(config: AnalysisConfig, n: int) -> str:
 
 
 def _folds_used(probe: ProbeConfig, scheme: str | None, gold: np.ndarray) -> int:
-    if scheme == "cross-fit":
-        return probe.seeds + 1
-    counts = np.bincount(gold)
-    return max(2, min(probe.folds, int(counts[counts > 0].min())))
+    """How many folds gave the held-out probabilities: one per probe when cross-fitted with the
+    dynamics, else those :func:`cross_fit_probabilities` makes."""
+    return probe.seeds + 1 if scheme == "cross-fit" else fold_count(gold, probe.folds)
 
 
 def _finetune_dir(workspace: Workspace, fingerprint: str) -> Path:
@@ -746,127 +1078,6 @@ def _finetune_dir(workspace: Workspace, fingerprint: str) -> Path:
     finished epoch (:mod:`analytics.finetune` keys each training run inside it by the dataset,
     the options and the rows it trains on)."""
     return Path(workspace.root) / "finetune" / fingerprint
-
-
-def _cached_dynamics(workspace: Workspace, fingerprint: str, params: dict, dataset: Dataset,
-                     vectors: np.ndarray, config: AnalysisConfig, notes: list[str], *,
-                     scheme: str | None, heldout_params: dict, checked: CheckedSource | None,
-                     executor, progress) -> TrainingDynamics:
-    logits = workspace.load(fingerprint, "dynamics_logits", params, fmt="npy")
-    info = workspace.load(fingerprint, "dynamics_info", params, fmt="json")
-    gold = workspace.load(fingerprint, "dynamics_gold", params, fmt="npy")
-    if logits is not None and info is not None and gold is not None:
-        notes.extend(info["notes"])
-        norms = workspace.load(fingerprint, "dynamics_norms", params, fmt="npy") if info["has_norms"] else None
-        vog = workspace.load(fingerprint, "dynamics_vog", params, fmt="npy") if info.get("has_vog") else None
-        return TrainingDynamics(logits=logits, gold=np.asarray(gold, dtype=np.int64),
-                                source=info["source"], hidden_norms=norms, early_epoch=info["early_epoch"],
-                                vog=vog)
-    labels = dataset.label_codes
-    source = config.dynamics_source
-    if source == "folder":
-        if checked is None or checked.reference is None:  # read by check_sources in a run
-            checked = check_sources(dataset, config)
-        notes.extend(checked.notes)
-        dynamics = checked.reference
-        dynamics = TrainingDynamics(logits=dynamics.logits, gold=dynamics.gold, source="reference",
-                                    early_epoch=min(dynamics.n_epochs - 1, max(0, dynamics.n_epochs // 5)))
-    elif source == "finetune":
-        from analytics.finetune import finetune_dynamics  # torch: only when fine-tuning runs
-
-        dynamics = finetune_dynamics(dataset, config.finetune, cache_dir=_finetune_dir(workspace, fingerprint),
-                                     progress=progress)
-    elif source == "checkpoints":
-        dynamics = checkpoint_dynamics(
-            config.checkpoints, labels, progress=progress, executor=executor, notes=notes,
-            run_one=functools.partial(checkpoint_outputs, dataset, architecture=config.architecture,
-                                      trust=config.trust, device=config.device, output="logits"))
-    elif scheme == "cross-fit":
-        # one set of probes gives both the dynamics and the held-out probabilities
-        dynamics, heldout, _ = cross_fit_dynamics(vectors, labels, len(dataset.classes), config.probe,
-                                                  progress=progress, executor=executor)
-        workspace.save(fingerprint, "heldout", heldout_params, heldout, fmt="npy")
-    else:
-        dynamics = train_probe(vectors, labels, len(dataset.classes), config.probe, progress=progress,
-                               executor=executor)
-    # float32, not float16: imported logits must give the reference formulas' values to 1e-9.
-    workspace.save(fingerprint, "dynamics_logits", params, dynamics.logits.astype(np.float32, copy=False), fmt="npy")
-    if dynamics.hidden_norms is not None:
-        workspace.save(fingerprint, "dynamics_norms", params, dynamics.hidden_norms, fmt="npy")
-    if dynamics.vog is not None:
-        workspace.save(fingerprint, "dynamics_vog", params, np.asarray(dynamics.vog, dtype=np.float64), fmt="npy")
-    workspace.save(fingerprint, "dynamics_gold", params, dynamics.gold, fmt="npy")
-    workspace.save(fingerprint, "dynamics_info", params, {
-        "source": dynamics.source, "early_epoch": dynamics.early_epoch, "notes": notes,
-        "has_norms": dynamics.hidden_norms is not None, "has_vog": dynamics.vog is not None}, fmt="json")
-    return dynamics
-
-
-def _cached_heldout(workspace: Workspace, fingerprint: str, probe_params: dict, dataset: Dataset,
-                    vectors: np.ndarray, config: AnalysisConfig, *, scheme: str | None, dynamics_params: dict,
-                    executor, progress) -> tuple[np.ndarray, str, str]:
-    """Out-of-fold probabilities for the scores that need held-out predictions.
-
-    Fine-tuning tries :func:`analytics.finetune.finetune_heldout` first (cross-fitting the same
-    fine-tuning when asked, or when its time, estimated from the epochs just trained, fits the
-    budget); when it declines, and for every other source, the probe's K-fold cross-fitting on
-    the embeddings.
-
-    Returns
-    -------
-    (ndarray of shape (n, classes), str, str)
-        The probabilities, the note for the manifest (which procedure gave them), and where they
-        came from: "finetune" or "probe".
-    """
-    labels = dataset.label_codes
-
-    def probe() -> np.ndarray:
-        return workspace.cached(fingerprint, "heldout", probe_params, lambda: cross_fit_probabilities(
-            vectors, labels, len(dataset.classes), config.probe, executor=executor, progress=progress)[0], fmt="npy")
-
-    folds = _folds_used(config.probe, scheme, labels)
-    probe_note = f"probe out-of-fold ({folds} folds" + (", the probes of the dynamics)" if scheme == "cross-fit" else ")")
-    if config.dynamics_source != "finetune":
-        return probe(), probe_note, "probe"
-    params = {**dynamics_params, "v": 1}
-    info = workspace.load(fingerprint, "heldout_info", params, fmt="json")
-    if info is not None and info.get("from") == "finetune":
-        probs = workspace.load(fingerprint, "heldout", params, fmt="npy")
-        if probs is not None:
-            return probs, info["note"], "finetune"
-    elif info is not None:
-        return probe(), info["note"], "probe"
-    from analytics.finetune import finetune_heldout  # torch: only when fine-tuning runs
-
-    probs, how = finetune_heldout(dataset, config.finetune, cache_dir=_finetune_dir(workspace, fingerprint),
-                                  progress=progress)
-    if probs is None:  # the fine-tuning declined (budget, tiny class, or asked for the probe): say why
-        probs, origin = probe(), "probe"
-        note = f"{probe_note}; {how.removeprefix('probe:').strip()}"
-    else:
-        probs, origin, note = np.asarray(probs, dtype=np.float32), "finetune", how
-        workspace.save(fingerprint, "heldout", params, probs, fmt="npy")
-    workspace.save(fingerprint, "heldout_info", params, {"note": note, "from": origin}, fmt="json")
-    return probs, note, origin
-
-
-def _dynamics_manifest(config: AnalysisConfig, dynamics: TrainingDynamics, checked: CheckedSource | None,
-                       notes: list[str], *, scheme: str | None, heldout_note: str, heldout_from: str) -> dict:
-    """The manifest's "dynamics" entry: the source and its settings, and where the held-out
-    probabilities came from."""
-    entry = {"source": dynamics.source, "seeds": dynamics.n_seeds, "epochs": dynamics.n_epochs,
-             "early_epoch": dynamics.early_epoch, "notes": notes, "heldout": heldout_note,
-             "heldout_from": heldout_from}
-    if dynamics.source == "probe":
-        entry.update(probe=asdict(config.probe), scheme=scheme, folds=_folds_used(config.probe, scheme, dynamics.gold),
-                     scheme_note=SCHEME_NOTES[scheme])
-    elif dynamics.source == "finetune":
-        entry["finetune"] = {k: v for k, v in asdict(config.finetune).items() if k != "device"}
-    elif dynamics.source == "reference":
-        entry["folder"] = str(checked.folder) if checked is not None and checked.folder else config.dynamics_dir
-    elif dynamics.source == "checkpoints":
-        entry.update(checkpoints=[Path(path).name for path in config.checkpoints], architecture=config.architecture)
-    return entry
 
 
 def _config_params(config: AnalysisConfig, dynamics: dict | None = None) -> dict:
@@ -887,32 +1098,8 @@ def _config_params(config: AnalysisConfig, dynamics: dict | None = None) -> dict
     return params
 
 
-def _hardness_tables(examples: pd.DataFrame, dynamics: TrainingDynamics | None,
-                     timings: dict[str, float]) -> dict[str, pd.DataFrame]:
-    """The score summaries the Hardness and Data map pages read, computed once over every row
-    (timed as ``timings["hardness"]``)."""
-    start = time.perf_counter()
-    tables = hardness_tables(examples, logits=dynamics.logits if dynamics is not None else None,
-                             labels=dynamics.gold if dynamics is not None else None,
-                             early_epoch=dynamics.early_epoch if dynamics is not None else 0)
-    timings["hardness"] = round(time.perf_counter() - start, 3)
-    return tables
-
-
 def _score_column_names() -> set[str]:
     return {column for score in SCORES.values() for column in score.columns}
-
-
-def _cached_clusters(workspace: Workspace, fingerprint: str, params: dict, vectors: np.ndarray,
-                     coords: np.ndarray, config: ClusterConfig, metric: str, *, progress) -> Clustering:
-    assignments = workspace.load(fingerprint, "clusters", params, fmt="npy")
-    meta = workspace.load(fingerprint, "clusters_info", params, fmt="json")
-    if assignments is not None and meta is not None:
-        return Clustering.from_parts(assignments, meta)
-    clustering = cluster_embeddings(vectors, config=config, metric=metric, coords=coords, progress=progress)
-    workspace.save(fingerprint, "clusters", params, np.stack([clustering.coarse, clustering.fine]), fmt="npy")
-    workspace.save(fingerprint, "clusters_info", params, clustering.to_meta(), fmt="json")
-    return clustering
 
 
 def cluster_tables(dataset: Dataset, examples: pd.DataFrame, clustering: Clustering,

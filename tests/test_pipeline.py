@@ -145,6 +145,75 @@ def test_a_run_stopped_after_a_stage_does_not_redo_it(dataset, tmp_path, monkeyp
     assert embedded == []
 
 
+def workspace_files(workspace):
+    """Every cache file of the workspace (not the run folders) with its modification time."""
+    return {path: path.stat().st_mtime_ns for path in workspace.root.rglob("*")
+            if path.is_file() and "runs" not in path.relative_to(workspace.root).parts}
+
+
+def test_a_second_run_hits_every_stages_cache(dataset, tmp_path, monkeypatch):
+    """UMAP from the PCA map, cross-fitted probes and HDBSCAN on the map: the second run reads
+    every stage back, writes nothing to the cache and gives the same run."""
+    from analytics.clusters import ClusterConfig
+    from analytics.dynamics import ProbeConfig
+
+    config = AnalysisConfig(k=8, seed=0, umap_init="pca", clusters=ClusterConfig(method="hdbscan"),
+                            probe=ProbeConfig(hidden=8, epochs=2, scheme="cross-fit"))
+    workspace = Workspace(tmp_path / "ws")
+    first = run_analysis(dataset, config, workspace=workspace)
+    cached = workspace_files(workspace)
+    for name in ("compute_embeddings", "build_knn", "project_pca", "project_umap", "cross_fit_dynamics",
+                 "train_probe", "cross_fit_probabilities", "check_dataset", "cluster_embeddings"):
+        monkeypatch.setattr(pipeline, name, lambda *a, name=name, **k: pytest.fail(f"{name} ran again"))
+    stages = []
+    again = run_analysis(dataset, config, workspace=workspace, on_stage=lambda stage, result: stages.append(stage))
+    assert stages == ["embeddings", "neighbors", "pca", "umap", "dynamics", "heldout", "scores", "issues", "clusters"]
+    assert workspace_files(workspace) == cached
+    assert again.path == first.path and again.manifest["artefacts"] == first.manifest["artefacts"]
+
+
+def test_the_stages_return_their_results_and_change_none_of_their_inputs(dataset, tmp_path):
+    """The cross-fitted dynamics stage returns the held-out probabilities of its probes rather
+    than storing them in the held-out stage's entry; no stage writes into what it is given."""
+    from analytics.dynamics import ProbeConfig
+
+    config = AnalysisConfig(projection="pca", k=8, clusters=None, issues=None,
+                            probe=ProbeConfig(hidden=8, epochs=2, scheme="cross-fit")).resolved(dataset)
+    workspace = Workspace(tmp_path / "ws")
+    run = pipeline._RunInputs(dataset=dataset, config=config, workspace=workspace, executor=pipeline.LOCAL,
+                              keys=pipeline._stage_keys(dataset, config), checked=None)
+    table = dataset.table.copy()
+    quiet = lambda fraction, message: None  # noqa: E731
+    vectors = pipeline._embed_stage(run, quiet)
+    graph = pipeline._neighbours_stage(run, vectors, quiet)
+    inputs = [vectors.copy(), graph.indices.copy(), graph.distances.copy()]
+
+    def stages_written():
+        return sorted(path.name for path in (workspace.root / dataset.fingerprint).iterdir())
+
+    before = stages_written()
+    trained = pipeline._dynamics_stage(run, vectors, quiet)
+    assert [s for s in stages_written() if s not in before] == ["dynamics_gold", "dynamics_info", "dynamics_logits",
+                                                                 "dynamics_norms", "dynamics_vog"]
+    assert trained.heldout is not None and trained.heldout.shape == (150, 3)
+    logits, probs = trained.dynamics.logits.copy(), trained.heldout.copy()
+    heldout = pipeline._heldout_stage(run, vectors, trained.heldout, quiet)
+    assert "heldout" in stages_written() and heldout.origin == "probe"
+    assert heldout.note == "probe out-of-fold (4 folds, the probes of the dynamics)"
+    np.testing.assert_array_equal(heldout.probs, probs)
+    scored = pipeline._scores_stage(run, trained, heldout, graph, quiet)
+    assert {"confidence", "region", "correct", "predicted_label"} <= set(scored.table.columns)
+    for before_stage, after_stage in zip(inputs + [logits, probs], [vectors, graph.indices, graph.distances,
+                                                                    trained.dynamics.logits, heldout.probs]):
+        np.testing.assert_array_equal(before_stage, after_stage)
+    pd.testing.assert_frame_equal(dataset.table, table)
+    # read back from the cache: the same values, and the cross-fitted probabilities not returned again
+    again = pipeline._dynamics_stage(run, vectors, quiet)
+    assert again.heldout is None
+    np.testing.assert_array_equal(again.dynamics.logits, trained.dynamics.logits)
+    np.testing.assert_array_equal(pipeline._heldout_stage(run, vectors, None, quiet).probs, probs)
+
+
 def test_load_run_round_trip_and_refuses_a_modified_file(dataset, tmp_path):
     run_analysis(dataset, CONFIG, out_dir=tmp_path / "run", workspace=Workspace(tmp_path / "ws"))
     run = load_run(tmp_path / "run")

@@ -64,7 +64,8 @@ def test_recolour_sends_a_new_colour_column_and_the_same_points(use_analysed_wor
     at.selectbox(key="map_colour_by").select("n_words").run()
     args = scatter_of(at)
     assert args["colour"]["kind"] == "values" and args["colour"]["title"] == "n_words"
-    assert args["colour"]["values"]["dtype"] == "float32" and args["colour"]["min"] < args["colour"]["max"]
+    assert args["colour"]["values"]["dtype"] == "uint16" and args["colour"]["min"] < args["colour"]["max"]
+    assert args["colour"]["exact"]["dtype"] == "float32"  # the exact values, fetched on hover
     assert args["points"]["url"] == before["points"]["url"]  # the browser keeps the coordinates
     assert args["colour"]["values"]["url"] != before["colour"]["codes"]["url"]
     assert len(json.dumps(args)) < 4000  # no column inside the arguments, only addresses

@@ -366,6 +366,8 @@ def _stage_keys(dataset: Dataset, config: AnalysisConfig) -> _StageKeys:
     spec = config.embedding
     embedding = {**spec.cache_params(), "n": dataset.n_examples}
     knn = {"embedding": embedding, "k": config.k, "metric": spec.metric, "exact_max": config.exact_knn_max}
+    if dataset.n_examples > config.exact_knn_max:
+        knn["refine"] = 1  # approximate graphs are refined to recall 0.96 since this version
     umap_init = umap = None
     if config.projection == "umap":
         umap_init = _umap_init(config, dataset.n_examples)
@@ -450,14 +452,14 @@ def _neighbours_stage(run: _RunInputs, vectors: np.ndarray, report: Progress) ->
     if entry is not None:
         info = entry.info
         return KnnGraph(entry.files["knn_indices"], entry.files["knn_distances"], info["metric"], info["method"],
-                        info["recall"], info["recall_queries"])
+                        info["recall"], info["recall_queries"], info.get("refine_passes", 0))
     config = run.config
     graph = build_knn(vectors, k=config.k, metric=config.embedding.metric, exact_max=config.exact_knn_max,
                       seed=config.seed or 0, progress=report)
     run.workspace.save_entry(run.fingerprint, "knn", run.keys.knn, {
         "knn_indices": (graph.indices, "npy"), "knn_distances": (graph.distances, "npy")},
         {"metric": graph.metric, "method": graph.method, "recall": graph.recall,
-         "recall_queries": graph.recall_queries})
+         "recall_queries": graph.recall_queries, "refine_passes": graph.refine_passes})
     return graph
 
 
@@ -835,6 +837,7 @@ def _manifest(run: _RunInputs, results: _StageResults, clusters: _ClusterFiles |
                       "options": dict(spec.options), "dims": int(results.vectors.shape[1]), "metric": spec.metric},
         "neighbors": {"k": graph.k, "metric": graph.metric, "method": graph.method,
                       "recall": round(float(graph.recall), 5), "recall_queries": graph.recall_queries,
+                      **({"refine_passes": graph.refine_passes} if graph.refine_passes else {}),
                       **({"warning": graph.warning} if graph.warning else {})},
         "projection": {"method": config.projection, "seeded": config.seed is not None, "init": run.keys.umap_init,
                        "seed": config.seed, "umap_fit_max": config.umap_fit_max},

@@ -1,7 +1,8 @@
 """The Impact page's link to the engine: configurations, results already in the workspace,
-figures and downloads. Experiments run as background jobs of :mod:`ui.jobs` (``start``), one per
-experiment key (run × configuration × changes), shared by every session of the server; once one
-is done the page reads its result from the workspace.
+figures and downloads. Experiments run as background jobs of the app's one job manager,
+:mod:`ui.jobs` (:func:`ui.jobs.start_impact`, keyed by :func:`ui.jobs.impact_key`: run ×
+configuration × changes), shared by every session of the server; once one is done the page reads
+its result from the workspace.
 """
 
 from __future__ import annotations
@@ -31,25 +32,11 @@ from analytics.impact import (  # noqa: F401  (re-exported for the page)
     changes_from_outcome,
     describe_evaluation,
     describe_probe,
-    result_key,
     run_experiment,
     stored_result,
 )
 from analytics.impact_report import figure_html, figure_spec, report_stem
 from analytics.workspace import Workspace
-
-
-def key(experiment: str, data: ImpactData, config, changes: Changes | None = None) -> str:
-    return result_key(experiment, data, config, changes=changes)
-
-
-def start(experiment: str, data: ImpactData, config, changes: Changes | None = None):
-    """Start the experiment in a background worker, or join the one already running (raises
-    :class:`ui.jobs.JobLimitError` when the user has as many jobs as the server allows)."""
-    from ui import jobs
-
-    return jobs.start_impact(key(experiment, data, config, changes), experiment, data, config, changes,
-                             Workspace.default())
 
 
 def stored(experiment: str, data: ImpactData, config, changes: Changes | None = None) -> ImpactResult | None:

@@ -29,9 +29,9 @@ import streamlit as st
 from analytics.datasets import DatasetError, MissingLabelsError
 from ui.pool import CANCELLED, FAILED, Job, JobLimitError, Pool, ordinal
 
-__all__ = ["Job", "JobLimitError", "KINDS", "LOAD_TIMEOUT_S", "analysis_overall", "cancel", "forget", "get",
-           "heartbeat", "keys", "load_dataset", "session_id", "show_progress", "start_analysis",
-           "start_impact", "user_key", "wait_all", "warm_up_umap"]
+__all__ = ["Job", "JobLimitError", "KINDS", "LOAD_TIMEOUT_S", "analysis_overall", "cancel", "follow", "forget",
+           "get", "heartbeat", "impact_key", "keys", "load_dataset", "session_id", "show_progress",
+           "start_analysis", "start_impact", "user_key", "wait_all", "warm_up_umap"]
 
 LOAD_TIMEOUT_S = 900.0  # a load still running after 15 minutes is stopped (and says so)
 _LOAD_SLOTS = 2
@@ -115,10 +115,30 @@ def start_analysis(dataset, config, workspace, *, key: str | None = None) -> Job
                   label=f"the map of {dataset.name}")
 
 
-def start_impact(job_key: str, experiment: str, data, config, changes, workspace) -> Job:
-    """Start (or join) an Impact experiment; its result lands in the workspace."""
-    return _start(job_key, "impact", dict(experiment=experiment, data=data, config=config, changes=changes,
-                                          workspace=workspace), label=f"the {experiment} experiment")
+def impact_key(experiment: str, data, config, changes=None) -> str:
+    """The key of an Impact experiment's job: the key of its result in the workspace (run ×
+    configuration × changes), so every session asking for the same experiment joins one job."""
+    from analytics.impact import result_key
+
+    return result_key(experiment, data, config, changes=changes)
+
+
+def start_impact(experiment: str, data, config, changes=None, *, workspace=None) -> Job:
+    """Start (or join) an Impact experiment in a background worker; its result lands in the
+    workspace (the default one unless given), under :func:`impact_key`.
+
+    Raises
+    ------
+    JobLimitError
+        The user already has as many jobs as the server allows.
+    """
+    if workspace is None:
+        from analytics.workspace import Workspace
+
+        workspace = Workspace.default()
+    return _start(impact_key(experiment, data, config, changes), "impact",
+                  dict(experiment=experiment, data=data, config=config, changes=changes, workspace=workspace),
+                  label=f"the {experiment} experiment")
 
 
 def _start(key: str, kind: str, payload: dict, *, label: str) -> Job:
@@ -183,6 +203,18 @@ def show_progress(job: Job, *, fraction: float, key: str) -> bool:
             st.toast("Another tab still follows this job, so it goes on for them.")
         return True
     return False
+
+
+@st.fragment(run_every=1.0)
+def follow(key: str, *, cancel_key: str) -> None:
+    """Poll the job with ``key`` (in a fragment, every second): its place in the queue or its
+    progress with a Cancel button (widget key ``cancel_key``); the whole page reruns once the job
+    ends or is cancelled."""
+    job = get(key)
+    if job is None or job.done:
+        st.rerun(scope="app")
+    if show_progress(job, fraction=job.fraction, key=cancel_key):
+        st.rerun(scope="app")
 
 
 def wait_all(timeout: float = 300.0) -> bool:

@@ -61,6 +61,17 @@ def test_pages_reach_the_engine_only_through_ui(path):
     assert not refused, f"{path.name} imports {', '.join(refused)}; go through ui/ instead"
 
 
+MAX_PAGE_LINES = 150
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "views").glob("*.py")), ids=lambda p: p.name)
+def test_pages_are_thin(path):
+    """A page reads widgets, calls ui/ and renders; its panels live in ui/ modules with explicit
+    parameters (STYLE.md convention 7)."""
+    lines = len(path.read_text().splitlines())
+    assert lines < MAX_PAGE_LINES, f"{path.name} has {lines} lines; move its panels into ui/"
+
+
 @pytest.mark.parametrize("source, refused", [
     ("from analytics.names import MAP_COLUMNS, REGIONS", []),
     ("from analytics import names", []),

@@ -93,12 +93,12 @@ def test_a_damaged_app_run_is_recomputed_without_endless_reruns(small_csv, tmp_p
 def test_a_file_damaged_after_the_run_was_opened_is_recomputed(small_csv, tmp_path, page_runs):
     at = computed_by_the_app(small_csv)  # the run is loaded and cached
     run_dir = run_dir_for(load_dataset(small_csv), CONFIG, Workspace.default())
-    truncate(run_dir / "dynamics.npy")  # read only by the Hardness page, later
+    truncate(run_dir / "seed_stability.parquet")  # read only by the Hardness page, later
     page_runs.clear()
 
     at.switch_page("views/hardness.py").run()
     assert not at.exception
-    assert "dynamics.npy does not match its manifest" in messages(at)
+    assert "seed_stability.parquet does not match its manifest" in messages(at)
     assert str(tmp_path) not in messages(at)
     assert jobs.wait_all(timeout=300)
     at.run()
@@ -133,10 +133,10 @@ def test_a_file_of_an_opened_run_damaged_later_is_named(small_csv, tmp_path):
     at = open_app("views/map.py", **{state.DATASET_CHOICE: "Open a file or folder…",
                                      state.DATASET_PATH: str(out)})
     assert not at.exception and at.session_state[state.OPENED_RUN].path == out
-    truncate(out / "dynamics.npy")
+    truncate(out / "seed_stability.parquet")
     at.switch_page("views/hardness.py").run()
     assert not at.exception
     error = " ".join(e.value for e in at.error)
-    assert "dynamics.npy does not match its manifest" in error and "cartographer analyze" in error
+    assert "seed_stability.parquet does not match its manifest" in error and "cartographer analyze" in error
     assert str(tmp_path) not in error
     assert not any(str(out) in key for key in jobs.keys())  # an opened run is not recomputed by the app

@@ -45,7 +45,7 @@ import functools
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -73,12 +73,14 @@ from analytics.dynamics import (
     read_reference_dynamics,
     train_probe,
 )
-from analytics.embeddings import checkpoint_outputs, compute_embeddings, default_spec
-from analytics.finetune_config import FinetuneConfig, FinetuneError, check_finetune
+from analytics.embeddings import checkpoint_outputs, compute_embeddings
+from analytics.finetune_config import FinetuneError, check_finetune
+from analytics import names
 from analytics.hardness import SCORE_AGREEMENT_FILE, hardness_tables
+from analytics.names import CLUSTER_COLUMNS, MAP_COLUMNS
 from analytics.neighbors import KnnGraph, build_knn
 from analytics.parallel import LOCAL, Executor
-from analytics.projection import PCA_START_FROM, PROJECTIONS, UMAP_INITS, project_pca, project_umap
+from analytics.projection import PCA_START_FROM, project_pca, project_umap
 from analytics.slices import SliceConfig, discover_slices, slice_features, uniformity
 from analytics.scores import SCORES, RegionThresholds, ScoreInputs, assign_regions, available_scores, compute_scores
 from analytics.workspace import Workspace, atomic_write, atomic_write_text, file_sha256, params_key
@@ -112,14 +114,11 @@ __all__ = [
     "read_issues",
 ]
 
-DYNAMICS_SOURCES = ("probe", "finetune", "checkpoints", "folder")
 STAGES = ("embeddings", "neighbors", "pca", "umap", "dynamics", "heldout", "scores", "issues", "clusters",
           "artefacts")
 ISSUE_COLUMNS = frozenset(issue_columns(images=True))
 ISSUES_FILE = "issues.json"
-CLUSTER_COLUMNS = ("cluster", "cluster_fine")
-ROLE_COLUMNS = ("id", "text", "image")
-MAP_COLUMNS = ("x", "y", "pca_x", "pca_y")
+ROLE_COLUMNS = (names.ID, names.TEXT, names.IMAGE)  # the columns that identify or show an example
 FORMAT = "data-cartographer-run"
 FORMAT_VERSION = 1
 SCHEME_NOTES = {
@@ -169,7 +168,7 @@ class SourceError(RunError):
 
 # The configuration, its dynamics sources and the rules about which settings go together live in
 # analytics.analysis_config; imported here so `from analytics.pipeline import AnalysisConfig` keeps working.
-from analytics.analysis_config import AnalysisConfig  # noqa: E402
+from analytics.analysis_config import DYNAMICS_SOURCES, AnalysisConfig  # noqa: E402
 
 
 @dataclass(frozen=True, eq=False)
@@ -1111,14 +1110,14 @@ def cluster_tables(dataset: Dataset, examples: pd.DataFrame, clustering: Cluster
     correct = examples["correct"].to_numpy() if "correct" in examples.columns else None
     metadata_cols = [c for c in dataset.table.columns if c not in ROLE_COLUMNS + ("label", "split")]
     parts = []
-    for level, column, assignments in (("coarse", "cluster", clustering.coarse), ("fine", "cluster_fine", clustering.fine)):
-        names = name_clusters(
+    for (level, column), assignments in zip(names.CLUSTER_LEVELS.items(), (clustering.coarse, clustering.fine)):
+        cluster_names = name_clusters(
             assignments, kind=dataset.kind, ids=examples["id"].to_numpy(dtype=object), labels=examples["label"],
             texts=examples["text"].to_numpy(dtype=object) if "text" in examples.columns else None,
             table=dataset.table if dataset.kind == "tabular" else None,
             feature_columns=metadata_cols if dataset.kind == "tabular" else (),
             representatives=clustering.representatives.get(level))
-        summary = cluster_summary(examples, column, names=names, correct=correct, score_columns=score_columns)
+        summary = cluster_summary(examples, column, names=cluster_names, correct=correct, score_columns=score_columns)
         summary.insert(0, "level", level)
         if level == "fine":
             summary.insert(2, "parent", [int(clustering.fine_parent[c]) if c >= 0 else -1 for c in summary["cluster"]])
@@ -1157,7 +1156,7 @@ def read_issues(run: AnalysisRun) -> dict | None:
 def cluster_display(clusters: pd.DataFrame) -> dict[str, dict[int, str]]:
     """Readable cluster values for slice descriptions: ``3 (gcc · compiler · build)``."""
     out: dict[str, dict[int, str]] = {}
-    for level, column in (("coarse", "cluster"), ("fine", "cluster_fine")):
+    for level, column in names.CLUSTER_LEVELS.items():
         rows = clusters[clusters["level"] == level]
         out[column] = {int(c): (f"{c} ({name})" if c >= 0 else "noise") for c, name in zip(rows["cluster"], rows["name"])}
     return out

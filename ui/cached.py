@@ -9,6 +9,7 @@ from typing import Callable
 import streamlit as st
 
 from analytics import datasets, overview, previews
+from analytics.names import MAP_COLUMNS
 
 
 _DATASET_CACHE_SIZE = 6
@@ -455,7 +456,7 @@ def export_to_workspace(frame, provenance, fmt: str, stem: str):
 def filter_columns(run_path: str, stamp: tuple, _examples, max_values: int) -> list[str]:
     """Columns a filter can pick values of: at most ``max_values`` distinct values (labels,
     splits, regions, clusters, metadata), not ids, texts, image paths or map coordinates."""
-    skip = {"id", "text", "image", "x", "y", "pca_x", "pca_y"}
+    skip = {"id", "text", "image", *MAP_COLUMNS}
 
     def few_values(column) -> bool:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from analytics.names import REGIONS
 from ui import cached
 from ui.analysis import page_run
 from ui.chart_selection import apply_scatter_selection
@@ -13,7 +14,6 @@ from ui.scatter import ScatterPoints, hover_lines, scatter_map
 from ui.selection import MODES, get_selection, selected_mask, set_selection
 from ui.selection_panel import selection_panel
 
-REGIONS = ("easy-to-learn", "ambiguous", "hard-to-learn")
 ONE_DIMENSIONAL = 0.95  # |Spearman(confidence, variability)| above this: the map is nearly a line
 SOURCE_NAMES = {"probe": "probe on the embeddings", "finetune": "fine-tuned model",
                 "reference": "dynamics folder", "checkpoints": "per-epoch checkpoints"}

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from analytics.names import CLUSTER_COLUMNS, CLUSTER_LEVELS, MAP_COLUMNS, PCA_COLUMNS, UMAP_COLUMNS
 from ui import cached
 from ui.analysis import page_run
 from ui.chart_selection import apply_scatter_selection
@@ -29,7 +30,7 @@ if manifest["neighbors"].get("warning"):
     st.warning(manifest["neighbors"]["warning"], icon=":material/hub:")
 
 # ----------------------------------------------------------------------------- controls
-skip = {"id", "text", "image", "x", "y", "pca_x", "pca_y"}
+skip = {"id", "text", "image", *MAP_COLUMNS}
 colour_options = ["label"] + [c for c in examples.columns if c not in skip | {"label"}]
 map_column, controls = st.columns([4, 1])
 with controls:
@@ -80,7 +81,7 @@ with st.expander("Filter and search", expanded=False):
 # and the selection panel below show it in this run.
 apply_scatter_selection("map_scatter", ids, dataset.fingerprint, origin="map")
 selection = get_selection(dataset.fingerprint)
-xy = ("x", "y") if projection == "UMAP" else ("pca_x", "pca_y")
+xy = UMAP_COLUMNS if projection == "UMAP" else PCA_COLUMNS
 stamp = cached.run_stamp(run.path)
 texts = examples["text"] if "text" in examples.columns and n <= HOVER_TEXT_MAX_POINTS else None
 points = ScatterPoints(x=examples[xy[0]].to_numpy(), y=examples[xy[1]].to_numpy(),
@@ -88,10 +89,10 @@ points = ScatterPoints(x=examples[xy[0]].to_numpy(), y=examples[xy[1]].to_numpy(
                        hover=lambda: hover_lines(examples["id"], texts))
 colour = examples[colour_by]
 colour_key: tuple = ()
-if colour_by in ("cluster", "cluster_fine"):  # categorical, shown with the clusters' names
+if colour_by in CLUSTER_COLUMNS:  # categorical, shown with the clusters' names
     clusters = cached.clusters_table(str(run.path), stamp, dataset.fingerprint)
     if clusters is not None:
-        level = clusters[clusters["level"] == ("coarse" if colour_by == "cluster" else "fine")]
+        level = clusters[clusters["level"] == {column: name for name, column in CLUSTER_LEVELS.items()}[colour_by]]
         names = {c: f"{c} · {name}" for c, name in zip(level["cluster"], level["name"])}
         fallback = pd.Series(np.where(colour < 0, "noise", colour.astype(str)), index=colour.index)
         colour = colour.map(names).fillna(fallback)  # a dict lookup per value, no Python call per row

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from analytics.names import REGIONS
+
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy; clustering does not need it
     from analytics.store import ReviewStore
 
@@ -446,9 +448,6 @@ def name_clusters(
 
 # ----------------------------------------------------------------------------- per-cluster table
 
-REGION_NAMES = ("easy-to-learn", "ambiguous", "hard-to-learn")
-
-
 def cluster_summary(
     examples: pd.DataFrame,
     column: str,
@@ -485,7 +484,7 @@ def cluster_summary(
         out["accuracy_low"], out["accuracy_high"] = low, high
     if "region" in examples.columns:
         regions = pd.crosstab(groups, examples["region"], normalize="index")
-        for region in REGION_NAMES:
+        for region in REGIONS:
             out[f"{region}_share"] = regions[region] if region in regions.columns else 0.0
     if "label_issue" in examples.columns:
         out["label_issue_share"] = examples["label_issue"].astype(float).groupby(groups).mean()

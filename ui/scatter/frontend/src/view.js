@@ -273,7 +273,9 @@ export class ScatterView {
     const look = JSON.stringify([palette, args.opacity, args.size]);
     const lookChanged = look !== this.look;
     if (lookChanged) {
-      this.plot.set({
+      // awaited: its colour texture and renderer refresh happen before the points are updated,
+      // so both reach the screen in one frame (not awaited, the first recolour paid ~0.8 s more)
+      await this.plot.set({
         pointColor: palette,
         opacity: [args.opacity, DIMMED_OPACITY, DIMMED_OPACITY, 1],
         pointSize: [args.size, args.size, Math.max(args.size * 0.6, 1.5), args.size],

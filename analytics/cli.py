@@ -267,7 +267,6 @@ def _export_dynamics(args: argparse.Namespace) -> int:
 def _impact(args: argparse.Namespace) -> int:
     """Run one curation-impact experiment on a run folder and write its report."""
     import numpy as np
-    import pandas as pd
 
     from analytics import impact
     from analytics.impact_report import write_report
@@ -287,36 +286,7 @@ def _impact(args: argparse.Namespace) -> int:
     evaluation = impact.Evaluation(method=args.evaluation, test_split=args.test_split, folds=args.folds,
                                    repeats=args.repeats)
     common = dict(seeds=args.seeds, evaluation=evaluation, probe=probe)
-    changes = None
-    if args.experiment == "pruning":
-        scores = tuple(args.scores or [s for s in impact.PRUNING_SCORES if s in data.scores.columns])
-        config = impact.PruningConfig(scores=scores, direction=args.direction, offset=args.offset,
-                                      fractions=tuple(args.fractions), class_balanced=args.class_balanced,
-                                      random_baseline=not args.no_random, **common)
-    elif args.experiment == "easy-hard":
-        config = impact.EasyHardConfig(score=args.score, buckets=args.buckets, by_cluster=args.by_cluster, **common)
-    else:
-        given = [bool(args.session), bool(args.remove_ids), bool(args.remove_flagged)]
-        if sum(given) != 1:
-            raise RunError("what-if needs exactly one of --session, --remove-ids or --remove-flagged.")
-        if args.session:
-            from analytics.store import ReviewStore
-
-            with ReviewStore.open(args.database_url) as store:
-                session = store.get_session(int(args.session) if args.session.isdigit() else args.session)
-                changes = impact.changes_from_outcome(store.outcome(session.id), source=f"session '{session.name}'")
-        elif args.remove_ids:
-            lines = Path(args.remove_ids).read_text(encoding="utf-8").splitlines()
-            changes = impact.changes_from_ids([line.strip() for line in lines if line.strip()],
-                                              source=f"ids in {Path(args.remove_ids).name}")
-        else:
-            column = args.remove_flagged
-            if column not in run.examples.columns:
-                raise RunError(f"{run.path}: no column '{column}' to remove flagged rows by.")
-            flagged = pd.to_numeric(run.examples[column], errors="coerce").fillna(0).to_numpy() != 0
-            changes = impact.changes_from_ids(run.examples["id"].astype(str).to_numpy()[flagged],
-                                              source=f"rows flagged by {column}")
-        config = impact.WhatIfConfig(evaluate_on=args.evaluate_on, **common)
+    config, changes = _experiment_config(args, run, data, common)
     print(f"{run.path}: {args.experiment} on {data.n:,} examples; {impact.describe_evaluation(data, evaluation)}; "
           f"probe: {impact.describe_probe(probe)}", file=sys.stderr)
     last = {"time": 0.0}
@@ -334,6 +304,51 @@ def _impact(args: argparse.Namespace) -> int:
     print(f"wrote {', '.join(f.name for f in files)} to {args.out}"
           + (" (from the workspace cache)" if result.info.get("cached") else ""))
     return 0
+
+
+def _experiment_config(args: argparse.Namespace, run, data, common: dict) -> tuple:
+    """``(config, changes)``: the settings of the experiment --experiment names, from its flags and
+    ``common`` (seeds, evaluation, probe); what-if's changes (None for the others)."""
+    from analytics import impact
+
+    if args.experiment == "pruning":
+        scores = tuple(args.scores or [s for s in impact.PRUNING_SCORES if s in data.scores.columns])
+        return impact.PruningConfig(scores=scores, direction=args.direction, offset=args.offset,
+                                    fractions=tuple(args.fractions), class_balanced=args.class_balanced,
+                                    random_baseline=not args.no_random, **common), None
+    if args.experiment == "easy-hard":
+        return impact.EasyHardConfig(score=args.score, buckets=args.buckets, by_cluster=args.by_cluster,
+                                     **common), None
+    changes = _what_if_changes(args, run)
+    return impact.WhatIfConfig(evaluate_on=args.evaluate_on, **common), changes
+
+
+def _what_if_changes(args: argparse.Namespace, run):
+    """The changes a what-if experiment makes: a review session's outcome, a file of ids to remove, or
+    the rows a run column flags (exactly one of --session, --remove-ids, --remove-flagged)."""
+    import pandas as pd
+
+    from analytics import impact
+
+    given = [bool(args.session), bool(args.remove_ids), bool(args.remove_flagged)]
+    if sum(given) != 1:
+        raise RunError("what-if needs exactly one of --session, --remove-ids or --remove-flagged.")
+    if args.session:
+        from analytics.store import ReviewStore
+
+        with ReviewStore.open(args.database_url) as store:
+            session = store.get_session(int(args.session) if args.session.isdigit() else args.session)
+            return impact.changes_from_outcome(store.outcome(session.id), source=f"session '{session.name}'")
+    if args.remove_ids:
+        lines = Path(args.remove_ids).read_text(encoding="utf-8").splitlines()
+        return impact.changes_from_ids([line.strip() for line in lines if line.strip()],
+                                       source=f"ids in {Path(args.remove_ids).name}")
+    column = args.remove_flagged
+    if column not in run.examples.columns:
+        raise RunError(f"{run.path}: no column '{column}' to remove flagged rows by.")
+    flagged = pd.to_numeric(run.examples[column], errors="coerce").fillna(0).to_numpy() != 0
+    return impact.changes_from_ids(run.examples["id"].astype(str).to_numpy()[flagged],
+                                   source=f"rows flagged by {column}")
 
 
 def _samples(_: argparse.Namespace) -> int:
@@ -388,12 +403,21 @@ def _add_impact_parser(commands) -> None:
     impact.set_defaults(handler=_impact)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cartographer", description="Data Cartographer, headless.")
-    commands = parser.add_subparsers(dest="command", required=True)
+def _add_analyze_parser(commands) -> None:
+    """The ``analyze`` command: a dataset and its options, in the order ``--help`` lists them."""
     analyze = commands.add_parser("analyze", help="run the whole analysis headless and write a run folder")
     _add_dataset_arguments(analyze)
     analyze.add_argument("--out", required=True, metavar="DIR", help="folder for examples.parquet and manifest.json")
+    _add_embedding_arguments(analyze)
+    _add_dynamics_arguments(analyze)
+    _add_finetune_arguments(analyze)
+    _add_map_arguments(analyze)
+    _add_execution_arguments(analyze)
+    analyze.set_defaults(handler=_analyze)
+
+
+def _add_embedding_arguments(analyze: argparse.ArgumentParser) -> None:
+    """``analyze``'s options for the embeddings: a file, checkpoints, a column or a forced source."""
     source = analyze.add_argument_group("embeddings (chosen from the data when omitted)")
     source.add_argument("--embeddings", metavar="FILE",
                         help=".npy (rows in dataset order) or .parquet (with an id column) of vectors")
@@ -412,6 +436,10 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--vector-column", metavar="COLUMN",
                         help="the dataset column holding vectors (implies --embedding-source column)")
     source.add_argument("--batch-size", type=int, default=64)
+
+
+def _add_dynamics_arguments(analyze: argparse.ArgumentParser) -> None:
+    """``analyze``'s options for the source of training dynamics and the probe."""
     scores = analyze.add_argument_group("training dynamics and scores")
     scores.add_argument("--dynamics-from", choices=tuple(DYNAMICS_REGISTRY), default=None,
                         help="where the training dynamics come from: a probe on the embeddings (default), "
@@ -429,6 +457,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "probabilities; cross-fit: seeds + 1 probes give both (2.3x less training); "
                              "auto: cross-fit from 200,000 examples on")
     scores.add_argument("--no-scores", action="store_true", help="only the map: no dynamics or scores")
+
+
+def _add_finetune_arguments(analyze: argparse.ArgumentParser) -> None:
+    """``analyze``'s --finetune-* options (see ``_FINETUNE_OPTIONS``)."""
     tune = analyze.add_argument_group("fine-tuning (--dynamics-from finetune; defaults give the paper's map)")
     tune.add_argument("--finetune-epochs", type=int, default=None, metavar="N", help="epochs, at least 2 (default 5)")
     tune.add_argument("--finetune-lr", type=float, default=None, metavar="LR",
@@ -445,6 +477,10 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--finetune-heldout", choices=HELDOUT_CHOICES, default=None,
                       help="held-out probabilities: cross-fit the fine-tuning, take the probe's, or "
                            "auto (cross-fit when it fits the time budget)")
+
+
+def _add_map_arguments(analyze: argparse.ArgumentParser) -> None:
+    """``analyze``'s options for the subpopulations, the map and the shared kNN graph."""
     groups = analyze.add_argument_group("subpopulations")
     groups.add_argument("--clusters", choices=("kmeans", "hdbscan", "none"), default="kmeans",
                         help="k-means on the embeddings (default), HDBSCAN on the map, or no clustering")
@@ -460,6 +496,10 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--seed", type=int, default=None,
                          help="seed UMAP for a bit-reproducible map (single-threaded, ~1.9x slower)")
     analyze.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when present)")
+
+
+def _add_execution_arguments(analyze: argparse.ArgumentParser) -> None:
+    """``analyze``'s options for a Ray cluster and the data-issue checks."""
     cluster = analyze.add_argument_group("Ray (optional extra: pip install 'data-cartographer[ray]')")
     cluster.add_argument("--ray", metavar="ADDRESS", default=None,
                          help="run the parallel units (embedding chunks, checkpoints, probe seeds and folds) on "
@@ -471,7 +511,12 @@ def build_parser() -> argparse.ArgumentParser:
     checks.add_argument("--no-issues", action="store_true", help="skip every data-issue check (no issues.json)")
     checks.add_argument("--skip-check", choices=CHECKS, action="append", default=[], metavar="CHECK",
                         help=f"skip one family of checks ({', '.join(CHECKS)}); repeat for several")
-    analyze.set_defaults(handler=_analyze)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cartographer", description="Data Cartographer, headless.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_analyze_parser(commands)
     issues = commands.add_parser("issues", help="print a run's data-issue table (from its issues.json)")
     issues.add_argument("run", help="a run folder written by `cartographer analyze` or the app")
     issues.add_argument("--leak-free-split", metavar="FILE", default=None,

@@ -234,6 +234,25 @@ def read_reference_dynamics(folder: str | Path, ids: Sequence[str], *, n_classes
     are read, never a device or a pipe.
     """
     policy = policy or Policy.from_env()
+    folder, files = _checked_epoch_files(folder, policy)
+    names, columns, width = _logit_columns(folder, n_classes=n_classes, classes=classes, policy=policy)
+    ids = [str(i) for i in ids]
+    logits, file_gold, notes = _read_epochs(files, ids, width, named=names is not None)
+    if columns is not None and (columns != np.arange(len(columns))).any():
+        logits = logits[..., np.argsort(columns)]   # column j of the file is the dataset's class columns[j]
+        file_gold = columns[file_gold]
+        notes.append(f"The logits were recorded in the class order of {CLASSES_FILE} ({list(names)[:10]}) and "
+                     "were mapped into the dataset's order.")
+    if gold is not None and (gold != file_gold).any():
+        differ = int((gold != file_gold).sum())
+        notes.append(f"{differ} examples have a different gold label in the dynamics than in the "
+                     "dataset; the scores use the labels the model was trained on (the dynamics').")
+    return TrainingDynamics(logits=logits, gold=file_gold, source="reference"), notes
+
+
+def _checked_epoch_files(folder: str | Path, policy: Policy) -> tuple[Path, dict[int, Path]]:
+    """The folder of epoch files that ``folder`` names and its files by epoch, each allowed by
+    ``policy``; the epochs run from 0 without gaps."""
     folder = find_dynamics_folder(folder, policy=policy)
     files = dynamics_epoch_files(folder)
     for name in files.values():
@@ -246,6 +265,15 @@ def read_reference_dynamics(folder: str | Path, ids: Sequence[str], *, n_classes
     if missing:
         raise DynamicsError(f"{folder}: epochs {missing} are missing (found {epochs}); "
                             "epochs must run from 0 without gaps.")
+    return folder, files
+
+
+def _logit_columns(folder: Path, *, n_classes: int | None, classes: Sequence[str] | None,
+                   policy: Policy) -> tuple[tuple[str, ...] | None, np.ndarray | None, int | None]:
+    """``(names, columns, width)``: the class names of ``folder``'s ``classes.json`` (None without
+    one), each logit column's index among the dataset's classes (None without one; see
+    :func:`_class_columns`) and the number of logits a record must have (None: taken from the
+    first record)."""
     names = read_dynamics_classes(folder, policy=policy)
     if classes is not None and n_classes is not None and len(classes) != n_classes:
         raise ValueError(f"n_classes={n_classes} but {len(classes)} classes were given.")
@@ -256,42 +284,27 @@ def read_reference_dynamics(folder: str | Path, ids: Sequence[str], *, n_classes
         if width is not None and width != len(names):
             raise DynamicsError(f"{folder / CLASSES_FILE}: names {len(names)} classes; the dataset has {width}.")
         width = len(names)
-    ids = [str(i) for i in ids]
+    return names, columns, width
+
+
+def _read_epochs(files: dict[int, Path], ids: list[str], width: int | None, *,
+                 named: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Every epoch file's logits and gold indices, in the order of ``ids``.
+
+    Returns
+    -------
+    logits : ndarray of shape (1, n_epochs, len(ids), width), float32, in the files' column order
+    gold : ndarray of shape (len(ids),), int64
+    notes : list of str, for the user (guids not in the dataset)
+    """
+    epochs = sorted(files)
     position = {guid: i for i, guid in enumerate(ids)}
     logits = None
     file_gold = np.full(len(ids), -1, dtype=np.int64)
     notes: list[str] = []
     for epoch in epochs:
         path = files[epoch]
-        key = f"logits_epoch_{epoch}"
-        rows, values_by_row, labels = [], [], []
-        unknown = []
-        with path.open(encoding="utf-8") as handle:
-            for line_number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                    guid, values, label = str(record["guid"]), record[key], int(record["gold"])
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                    raise DynamicsError(f"{path}: line {line_number} is not a dynamics record with "
-                                        f"'guid', '{key}' and 'gold' ({type(exc).__name__}: {exc}).") from None
-                row = position.get(guid)
-                if row is None:
-                    unknown.append(guid)
-                    continue
-                if width is None:
-                    width = len(values)
-                if len(values) != width:
-                    raise DynamicsError(f"{path}: line {line_number} has {len(values)} logits; "
-                                        f"expected {width} (one per class).")
-                if not 0 <= label < width:
-                    raise DynamicsError(f"{path}: line {line_number} has gold {label}, beyond the {width} classes "
-                                        f"(indices 0..{width - 1}"
-                                        f"{' of ' + CLASSES_FILE if names is not None else ''}).")
-                rows.append(row)
-                values_by_row.append(values)
-                labels.append(label)
+        rows, values_by_row, labels, unknown, width = _read_epoch_records(path, epoch, position, width, named=named)
         if not rows:
             raise DynamicsError(f"{path}: none of its guids match the dataset's ids "
                                 f"(e.g. {unknown[:3]}).")
@@ -311,16 +324,45 @@ def read_reference_dynamics(folder: str | Path, ids: Sequence[str], *, n_classes
         if unknown and epoch == 0:
             notes.append(f"{len(unknown)} guids in the dynamics are not in the dataset and were "
                          f"ignored, e.g. {unknown[:3]}.")
-    if columns is not None and (columns != np.arange(len(columns))).any():
-        logits = logits[..., np.argsort(columns)]   # column j of the file is the dataset's class columns[j]
-        file_gold = columns[file_gold]
-        notes.append(f"The logits were recorded in the class order of {CLASSES_FILE} ({list(names)[:10]}) and "
-                     "were mapped into the dataset's order.")
-    if gold is not None and (gold != file_gold).any():
-        differ = int((gold != file_gold).sum())
-        notes.append(f"{differ} examples have a different gold label in the dynamics than in the "
-                     "dataset; the scores use the labels the model was trained on (the dynamics').")
-    return TrainingDynamics(logits=logits, gold=file_gold, source="reference"), notes
+    return logits, file_gold, notes
+
+
+def _read_epoch_records(path: Path, epoch: int, position: dict[str, int], width: int | None, *,
+                        named: bool) -> tuple[list[int], list, list[int], list[str], int | None]:
+    """The records of one epoch file: ``(rows, logits, gold, unknown, width)``, the dataset row,
+    logits and gold index of each record whose guid is in ``position``, the guids that are not,
+    and the number of logits per record (``width``, or the first record's when None).
+    ``named``: the class indices are those of ``classes.json`` (said in an error)."""
+    key = f"logits_epoch_{epoch}"
+    rows, values_by_row, labels = [], [], []
+    unknown = []
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                guid, values, label = str(record["guid"]), record[key], int(record["gold"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                raise DynamicsError(f"{path}: line {line_number} is not a dynamics record with "
+                                    f"'guid', '{key}' and 'gold' ({type(exc).__name__}: {exc}).") from None
+            row = position.get(guid)
+            if row is None:
+                unknown.append(guid)
+                continue
+            if width is None:
+                width = len(values)
+            if len(values) != width:
+                raise DynamicsError(f"{path}: line {line_number} has {len(values)} logits; "
+                                    f"expected {width} (one per class).")
+            if not 0 <= label < width:
+                raise DynamicsError(f"{path}: line {line_number} has gold {label}, beyond the {width} classes "
+                                    f"(indices 0..{width - 1}"
+                                    f"{' of ' + CLASSES_FILE if named else ''}).")
+            rows.append(row)
+            values_by_row.append(values)
+            labels.append(label)
+    return rows, values_by_row, labels, unknown, width
 
 
 def write_dynamics_epoch(folder: str | Path, epoch: int, ids: Sequence[str], logits: np.ndarray,
@@ -546,12 +588,31 @@ def fit_probe_run(features, gold, train_rows: np.ndarray, held_rows: np.ndarray 
     x_all = torch.as_tensor(features, device=device)
     y_all = torch.as_tensor(gold, device=device)
     train_rows = np.asarray(train_rows, dtype=np.int64)
-    m, d = len(train_rows), x_all.shape[1]
     torch.manual_seed(seed)
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    model = _head(d, n_classes, config.hidden).to(device)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    model = _head(x_all.shape[1], n_classes, config.hidden).to(device)
     train_index = torch.from_numpy(train_rows).to(device)
+    logits, norms, snapshots = _train_head(model, x_all, y_all, train_index, generator, config, n_classes,
+                                           device=device, record=record, progress=progress)
+    held_probs = _predict_head(model, x_all, held_rows, n_classes, device=device)
+    progress(1.0, "trained")
+    vog_index = train_index if vog_rows is None else train_index[torch.as_tensor(vog_rows, device=device)]
+    vog = None if snapshots is None else _probe_vog(snapshots, x_all, y_all, vog_index)
+    return {"logits": logits, "norms": norms, "vog": vog, "held_probs": held_probs}
+
+
+def _train_head(model, x_all, y_all, train_index, generator, config: ProbeConfig, n_classes: int, *,
+                device, record: bool, progress: Progress) -> tuple[np.ndarray | None, np.ndarray | None, list | None]:
+    """Train ``model`` on the rows ``train_index`` as :func:`fit_probe_run` says.
+
+    Returns the logits (epochs, m, n_classes) and the early epoch's squared norms (m,) with
+    ``record``, else None, and the head's (W₁, b₁, W₂) at each epoch's end for VoG (None unless
+    ``record`` and ``config.vog`` for a one-hidden-layer head).
+    """
+    import torch
+
+    m = len(train_index)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     batch_size = config.batch_for(m)
     logits = np.empty((config.epochs, m, n_classes), dtype=np.float32) if record else None
     norms = np.empty(m, dtype=np.float32) if record else None
@@ -584,6 +645,14 @@ def fit_probe_run(features, gold, train_rows: np.ndarray, held_rows: np.ndarray 
             snapshots.append(tuple(p.detach().clone() for p in (model[0].weight, model[0].bias, model[2].weight)))
     if hook is not None:
         hook.remove()
+    return logits, norms, snapshots
+
+
+def _predict_head(model, x_all, held_rows: np.ndarray | None, n_classes: int, *, device) -> np.ndarray:
+    """(len(held_rows), n_classes) float32: softmax of the trained ``model`` in eval mode on
+    ``held_rows`` (none when None), 65,536 rows at a time."""
+    import torch
+
     held = np.asarray(held_rows if held_rows is not None else [], dtype=np.int64)
     held_probs = np.empty((len(held), n_classes), dtype=np.float32)
     model.eval()
@@ -592,10 +661,7 @@ def fit_probe_run(features, gold, train_rows: np.ndarray, held_rows: np.ndarray 
         for start in range(0, len(held), 65536):
             chunk = held_index[start:start + 65536]
             held_probs[start:start + len(chunk)] = torch.softmax(model(x_all[chunk]), 1).cpu().numpy()
-    progress(1.0, "trained")
-    vog_index = train_index if vog_rows is None else train_index[torch.as_tensor(vog_rows, device=device)]
-    vog = None if snapshots is None else _probe_vog(snapshots, x_all, y_all, vog_index)
-    return {"logits": logits, "norms": norms, "vog": vog, "held_probs": held_probs}
+    return held_probs
 
 
 # Rows per chunk of the VoG pass: about 4M floats of gradients (epochs × rows × dimensions) at a time.

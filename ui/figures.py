@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -224,14 +224,42 @@ def map_figure(
     selectable = visible
     drawn = drawn_rows(n, max_points, selected if selected is not None and selected.any() else None)
     visible = visible & drawn
-    traces: list[go.Scattergl] = []
-    trace_rows: list[np.ndarray | None] = []
+    traces = _MapTraces(x=x, y=y, size=size, opacity=opacity, hover=hover, selected=selected)
+    hidden = np.flatnonzero(~selectable & drawn)
+    if len(hidden):
+        traces.add(hidden, FILTERED_OUT, dict(color="#bbbbbb"), selectable=False)
+    channel = colour_channel(colour.reset_index(drop=True), colour_name)
+    if channel.numeric:
+        _add_numeric_traces(traces, channel, visible)
+    else:
+        _add_category_traces(traces, channel, visible)
+    figure = go.Figure(traces.traces)
+    figure.update_layout(**_map_layout(colour_name, axis_titles=axis_titles, height=height, uirevision=uirevision))
+    return MapFigure(figure=figure, trace_rows=traces.trace_rows, hover_text=hover is not None, n_total=n,
+                     n_drawn=int(drawn.sum()), x=x, y=y, selectable=selectable)
 
-    def add(rows: np.ndarray, name: str, marker: dict, *, selectable: bool = True, legend: bool = True):
+
+@dataclass(eq=False)
+class _MapTraces:
+    """The traces of a :func:`map_figure` being built, with the rows each one draws."""
+
+    x: np.ndarray
+    y: np.ndarray
+    size: float
+    opacity: float
+    hover: np.ndarray | None
+    selected: np.ndarray | None
+    traces: list[go.Scattergl] = field(default_factory=list)
+    trace_rows: list[np.ndarray | None] = field(default_factory=list)  # None: not selectable
+
+    def add(self, rows: np.ndarray, name: str, marker: dict, *, selectable: bool = True,
+            legend: bool = True) -> go.Scattergl:
+        """Add a trace of the points ``rows``; one that is not ``selectable`` is drawn faint."""
         rows = rows.astype(np.int32)
+        size, hover, selected = self.size, self.hover, self.selected
         trace = go.Scattergl(
-            x=x[rows], y=y[rows], mode="markers", name=escape(name), customdata=rows,
-            marker=dict(size=size, opacity=opacity, **marker), showlegend=legend,
+            x=self.x[rows], y=self.y[rows], mode="markers", name=escape(name), customdata=rows,
+            marker=dict(size=size, opacity=self.opacity, **marker), showlegend=legend,
             selected=dict(marker=dict(opacity=1.0)), unselected=dict(marker=dict(opacity=0.12)),
         )
         if not selectable:
@@ -243,58 +271,52 @@ def map_figure(
         if selectable and selected is not None and selected.any():
             # a plain list: plotly.js does not decode a typed array here (selectedpoints is "any")
             trace.update(selectedpoints=np.flatnonzero(selected[rows]).tolist())
-        traces.append(trace)
-        trace_rows.append(rows if selectable else None)
+        self.traces.append(trace)
+        self.trace_rows.append(rows if selectable else None)
+        return trace
 
-    hidden = np.flatnonzero(~selectable & drawn)
-    if len(hidden):
-        add(hidden, FILTERED_OUT, dict(color="#bbbbbb"), selectable=False)
 
-    values = colour.reset_index(drop=True)
-    if is_numeric_colour(values):
-        numbers = values.to_numpy(dtype=np.float32, na_value=np.nan)
-        finite = np.isfinite(numbers)
-        shown = np.flatnonzero(visible & finite)
-        add(shown, colour_name, dict(color=numbers[shown], colorscale="Viridis", showscale=True,
-                                     colorbar=dict(title=dict(text=escape(colour_name)), thickness=12)),
-            legend=False)
-        if hover is None:
-            traces[-1].update(hovertemplate=f"row %{{customdata}}<br>{escape(colour_name)} "
-                                            "%{marker.color:.4g}<extra></extra>")
-        missing = np.flatnonzero(visible & ~finite)
-        if len(missing):
-            add(missing, "missing", dict(color="#999999"))
-    else:
-        # Colours are fixed by the whole column, not by what the filters leave visible, so a
-        # category keeps its colour while filtering; the most frequent values get their own.
-        codes, top, distinct = category_codes(values)
-        for i, name in enumerate(top):
-            rows = np.flatnonzero(visible & (codes == i))
-            if len(rows):
-                add(rows, str(name), dict(color=PALETTE[i % len(PALETTE)]))
-        rest = np.flatnonzero(visible & (codes < 0))
-        if len(rest):
-            add(rest, f"other ({distinct - len(top)} values)", dict(color=OTHER_COLOUR))
+def _add_numeric_traces(traces: _MapTraces, channel: ColourChannel, visible: np.ndarray) -> None:
+    """One trace of the ``visible`` points with a number, on the colour scale, and one of those
+    without."""
+    finite = np.isfinite(channel.values)
+    shown = np.flatnonzero(visible & finite)
+    trace = traces.add(shown, channel.title, dict(color=channel.values[shown], colorscale="Viridis", showscale=True,
+                                                  colorbar=dict(title=dict(text=escape(channel.title)),
+                                                                thickness=12)),
+                       legend=False)
+    if traces.hover is None:
+        trace.update(hovertemplate=f"row %{{customdata}}<br>{escape(channel.title)} "
+                                   "%{marker.color:.4g}<extra></extra>")
+    missing = np.flatnonzero(visible & ~finite)
+    if len(missing):
+        traces.add(missing, "missing", dict(color="#999999"))
 
-    figure = go.Figure(traces)
+
+def _add_category_traces(traces: _MapTraces, channel: ColourChannel, visible: np.ndarray) -> None:
+    """One trace per category with ``visible`` points. The colours are fixed by the whole column
+    (:func:`colour_channel`), not by what the filters leave visible, so a category keeps its colour
+    while filtering; the most frequent values get their own."""
+    for code, (name, colour) in enumerate(zip(channel.names, channel.colours)):
+        rows = np.flatnonzero(visible & (channel.codes == code))
+        if len(rows):
+            traces.add(rows, name, dict(color=colour))
+
+
+def _map_layout(colour_name: str, *, axis_titles: tuple[str, str] | None, height: int, uirevision: str) -> dict:
+    """The layout of :func:`map_figure`: labelled, free axes for a chart of two scores
+    (``axis_titles``), else a map's bare axes at one scale."""
+    common = dict(height=height, margin=dict(l=0, r=0, t=10, b=0), dragmode="lasso", uirevision=uirevision,
+                  plot_bgcolor="white", legend=dict(title=dict(text=escape(colour_name)), itemsizing="constant"))
     if axis_titles:
-        figure.update_layout(height=height, margin=dict(l=0, r=0, t=10, b=0), dragmode="lasso",
-                             uirevision=uirevision, plot_bgcolor="white",
-                             legend=dict(title=dict(text=escape(colour_name)), itemsizing="constant"),
-                             xaxis=dict(title=escape(axis_titles[0]), gridcolor="#eeeeee", zeroline=False),
-                             yaxis=dict(title=escape(axis_titles[1]), gridcolor="#eeeeee", zeroline=False))
-        return MapFigure(figure=figure, trace_rows=trace_rows, hover_text=hover is not None, n_total=n,
-                         n_drawn=int(drawn.sum()), x=x, y=y, selectable=selectable)
-    figure.update_layout(
-        height=height, margin=dict(l=0, r=0, t=10, b=0), dragmode="lasso", uirevision=uirevision,
-        legend=dict(title=dict(text=escape(colour_name)), itemsizing="constant"),
-        xaxis=dict(showticklabels=False, showgrid=False, zeroline=False, title=None),
-        yaxis=dict(showticklabels=False, showgrid=False, zeroline=False, title=None,
-                   scaleanchor="x", scaleratio=1),
-        plot_bgcolor="white", hoverlabel=dict(namelength=30),
-    )
-    return MapFigure(figure=figure, trace_rows=trace_rows, hover_text=hover is not None, n_total=n,
-                     n_drawn=int(drawn.sum()), x=x, y=y, selectable=selectable)
+        return dict(common,
+                    xaxis=dict(title=escape(axis_titles[0]), gridcolor="#eeeeee", zeroline=False),
+                    yaxis=dict(title=escape(axis_titles[1]), gridcolor="#eeeeee", zeroline=False))
+    return dict(common,
+                xaxis=dict(showticklabels=False, showgrid=False, zeroline=False, title=None),
+                yaxis=dict(showticklabels=False, showgrid=False, zeroline=False, title=None,
+                           scaleanchor="x", scaleratio=1),
+                hoverlabel=dict(namelength=30))
 
 
 def _natural_order(values: list) -> list:

@@ -25,6 +25,7 @@ from analytics.datasets import ColumnRoles, DatasetError, MissingLabelsError, lo
 from analytics.dynamics import DynamicsError
 from analytics.embeddings import EMBEDDING_REGISTRY, EmbeddingError, EmbeddingSpec
 from analytics.finetune_config import HELDOUT_CHOICES, FinetuneConfig
+from analytics.names import ROLE_COLUMNS
 from analytics.overview import summarize
 from analytics.parallel import ExecutorError
 from analytics.pipeline import RunError
@@ -37,7 +38,7 @@ CHECKS = ("duplicates", "non_iid", "columns", "images")  # IssueOptions' switche
 
 def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", help="a CSV/TSV/Parquet/JSONL file or an image folder")
-    for role in ("id", "label", "text", "image", "split"):
+    for role in ROLE_COLUMNS:
         parser.add_argument(f"--{role}", metavar="COLUMN", default=None,
                             help=f"the {role} column (detected when omitted; '' for none)")
     parser.add_argument("--annotator", metavar="COLUMN", action="append", default=[],

@@ -44,6 +44,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from analytics.access import AccessError, Policy, resolve_data_path
+from analytics.names import ROLE_COLUMNS
 
 __all__ = [
     "AUTO",
@@ -204,7 +205,7 @@ class Dataset:
     def feature_columns(self) -> list[str]:
         """Columns other than id, label, text, image, split and the annotators' label columns
         (metadata or features)."""
-        roles = ("id", "label", "text", "image", "split", *self.roles.annotator)
+        roles = (*ROLE_COLUMNS, *self.roles.annotator)
         return [c for c in self.table.columns if c not in roles]
 
 
@@ -796,7 +797,7 @@ def _normalise(
         frame["text"] = frame["text"].fillna("").astype(str)
     if "split" in frame.columns:
         frame["split"] = frame["split"].astype("string").fillna("").astype(str)
-    leading = [c for c in ("id", "label", "text", "image", "split") if c in frame.columns]
+    leading = [c for c in ROLE_COLUMNS if c in frame.columns]
     frame = frame[leading + [c for c in frame.columns if c not in leading]]
     return frame, notes, ids_generated
 

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 import pandas as pd
 
 from analytics.datasets import Dataset
+from analytics.names import ROLE_COLUMNS
 from analytics.workspace import atomic_write_text
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy; exports of plain subsets do not need it
@@ -79,7 +80,7 @@ _SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "
 _MIME_TYPES = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet", "jsonl": "application/x-ndjson"}
 #: Columns a session export adds.
 DECISION_COLUMNS = ("final_decision", "new_label", "reviewer_decisions")
-_ROLE_COLUMNS = ("id", "label", "text", "image", "split")
+_ROLE_COLUMNS = ROLE_COLUMNS
 MANIFEST_FORMAT = "data-cartographer-export"
 MANIFEST_VERSION = 1
 PACKAGE = "data-cartographer"

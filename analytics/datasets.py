@@ -33,7 +33,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import warnings
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path

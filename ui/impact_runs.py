@@ -12,12 +12,9 @@ import importlib.util
 import plotly.graph_objects as go
 
 from analytics.impact import (  # noqa: F401  (re-exported for the page)
-    BUCKET_NAMES,
     DEFAULT_FRACTIONS,
     DIRECTIONS,
     IMPACT_PROBE,
-    PRUNING_SCORES,
-    RANDOM,
     SCORE_NOTE,
     VARIANTS,
     Changes,

@@ -41,7 +41,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -453,7 +456,7 @@ def _make_engine(url: str | sa.URL) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_S * 1000}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _set_wal(cursor)
         # In WAL mode NORMAL never corrupts and survives a killed process; only a power cut
         # can lose the last commits. FULL would fsync on every decision.
         cursor.execute("PRAGMA synchronous = NORMAL")
@@ -468,6 +471,25 @@ def _make_engine(url: str | sa.URL) -> Engine:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+def _set_wal(cursor) -> None:
+    """Switch the file to WAL journalling, retrying while another opener holds the lock.
+
+    SQLite does not call the busy handler for a journal-mode change, so concurrent first opens
+    of a new file can get "database is locked" at once; each retries until the busy timeout.
+    """
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    delay = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 0.2)
 
 
 def _now() -> str:

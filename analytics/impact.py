@@ -907,6 +907,23 @@ def _compute_easy_hard(data: ImpactData, config: EasyHardConfig, progress: Progr
                                        names=["train_on", "evaluate_on", "seed", "repeat"])
     runs = pd.DataFrame({"accuracy": accuracy.ravel()}, index=index).reset_index()
     runs = runs[~runs["train_on"].isin(skipped)].reset_index(drop=True)
+    table = _easy_hard_table(accuracy, judged, trained, len(splits), train_sets, eval_sets, skipped)
+    counts = buckets.groupby("bucket", sort=False).size()
+    info = _info("easy-hard", data, config, started, splits=len(splits), folds_per_repeat=folds_per_repeat,
+                 bucket_sizes={str(k): int(v) for k, v in counts.items()},
+                 direction="higher = harder" if _harder_is_higher(config.score) else "lower = harder",
+                 skipped=sorted(skipped))
+    return ImpactResult("easy-hard", table, runs, info, buckets=buckets)
+
+
+def _easy_hard_table(accuracy: np.ndarray, judged: np.ndarray, trained: np.ndarray, n_splits: int,
+                     train_sets: list[str], eval_sets: list[str], skipped: set[str]) -> pd.DataFrame:
+    """One row per (train_on, evaluate_on) pair, skipped training sets left out.
+
+    ``accuracy`` has shape (train sets, eval sets, seeds, repeats), ``judged`` (eval sets,
+    repeats) and ``trained`` (train sets, repeats): training rows summed over the folds;
+    ``n_train`` is their mean over the ``n_splits`` fits.
+    """
     rows = []
     for t_index, train_on in enumerate(train_sets):
         if train_on in skipped:
@@ -919,14 +936,9 @@ def _compute_easy_hard(data: ImpactData, config: EasyHardConfig, progress: Progr
             rows.append({"train_on": train_on, "evaluate_on": evaluate_on, "accuracy": mean,
                          "ci_low": float(low), "ci_high": float(high),
                          "std": float(np.std(per_run, ddof=1)) if len(per_run) > 1 else math.nan,
-                         "runs": len(per_run), "n_train": float(trained[t_index].sum() / len(splits)),
+                         "runs": len(per_run), "n_train": float(trained[t_index].sum() / n_splits),
                          "n_eval": n_eval})
-    counts = buckets.groupby("bucket", sort=False).size()
-    info = _info("easy-hard", data, config, started, splits=len(splits), folds_per_repeat=folds_per_repeat,
-                 bucket_sizes={str(k): int(v) for k, v in counts.items()},
-                 direction="higher = harder" if _harder_is_higher(config.score) else "lower = harder",
-                 skipped=sorted(skipped))
-    return ImpactResult("easy-hard", pd.DataFrame(rows), runs, info, buckets=buckets)
+    return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------- what-if
@@ -1006,15 +1018,7 @@ def _compute_what_if(data: ImpactData, changes: Changes, config: WhatIfConfig, p
         evaluated = split.evaluate if config.evaluate_on == "original" else split.evaluate[~removed[split.evaluate]]
         if not len(evaluated):
             continue
-        members, targets, keys = [], [], []
-        for seed in range(config.seeds):
-            rng = _rng(config.evaluation.seed, seed, split.repeat, split.fold)
-            random_rows = np.sort(rng.choice(pool, size=len(pool) - n_removed, replace=False))
-            for v_index, (rows, labels) in enumerate(((pool, data.labels), (kept_pool, curated),
-                                                      (random_rows, data.labels))):
-                members.append(rows)
-                targets.append(labels[rows])
-                keys.append((v_index, seed))
+        members, targets, keys = _what_if_members(data.labels, curated, pool, kept_pool, split, config)
         right = _fit_predict(features, members, targets, [s for _, s in keys], evaluated, len(data.classes),
                              config.probe, steps_of=len(pool) if config.equal_steps else None) == truth[evaluated]
         for (v_index, seed), row, rows in zip(keys, right, members):
@@ -1033,12 +1037,54 @@ def _compute_what_if(data: ImpactData, changes: Changes, config: WhatIfConfig, p
                          "n_train": (trained / folds_per_repeat).ravel()}, index=index).reset_index()
     evaluated_rows = seen > 0
     rate = np.divide(hits, seen, out=np.zeros_like(hits), where=evaluated_rows)
+    table = _what_if_table(rate, _what_if_scopes(data, evaluated_rows), runs, removed_from_training)
+    info = _info("what-if", data, config, started, splits=len(splits), source=changes.source,
+                 removed=int(removed.sum()), relabeled=len(changes.relabel),
+                 changed_labels=int((curated != data.labels).sum()), ids_not_in_run=missing,
+                 unchanged_decisions=list(changes.notes),
+                 removed_training_rows_per_fit=float(np.mean(removed_from_training)),
+                 evaluate_on=config.evaluate_on,
+                 evaluation_labels="given" if evaluation_labels is not None else "the dataset's")
+    return ImpactResult("what-if", table, runs, info)
+
+
+def _what_if_members(labels: np.ndarray, curated: np.ndarray, pool: np.ndarray, kept_pool: np.ndarray,
+                     split: Split, config: WhatIfConfig) -> tuple[list, list, list]:
+    """The probes of one split: (training rows, their targets, (variant index, seed)) per fit.
+
+    For each probe seed: the original ``pool`` with ``labels``, the ``kept_pool`` with the
+    ``curated`` labels, and as many random rows of ``pool`` as ``kept_pool`` holds.
+    """
+    members, targets, keys = [], [], []
+    for seed in range(config.seeds):
+        rng = _rng(config.evaluation.seed, seed, split.repeat, split.fold)
+        random_rows = np.sort(rng.choice(pool, size=len(kept_pool), replace=False))
+        for v_index, (rows, variant_labels) in enumerate(((pool, labels), (kept_pool, curated),
+                                                          (random_rows, labels))):
+            members.append(rows)
+            targets.append(variant_labels[rows])
+            keys.append((v_index, seed))
+    return members, targets, keys
+
+
+def _what_if_scopes(data: ImpactData, evaluated_rows: np.ndarray) -> list[tuple[str, int | None, np.ndarray]]:
+    """(scope name, cluster, row mask): "overall", then one per cluster when the run has them."""
     scopes: list[tuple[str, int | None, np.ndarray]] = [("overall", None, evaluated_rows)]
     if data.clusters is not None:
         for cluster in np.unique(data.clusters):
             name = data.cluster_names.get(int(cluster), "noise" if cluster < 0 else "")
             label = f"cluster {int(cluster)}" + (f" · {name}" if name else "")
             scopes.append((label, int(cluster), evaluated_rows & (data.clusters == cluster)))
+    return scopes
+
+
+def _what_if_table(rate: np.ndarray, scopes: list[tuple[str, int | None, np.ndarray]], runs: pd.DataFrame,
+                   removed_from_training: list[int]) -> pd.DataFrame:
+    """One row per (scope, variant): accuracy with its Wilson interval, and the paired difference
+    from the original with its normal interval.
+
+    ``rate`` has shape (variants, n): each row's share of correct predictions per variant.
+    """
     rows = []
     for scope, cluster, mask in scopes:
         n_eval = int(mask.sum())
@@ -1057,11 +1103,4 @@ def _compute_what_if(data: ImpactData, changes: Changes, config: WhatIfConfig, p
                          "n_removed": float(np.mean(removed_from_training)) if variant != "original" else 0.0})
     table = pd.DataFrame(rows)
     table["cluster"] = table["cluster"].astype("Int64")
-    info = _info("what-if", data, config, started, splits=len(splits), source=changes.source,
-                 removed=int(removed.sum()), relabeled=len(changes.relabel),
-                 changed_labels=int((curated != data.labels).sum()), ids_not_in_run=missing,
-                 unchanged_decisions=list(changes.notes),
-                 removed_training_rows_per_fit=float(np.mean(removed_from_training)),
-                 evaluate_on=config.evaluate_on,
-                 evaluation_labels="given" if evaluation_labels is not None else "the dataset's")
-    return ImpactResult("what-if", table, runs, info)
+    return table

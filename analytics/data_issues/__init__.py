@@ -232,21 +232,7 @@ def check_dataset(dataset, *, knn_indices: np.ndarray, knn_distances: np.ndarray
         summary["non_iid"] = {"skipped": "the rows of an image folder follow its class folders"}
     elif options.non_iid:
         progress(0.55, "Testing the row order (non-IID)")
-        candidates = time_columns(table, dataset.feature_columns)
-        scores, flagged, info = check_order(knn_indices, table=table, time_candidates=candidates,
-                                            num_permutations=options.num_permutations, seed=options.seed,
-                                            significance=options.significance)
-        columns["non_iid_score"] = scores
-        drifting_dates = [name for name, test in info["time_columns"].items()
-                          if test["p_value"] < options.significance]
-        entry = _issue_entry(
-            ISSUE_TYPES["non_iid"], int(flagged.sum()), n, _first_rows(flagged, order=scores),
-            {"column": "non_iid_score", "below": info["score_cut"]} if flagged.any() else None,
-            p_value=info["p_value"], time_columns=drifting_dates)
-        if drifting_dates and entry["severity"] == "none":  # the data drifts in time, whatever the row order
-            entry["severity"] = "medium"
-        issues["non_iid"] = entry
-        summary["non_iid"] = info
+        columns["non_iid_score"], issues["non_iid"], summary["non_iid"] = _order_issue(dataset, knn_indices, options)
         lap("non_iid")
 
     image_scores = None
@@ -266,6 +252,33 @@ def check_dataset(dataset, *, knn_indices: np.ndarray, knn_distances: np.ndarray
     frame = pd.DataFrame({name: columns[name] for name in issue_columns(images=is_image) if name in columns},
                          index=pd.RangeIndex(n))
     return DataIssues(frame, _plain(summary))
+
+
+def _order_issue(dataset, knn_indices: np.ndarray, options: IssueOptions) -> tuple[np.ndarray, dict, dict]:
+    """Datalab's non-IID check on the row order and along each date column.
+
+    Returns
+    -------
+    scores : ndarray of shape (n,)
+        The ``non_iid_score`` column.
+    entry : dict
+        The ``non_iid`` issue entry (at least medium severity when a date column drifts).
+    info : dict
+        The summary's ``non_iid`` figures.
+    """
+    candidates = time_columns(dataset.table, dataset.feature_columns)
+    scores, flagged, info = check_order(knn_indices, table=dataset.table, time_candidates=candidates,
+                                        num_permutations=options.num_permutations, seed=options.seed,
+                                        significance=options.significance)
+    drifting_dates = [name for name, test in info["time_columns"].items()
+                      if test["p_value"] < options.significance]
+    entry = _issue_entry(
+        ISSUE_TYPES["non_iid"], int(flagged.sum()), dataset.n_examples, _first_rows(flagged, order=scores),
+        {"column": "non_iid_score", "below": info["score_cut"]} if flagged.any() else None,
+        p_value=info["p_value"], time_columns=drifting_dates)
+    if drifting_dates and entry["severity"] == "none":  # the data drifts in time, whatever the row order
+        entry["severity"] = "medium"
+    return scores, entry, info
 
 
 def _duplicates(dataset, labels, knn_indices, knn_distances, readout, options: IssueOptions,

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from analytics.scores import harder_is_higher, numeric_score_columns
+from analytics.scores import ScoreInputs, compute_scores, harder_is_higher, numeric_score_columns
 
 __all__ = ["HARDER_IS_HIGHER", "numeric_scores", "score_agreement", "score_correlations", "score_quantiles",
            "quantiles_by_group", "hardest", "seed_stability", "hardness_tables", "QUANTILE_COLUMNS",
@@ -280,7 +280,9 @@ def hardest(examples: pd.DataFrame, score: str, *, n: int = 50) -> pd.DataFrame:
 def seed_stability(logits: np.ndarray, labels: np.ndarray, early_epoch: int) -> pd.DataFrame:
     """How stable each dynamics score is across probe seeds.
 
-    Computes confidence, variability, AUM, EL2N and forgetting events per seed and reports the
+    Computes, per seed, every registered score that needs only the labels and the training
+    dynamics (:func:`analytics.scores.compute_scores` on one seed's logits: confidence,
+    variability, correctness, AUM, EL2N, forgetting events, ...; flags left out), and reports the
     mean and minimum Spearman correlation over all pairs of seeds (1 = the same ranking).
 
     Parameters
@@ -294,26 +296,23 @@ def seed_stability(logits: np.ndarray, labels: np.ndarray, early_epoch: int) -> 
     Returns
     -------
     DataFrame
-        One row per score: ``score``, ``mean_spearman``, ``min_spearman``, ``seeds`` (empty with
-        fewer than two seeds); pairs whose correlation is undefined (a constant score) are left out.
+        One row per score column, in registry order: ``score``, ``mean_spearman``,
+        ``min_spearman``, ``seeds`` (empty with fewer than two seeds); pairs whose correlation is
+        undefined (a constant score) are left out.
     """
-    from analytics.scores.training_dynamics import area_under_margin, cartography, el2n, forgetting
-
     seeds = logits.shape[0]
     if seeds < 2:
         return pd.DataFrame(columns=["score", "mean_spearman", "min_spearman", "seeds"])
-    names = ("confidence", "variability", "aum", "el2n", "forgetting_events")
-    per_seed = {name: {} for name in names}
+    per_seed: dict[str, dict[str, np.ndarray]] = {}
     for s in range(seeds):
         one = np.asarray(logits[s:s + 1], dtype=np.float32)
-        values = {**cartography(one, labels), **area_under_margin(one, labels), **el2n(one, labels, early_epoch),
-                  "forgetting_events": forgetting(one, labels)["forgetting_events"]}
-        for name in names:
-            per_seed[name][f"seed {s}"] = values[name]
+        table = compute_scores(ScoreInputs(labels=labels, logits_by_epoch=one, early_epoch=early_epoch))
+        for name in numeric_scores(table.columns):
+            per_seed.setdefault(name, {})[f"seed {s}"] = table[name].to_numpy(dtype=float)
     rows = []
     upper = np.triu_indices(seeds, k=1)
-    for name in names:
-        table = pd.DataFrame(per_seed[name])
+    for name, values in per_seed.items():
+        table = pd.DataFrame(values)
         pairs = score_agreement(table, list(table.columns)).to_numpy()[upper]
         pairs = pairs[np.isfinite(pairs)]
         rows.append({"score": name, "mean_spearman": float(pairs.mean()) if len(pairs) else np.nan,

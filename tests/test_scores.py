@@ -17,6 +17,18 @@ from analytics.scores.training_dynamics import (area_under_margin, cartography, 
 LN3, LN9 = math.log(3), math.log(9)
 
 
+def hand_computed(*columns: str):
+    """Mark a test as the hand-computed check of these registered score columns.
+
+    tests/test_score_registry.py collects the marks: every registered column needs one, so a new
+    score is its module plus its marked test here, nothing else.
+    """
+    def mark(test):
+        test.hand_computed = columns
+        return test
+    return mark
+
+
 def hand_logits():
     """1 seed, 3 epochs, 2 examples, 2 classes. Example 0 (gold 0) has gold-label probability
     0.75, 0.25, 0.9 over the epochs; example 1 (gold 1) is always right with p = 0.75."""
@@ -26,6 +38,7 @@ def hand_logits():
     return logits, np.array([0, 1])
 
 
+@hand_computed("confidence", "variability", "correctness")
 def test_cartography_by_hand():
     logits, labels = hand_logits()
     scores = cartography(logits, labels)
@@ -38,6 +51,7 @@ def test_cartography_by_hand():
     assert scores["correctness"][1] == 1.0
 
 
+@hand_computed("forgetting_events", "aum")
 def test_forgetting_and_aum_by_hand():
     logits, labels = hand_logits()
     f = forgetting(logits, labels)
@@ -47,6 +61,7 @@ def test_forgetting_and_aum_by_hand():
     assert aum[0] == pytest.approx((LN3 - LN3 + LN9) / 3) and aum[1] == pytest.approx(LN3)
 
 
+@hand_computed("never_learned")
 def test_never_learned_is_a_flag_not_a_sentinel():
     logits = np.zeros((1, 4, 1, 2))
     logits[..., 1] = 1.0  # always predicts class 1
@@ -54,6 +69,7 @@ def test_never_learned_is_a_flag_not_a_sentinel():
     assert f["never_learned"].tolist() == [True] and f["forgetting_events"].tolist() == [0]
 
 
+@hand_computed("el2n", "grand")
 def test_el2n_and_grand_by_hand():
     logits, labels = hand_logits()
     # epoch 0, example 0: p = (0.75, 0.25) → error (−0.25, 0.25), norm 0.25·√2
@@ -101,6 +117,7 @@ def test_dynamics_scores_equal_the_reference_formulas():
     np.testing.assert_allclose(forgetting(logits, labels)["forgetting_events"], expected["forgetting"])
 
 
+@hand_computed("vog")
 def test_vog_by_hand():
     # class 0: raw 1, 3 (mean 2, population std 1) → -1, 1; class 1: raw 5, 5, 8 (mean 6, variance
     # (1 + 1 + 4) / 3 = 2) → -1/√2, -1/√2, 2/√2
@@ -110,6 +127,7 @@ def test_vog_by_hand():
     assert variance_of_gradients(np.array([4.0, 4.0]), np.array([0, 0]))["vog"] == pytest.approx([0.0, 0.0])
 
 
+@hand_computed("loss", "margin", "entropy")
 def test_heldout_scores_by_hand():
     probs = np.array([[0.7, 0.2, 0.1], [0.2, 0.5, 0.3]])
     scores = heldout_scores(probs, np.array([0, 2]))
@@ -118,6 +136,7 @@ def test_heldout_scores_by_hand():
     assert scores["entropy"][0] == pytest.approx(-(0.7 * math.log(0.7) + 0.2 * math.log(0.2) + 0.1 * math.log(0.1)))
 
 
+@hand_computed("label_quality", "label_issue")
 def test_confident_learning_flags_a_planted_error():
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1, 2], 30)
@@ -130,6 +149,7 @@ def test_confident_learning_flags_a_planted_error():
     assert np.argmin(scores["label_quality"]) == 5
 
 
+@hand_computed("knn_label_disagreement", "knn_density", "outlier_score")
 def test_knn_label_disagreement_and_density_by_hand():
     indices = np.array([[1, 2], [0, 2], [0, 1]])
     labels = np.array([0, 0, 1])
@@ -150,6 +170,7 @@ def shapley_single_validation(sorted_labels, y_val, k):
     return s[1:]
 
 
+@hand_computed("knn_shapley")
 def test_knn_shapley_equals_the_recursion_and_brute_force_shapley():
     # every example validates its 4 listed neighbours; a value is the mean over validators
     labels = np.array([1, 1, 0, 1, 0])
@@ -204,15 +225,31 @@ def test_registry_runs_only_what_the_inputs_allow():
     assert {s.name for s in available_scores(inputs)} == set(SCORES)
     only_labels_and_graph = ScoreInputs(labels=inputs.labels, knn_indices=inputs.knn_indices,
                                         knn_distances=inputs.knn_distances)
-    assert {s.name for s in available_scores(only_labels_and_graph)} == {
-        "knn_label_disagreement", "knn_density", "knn_shapley"}
+    graph_scores = {s.name for s in SCORES.values() if set(s.requires) <= {"labels", "knn"}}
+    assert {"knn_label_disagreement", "knn_density"} <= graph_scores and "heldout" not in graph_scores
+    assert {s.name for s in available_scores(only_labels_and_graph)} == graph_scores
     table = compute_scores(only_labels_and_graph)
-    assert set(table.columns) == {"knn_label_disagreement", "knn_density", "outlier_score", "knn_shapley"}
+    assert set(table.columns) == {c for name in graph_scores for c in SCORES[name].columns}
+    # the graph needs both arrays: indices alone run nothing that reads it
+    assert not any("knn" in s.requires for s in available_scores(
+        ScoreInputs(labels=inputs.labels, knn_indices=inputs.knn_indices)))
+
+
+def _permuted(inputs: ScoreInputs, perm: np.ndarray) -> ScoreInputs:
+    """The same examples in the order ``perm`` (row i of the result is example perm[i]); the
+    neighbour lists are renumbered to the new order."""
+    new_position = np.argsort(perm)
+    return ScoreInputs(labels=inputs.labels[perm], logits_by_epoch=inputs.logits_by_epoch[:, :, perm],
+                       early_epoch=inputs.early_epoch, heldout_probs=inputs.heldout_probs[perm],
+                       knn_indices=new_position[inputs.knn_indices[perm]], knn_distances=inputs.knn_distances[perm],
+                       hidden_norms=inputs.hidden_norms[:, perm], vog_raw=inputs.vog_raw[perm])
 
 
 @pytest.mark.parametrize("name", sorted(SCORES))
 def test_every_score_has_documentation_shape_and_order_invariance(name):
-    """The common invariants (after scikit-learn's common metric tests)."""
+    """The common invariants (after scikit-learn's common metric tests): documented, one finite
+    value per example in each declared column, and the same value for an example whatever the
+    order of the rows."""
     score = SCORES[name]
     assert score.reference and score.direction and score.columns
     inputs = full_inputs()
@@ -221,14 +258,29 @@ def test_every_score_has_documentation_shape_and_order_invariance(name):
     for values in result.values():
         assert np.asarray(values).shape == (60,)
         assert np.isfinite(np.asarray(values, dtype=float)).all()
-    if name in ("knn_label_disagreement", "knn_density", "knn_shapley", "confident_learning"):
-        return  # graph-based or fitted on the whole set: permuting rows changes the neighbours' indices
     perm = np.random.default_rng(1).permutation(60)
-    permuted = ScoreInputs(labels=inputs.labels[perm], logits_by_epoch=inputs.logits_by_epoch[:, :, perm],
-                           early_epoch=1, heldout_probs=inputs.heldout_probs[perm],
-                           hidden_norms=inputs.hidden_norms[:, perm], vog_raw=inputs.vog_raw[perm])
-    for column, values in score.compute(permuted).items():
-        np.testing.assert_allclose(values, np.asarray(result[column])[perm])
+    for column, values in score.compute(_permuted(inputs, perm)).items():
+        np.testing.assert_allclose(np.asarray(values, dtype=float), np.asarray(result[column], dtype=float)[perm],
+                                   err_msg=column)
+
+
+@pytest.mark.parametrize("name", sorted(SCORES))
+def test_a_per_example_score_gives_each_row_the_same_value_in_a_block(name):
+    """``per_example`` scores run over blocks of examples at scale: computed on a block, each row
+    must equal the whole computation's. The neighbour graph cannot be cut into blocks."""
+    score = SCORES[name]
+    if not score.per_example:
+        return
+    assert "knn" not in score.requires, f"{name} reads the neighbour graph, so a block cannot hold its inputs"
+    from analytics.scores.registry import _block
+
+    inputs = full_inputs(n=60)
+    whole = score.compute(inputs)
+    rows = slice(10, 27)
+    part = score.compute(_block(inputs, rows))
+    for column in score.columns:
+        np.testing.assert_allclose(np.asarray(part[column], dtype=float), np.asarray(whole[column], dtype=float)[rows],
+                                   atol=1e-12, err_msg=column)
 
 
 def test_scores_in_blocks_equal_scores_in_one_piece():
@@ -239,5 +291,4 @@ def test_scores_in_blocks_equal_scores_in_one_piece():
     assert list(blocked.columns) == list(whole.columns)
     for column in whole.columns:
         np.testing.assert_allclose(blocked[column].astype(float), whole[column].astype(float), atol=1e-12)
-    assert {s.name for s in SCORES.values() if s.per_example} == {
-        "cartography", "forgetting", "aum", "el2n", "grand", "heldout"}
+    assert any(s.per_example for s in SCORES.values())  # otherwise blocks are never used

@@ -154,6 +154,59 @@ def knn_recall(vectors: np.ndarray, indices: np.ndarray, *, metric: str = "cosin
     return _recall_of(indices, queries, truth), len(queries)
 
 
+# The refinement pass's steps for one point: plain functions that numba inlines into the kernel
+# below (register_jitable), compiled under its flags and cached with it. @njit helpers held in
+# the kernel's closure would put a random id into its cache key: a fresh compile in every process.
+
+def _refine_candidate(indices, new, i, a):  # pragma: no cover - compiled
+    """Candidate ``a`` of point ``i``, of its k current neighbours then their k² neighbours:
+    (row, fresh), with row -1 when there is none or it needs no second look."""
+    k = indices.shape[1]
+    if a < k:
+        return indices[i, a], False
+    j = indices[i, (a - k) // k]
+    if j < 0:
+        return np.int32(-1), False
+    # a pair of edges both in the previous graph was a candidate in the previous pass already:
+    # its outcome cannot change
+    if not (new[i, (a - k) // k] or new[j, (a - k) % k]):
+        return np.int32(-1), False
+    return indices[j, (a - k) % k], True
+
+
+def _refine_distance(data, inv_norm, cosine, i, c):  # pragma: no cover - compiled
+    """Distance between rows ``i`` and ``c``: 1 − cos (``inv_norm``: inverse norms) or euclidean."""
+    x, y = data[i], data[c]
+    acc = np.float32(0.0)
+    if cosine:
+        for t in range(data.shape[1]):
+            acc += x[t] * y[t]
+        return np.float32(1.0) - acc * inv_norm[i] * inv_norm[c]
+    for t in range(data.shape[1]):
+        acc += (x[t] - y[t]) * (x[t] - y[t])
+    return np.sqrt(acc)
+
+
+def _refine_keep(best_i, best_d, best_new, size, c, d, fresh):  # pragma: no cover - compiled
+    """Insert candidate ``c`` at distance ``d`` into the ascending scratch lists of the ``size``
+    nearest so far (in place, dropping the farthest when full; not at all when it is no nearer
+    than that); returns the new size."""
+    k = len(best_d)
+    if size == k and d >= best_d[k - 1]:
+        return size
+    slot = size if size < k else k - 1
+    while slot > 0 and best_d[slot - 1] > d:
+        if slot < k:
+            best_d[slot] = best_d[slot - 1]
+            best_i[slot] = best_i[slot - 1]
+            best_new[slot] = best_new[slot - 1]
+        slot -= 1
+    best_d[slot] = d
+    best_i[slot] = c
+    best_new[slot] = fresh
+    return size + 1 if size < k else size
+
+
 @functools.lru_cache(maxsize=None)
 def _refine_kernel():
     """The numba-compiled refinement pass (compiled on first use, cached in the workspace)."""
@@ -161,12 +214,15 @@ def _refine_kernel():
 
     numba_cache.enable()  # before the decorator: the cache must go to the workspace's folder
     import numba
+    from numba.extending import register_jitable
+
+    for step in (_refine_candidate, _refine_distance, _refine_keep):
+        register_jitable(inline="always")(step)  # a new decorator each: it pops its options
 
     @numba.njit(parallel=True, cache=True, fastmath=True, nogil=True)
     def refine(data, inv_norm, cosine, indices, new, out_indices, out_distances, out_new,
                n_blocks):  # pragma: no cover - compiled
         n, k = indices.shape
-        dims = data.shape[1]
         block = (n + n_blocks - 1) // n_blocks
         for b in numba.prange(n_blocks):
             seen = np.full(n, -1, np.int64)  # seen[c] == i: c was already a candidate of i
@@ -177,46 +233,12 @@ def _refine_kernel():
                 size = 0
                 seen[i] = i
                 for a in range(k * (k + 1)):  # the current neighbours, then theirs
-                    if a < k:
-                        c = indices[i, a]
-                        fresh = False
-                    else:
-                        j = indices[i, (a - k) // k]
-                        if j < 0:
-                            continue
-                        c = indices[j, (a - k) % k]
-                        # a pair of edges both in the previous graph was a candidate in the previous
-                        # pass already: its outcome cannot change
-                        if not (new[i, (a - k) // k] or new[j, (a - k) % k]):
-                            continue
-                        fresh = True
+                    c, fresh = _refine_candidate(indices, new, i, a)
                     if c < 0 or seen[c] == i:
                         continue
                     seen[c] = i
-                    x, y = data[i], data[c]
-                    acc = np.float32(0.0)
-                    if cosine:
-                        for t in range(dims):
-                            acc += x[t] * y[t]
-                        d = np.float32(1.0) - acc * inv_norm[i] * inv_norm[c]
-                    else:
-                        for t in range(dims):
-                            acc += (x[t] - y[t]) * (x[t] - y[t])
-                        d = np.sqrt(acc)
-                    if size == k and d >= best_d[k - 1]:
-                        continue
-                    slot = size if size < k else k - 1  # insert in order, dropping the farthest
-                    while slot > 0 and best_d[slot - 1] > d:
-                        if slot < k:
-                            best_d[slot] = best_d[slot - 1]
-                            best_i[slot] = best_i[slot - 1]
-                            best_new[slot] = best_new[slot - 1]
-                        slot -= 1
-                    best_d[slot] = d
-                    best_i[slot] = c
-                    best_new[slot] = fresh
-                    if size < k:
-                        size += 1
+                    d = _refine_distance(data, inv_norm, cosine, i, c)
+                    size = _refine_keep(best_i, best_d, best_new, size, c, d, fresh)
                 for a in range(size):
                     out_indices[i, a] = best_i[a]
                     out_distances[i, a] = max(best_d[a], np.float32(0.0))

@@ -187,6 +187,12 @@ def _pixel_kernels():
     that needs none). One loop per image instead of a dozen numpy passes, whose temporaries
     cost more than the arithmetic on small images. Each reproduces PIL's C code operation by
     operation, so the results are the same numbers (no fastmath: no reassociation, no FMA)."""
+    return _colour_pass_kernel(), _grey_pass_kernel(), _entropy_kernel()
+
+
+@functools.lru_cache(maxsize=None)
+def _colour_pass_kernel():
+    """The RGB pass of :func:`_pixel_kernels`."""
     import numba
 
     @numba.njit(cache=True, nogil=True)
@@ -209,6 +215,14 @@ def _pixel_kernels():
                     red, green, blue = np.float64(r), np.float64(g), np.float64(b)
                     squares[i, y * width + x] = 0.241 * red * red + 0.691 * green * green + 0.068 * blue * blue
             same[i] = equal
+
+    return colour_pass
+
+
+@functools.lru_cache(maxsize=None)
+def _grey_pass_kernel():
+    """The L pass of :func:`_pixel_kernels`."""
+    import numba
 
     @numba.njit(cache=True, nogil=True)
     def grey_pass(grey, counts, edge_sums, edge_squares):  # pragma: no cover (compiled)
@@ -236,6 +250,14 @@ def _pixel_kernels():
             edge_sums[i] = total
             edge_squares[i] = square
 
+    return grey_pass
+
+
+@functools.lru_cache(maxsize=None)
+def _entropy_kernel():
+    """The entropy loop of :func:`_pixel_kernels`."""
+    import numba
+
     @numba.njit(cache=True, nogil=True)
     def entropy(counts, out):  # pragma: no cover (compiled)
         """PIL's Image.entropy from each row of histogram counts (_imaging.c, _entropy): the
@@ -250,7 +272,7 @@ def _pixel_kernels():
                     value += p * math.log(p) * log2e
             out[i] = -value
 
-    return colour_pass, grey_pass, entropy
+    return entropy
 
 
 def _lerp_percentiles(order_statistic, size: int, q: list[float]) -> np.ndarray:

@@ -258,10 +258,7 @@ def load_dataset(
     path = _checked_path(path, policy)
     roles = roles or ColumnRoles()
     if path.is_dir():
-        if max_images is not None and (found := count_images(path, stop_after=max_images)) > max_images:
-            raise DatasetError(f"{path}: holds more than {max_images:,} images (found {found:,} so far), the most "
-                               "opened without asking. Raise the cap to open it anyway (--max-images on the "
-                               "command line, CARTOGRAPHER_MAX_IMAGES for the app).")
+        _check_image_count(path, max_images)
         frame, file_roles, skipped, file_hashes = _read_image_folder(path, roles, progress, policy)
         base_dir = path
     else:
@@ -274,20 +271,7 @@ def load_dataset(
         table, skipped, file_hashes = _check_image_column(table, base_dir, path, policy)
         if skipped:
             notes.append(f"{len(skipped)} rows skipped because their image could not be read.")
-    classes = _sorted_classes(table["label"])
-    if len(classes) < 2:
-        raise DatasetError(
-            f"{path}: {_label_source(file_roles)} has a single class ('{classes[0]}'); "
-            "at least two classes are needed to map, score or curate labels."
-        )
-    if file_roles.annotator and skipped:  # a class may have left with the skipped rows
-        from analytics.annotators import annotation_codes
-
-        try:
-            annotation_codes(table[list(file_roles.annotator)], classes)
-        except ValueError as exc:
-            raise DatasetError(f"{path}: once the unreadable images are left out, {exc} (rows of the loaded "
-                               "table.)") from None
+    classes = _checked_classes(table, file_roles, path, images_skipped=bool(skipped))
     kind: DataKind = "image" if "image" in table.columns else "text" if "text" in table.columns else "tabular"
     return Dataset(
         name=path.name,
@@ -301,6 +285,36 @@ def load_dataset(
         skipped=tuple(skipped),
         notes=tuple(notes),
     )
+
+
+def _check_image_count(folder: Path, max_images: int | None) -> None:
+    """Raise :class:`DatasetError` when ``folder`` holds more than ``max_images`` images (None: no cap)."""
+    if max_images is not None and (found := count_images(folder, stop_after=max_images)) > max_images:
+        raise DatasetError(f"{folder}: holds more than {max_images:,} images (found {found:,} so far), the most "
+                           "opened without asking. Raise the cap to open it anyway (--max-images on the "
+                           "command line, CARTOGRAPHER_MAX_IMAGES for the app).")
+
+
+def _checked_classes(table: pd.DataFrame, roles: ColumnRoles, path: Path, *,
+                     images_skipped: bool) -> tuple[str, ...]:
+    """The classes of the loaded table's labels, sorted; raises :class:`DatasetError` when there
+    are fewer than two, or when an annotator's label no longer fits them once rows with an
+    unreadable image are left out (``images_skipped``)."""
+    classes = _sorted_classes(table["label"])
+    if len(classes) < 2:
+        raise DatasetError(
+            f"{path}: {_label_source(roles)} has a single class ('{classes[0]}'); "
+            "at least two classes are needed to map, score or curate labels."
+        )
+    if roles.annotator and images_skipped:  # a class may have left with the skipped rows
+        from analytics.annotators import annotation_codes
+
+        try:
+            annotation_codes(table[list(roles.annotator)], classes)
+        except ValueError as exc:
+            raise DatasetError(f"{path}: once the unreadable images are left out, {exc} (rows of the loaded "
+                               "table.)") from None
+    return classes
 
 
 def peek_columns(path: str | Path, *, encoding: str = "utf-8", policy: Policy | None = None,
@@ -751,20 +765,8 @@ def _normalise(
         frame, note = _annotations(frame, roles, path)
         notes.extend([note] if note else [])
 
-    labels = frame["label"]
-    missing = labels.isna() | labels.astype(str).str.strip().eq("")
-    if missing.any():
-        rows = (np.flatnonzero(missing.to_numpy()) + 1).tolist()
-        if not drop_missing_labels:
-            raise MissingLabelsError(
-                f"{path}: {_label_source(roles)} has {len(rows)} rows with no label "
-                f"(rows {_quote_rows(rows)}). Drop those rows or fill in their labels.",
-                count=len(rows), rows=rows,
-            )
-        frame = frame[~missing.to_numpy()].reset_index(drop=True)
-        notes.append(f"Dropped {len(rows)} rows with no label (rows {_quote_rows(rows)}).")
-        if frame.empty:
-            raise DatasetError(f"{path}: every row lacks a label in {_label_source(roles)}.")
+    frame, note = _labelled_rows(frame, roles, path, drop_missing_labels)
+    notes.extend([note] if note else [])
     frame["label"] = _labels_as_text(frame["label"])
 
     ids_generated = "id" not in frame.columns
@@ -773,19 +775,7 @@ def _normalise(
         notes.append("The file has no id column: ids were derived from each row's content "
                      "(stable across reloads and reordering).")
     else:
-        _check_ids(frame["id"], roles.id, path)
-        frame["id"] = _labels_as_text(frame["id"])
-        duplicated = frame["id"].duplicated(keep=False)
-        if duplicated.any():
-            dupes = frame.loc[duplicated, "id"]
-            shown = [
-                f"'{value}' (rows {_quote_rows((np.flatnonzero(frame['id'].to_numpy() == value) + 1).tolist())})"
-                for value in dupes.unique()[:_MAX_SHOWN]
-            ]
-            raise DatasetError(
-                f"{path}: column '{roles.id}' must be unique but {dupes.nunique()} ids repeat: "
-                + "; ".join(shown) + "."
-            )
+        frame["id"] = _unique_ids(frame["id"], roles.id, path)
 
     if "text" in frame.columns:
         no_text = frame["text"].isna()
@@ -799,6 +789,49 @@ def _normalise(
     leading = [c for c in ROLE_COLUMNS if c in frame.columns]
     frame = frame[leading + [c for c in frame.columns if c not in leading]]
     return frame, notes, ids_generated
+
+
+def _labelled_rows(frame: pd.DataFrame, roles: ColumnRoles, path: Path,
+                   drop_missing_labels: bool) -> tuple[pd.DataFrame, str]:
+    """The rows that have a label, and a note on those dropped ("" when none were).
+
+    Raises :class:`MissingLabelsError` naming the rows without one, unless
+    ``drop_missing_labels``; :class:`DatasetError` when no row has a label.
+    """
+    labels = frame["label"]
+    missing = labels.isna() | labels.astype(str).str.strip().eq("")
+    if not missing.any():
+        return frame, ""
+    rows = (np.flatnonzero(missing.to_numpy()) + 1).tolist()
+    if not drop_missing_labels:
+        raise MissingLabelsError(
+            f"{path}: {_label_source(roles)} has {len(rows)} rows with no label "
+            f"(rows {_quote_rows(rows)}). Drop those rows or fill in their labels.",
+            count=len(rows), rows=rows,
+        )
+    frame = frame[~missing.to_numpy()].reset_index(drop=True)
+    if frame.empty:
+        raise DatasetError(f"{path}: every row lacks a label in {_label_source(roles)}.")
+    return frame, f"Dropped {len(rows)} rows with no label (rows {_quote_rows(rows)})."
+
+
+def _unique_ids(ids: pd.Series, column: str, path: Path) -> pd.Series:
+    """The id column as text, checked (:func:`_check_ids`) and unique; raises
+    :class:`DatasetError` naming the repeated ids and their rows."""
+    _check_ids(ids, column, path)
+    ids = _labels_as_text(ids)
+    duplicated = ids.duplicated(keep=False)
+    if duplicated.any():
+        dupes = ids[duplicated]
+        shown = [
+            f"'{value}' (rows {_quote_rows((np.flatnonzero(ids.to_numpy() == value) + 1).tolist())})"
+            for value in dupes.unique()[:_MAX_SHOWN]
+        ]
+        raise DatasetError(
+            f"{path}: column '{column}' must be unique but {dupes.nunique()} ids repeat: "
+            + "; ".join(shown) + "."
+        )
+    return ids
 
 
 def _annotations(frame: pd.DataFrame, roles: ColumnRoles, path: Path) -> tuple[pd.DataFrame, str]:

@@ -29,81 +29,93 @@ st.caption(
 if manifest["neighbors"].get("warning"):
     st.warning(manifest["neighbors"]["warning"], icon=":material/hub:")
 
-# ----------------------------------------------------------------------------- controls
-skip = {"id", "text", "image", *MAP_COLUMNS}
-colour_options = ["label"] + [c for c in examples.columns if c not in skip | {"label"}]
-map_column, controls = st.columns([4, 1])
-with controls:
-    colour_by = st.selectbox("Colour by", colour_options, key="map_colour_by",
-                             help="The label, a metadata column, or any score computed for the run.")
-    projection = st.radio("Layout", ["UMAP", "PCA"] if "umap" in manifest["timings_s"] else ["PCA"],
-                          horizontal=True, key="map_projection")
-    size = st.slider("Point size", 1.0, 12.0, 4.0 if n > 20_000 else 6.0, 0.5, key="map_size")
-    opacity = st.slider("Opacity", 0.1, 1.0, 0.8, 0.05, key="map_opacity")
-    mode = st.radio("A new selection", MODES, horizontal=True, key="map_selection_mode",
-                    help="Replace the shared selection, add to it, or remove from it.")
 
-with st.expander("Filter and search", expanded=False):
-    f1, f2, f3 = st.columns([2, 2, 3])
-    labels = f1.multiselect("Labels", list(dataset.classes), key="map_filter_labels",
-                            placeholder="all labels")
-    query = f2.text_input("Search id or text", key="map_search", placeholder="e.g. compiler")
-    meta_options = ["(none)"] + [c for c in examples.columns if c not in skip | {"label"}]
-    meta = f3.selectbox("Filter on a column", meta_options, key="map_filter_column")
-    visible = np.ones(n, dtype=bool)
-    if labels:
-        visible &= examples["label"].isin(labels).to_numpy()
-    if query.strip():
-        needle = query.strip()
-        hit = examples["id"].str.contains(needle, case=False, regex=False)
-        if "text" in examples.columns:
-            hit |= examples["text"].str.contains(needle, case=False, regex=False)
-        visible &= hit.to_numpy()
-    if meta != "(none)":
-        column = examples[meta]
-        if pd.api.types.is_numeric_dtype(column) and column.nunique() > 20:
-            low, high = float(column.min()), float(column.max())
-            chosen = f3.slider(f"{meta} between", low, high, (low, high), key=f"map_range_{meta}")
-            visible &= column.between(*chosen).to_numpy()
-        else:
-            levels = column.astype("string").fillna("(missing)")
-            picked = f3.multiselect(f"{meta} is one of", sorted(levels.unique())[:500], key=f"map_levels_{meta}")
-            if picked:
-                visible &= levels.isin(picked).to_numpy()
-    filtered = int(visible.sum())
-    st.caption(f"{filtered:,} of {n:,} points match the filters.")
-    if st.button(f"Select the {filtered:,} matching points", disabled=filtered in (0, n),
-                 key="map_select_filtered"):
-        set_selection(dataset.fingerprint, ids[visible], source="map: filter", mode=mode)
+@st.fragment
+def map_and_selection(dataset, run, examples, ids) -> None:
+    """The controls, the map and the selection panel: a fragment, so that recolouring, resizing,
+    filtering or selecting reruns only this part (at 1M points the page's preamble, the run's
+    settings and the sidebar cost about as much as the recolour in the browser). A change here
+    that the rest of the app shows (a selection) reaches other pages through the shared state."""
+    n = len(examples)
+    manifest = run.manifest
+    # ----------------------------------------------------------------------------- controls
+    skip = {"id", "text", "image", *MAP_COLUMNS}
+    colour_options = ["label"] + [c for c in examples.columns if c not in skip | {"label"}]
+    map_column, controls = st.columns([4, 1])
+    with controls:
+        colour_by = st.selectbox("Colour by", colour_options, key="map_colour_by",
+                                 help="The label, a metadata column, or any score computed for the run.")
+        projection = st.radio("Layout", ["UMAP", "PCA"] if "umap" in manifest["timings_s"] else ["PCA"],
+                              horizontal=True, key="map_projection")
+        size = st.slider("Point size", 1.0, 12.0, 4.0 if n > 20_000 else 6.0, 0.5, key="map_size")
+        opacity = st.slider("Opacity", 0.1, 1.0, 0.8, 0.05, key="map_opacity")
+        mode = st.radio("A new selection", MODES, horizontal=True, key="map_selection_mode",
+                        help="Replace the shared selection, add to it, or remove from it.")
 
-# ----------------------------------------------------------------------------- the map
-# A box, lasso or click in the browser reran the app: apply it before drawing, so that the map
-# and the selection panel below show it in this run.
-apply_scatter_selection("map_scatter", ids, dataset.fingerprint, origin="map")
-selection = get_selection(dataset.fingerprint)
-xy = UMAP_COLUMNS if projection == "UMAP" else PCA_COLUMNS
-stamp = cached.run_stamp(run.path)
-texts = examples["text"] if "text" in examples.columns and n <= HOVER_TEXT_MAX_POINTS else None
-points = ScatterPoints(x=examples[xy[0]].to_numpy(), y=examples[xy[1]].to_numpy(),
-                       key=(str(run.path), stamp, projection), labels=examples["label"],
-                       hover=lambda: hover_lines(examples["id"], texts))
-colour = examples[colour_by]
-colour_key: tuple = ()
-if colour_by in CLUSTER_COLUMNS:  # categorical, shown with the clusters' names
-    clusters = cached.clusters_table(str(run.path), stamp, dataset.fingerprint)
-    if clusters is not None:
-        level = clusters[clusters["level"] == {column: name for name, column in CLUSTER_LEVELS.items()}[colour_by]]
-        names = {c: f"{c} · {name}" for c, name in zip(level["cluster"], level["name"])}
-        fallback = pd.Series(np.where(colour < 0, "noise", colour.astype(str)), index=colour.index)
-        colour = colour.map(names).fillna(fallback)  # a dict lookup per value, no Python call per row
-        colour_key = tuple(sorted(names.items()))  # a renamed cluster recolours
-with map_column:
-    scatter_map(points, key="map_scatter", colour=colour, colour_name=colour_by, colour_key=colour_key,
-                visible=visible, selected=selected_mask(ids, selection), size=size, opacity=opacity,
-                mode=mode, height=640)
-    hover_note = "its id and the start of its text" if texts is not None else "its id and label"
-    st.caption(f"All {n:,} points drawn in the browser (WebGL). Toolbar, top right: pan, box or lasso; "
-               f"scroll to zoom, double-click to reset; click a point to select it. Hovering shows "
-               f"{hover_note}; the selection below lists the rest.")
+    with st.expander("Filter and search", expanded=False):
+        f1, f2, f3 = st.columns([2, 2, 3])
+        labels = f1.multiselect("Labels", list(dataset.classes), key="map_filter_labels",
+                                placeholder="all labels")
+        query = f2.text_input("Search id or text", key="map_search", placeholder="e.g. compiler")
+        meta_options = ["(none)"] + [c for c in examples.columns if c not in skip | {"label"}]
+        meta = f3.selectbox("Filter on a column", meta_options, key="map_filter_column")
+        visible = np.ones(n, dtype=bool)
+        if labels:
+            visible &= examples["label"].isin(labels).to_numpy()
+        if query.strip():
+            needle = query.strip()
+            hit = examples["id"].str.contains(needle, case=False, regex=False)
+            if "text" in examples.columns:
+                hit |= examples["text"].str.contains(needle, case=False, regex=False)
+            visible &= hit.to_numpy()
+        if meta != "(none)":
+            column = examples[meta]
+            if pd.api.types.is_numeric_dtype(column) and column.nunique() > 20:
+                low, high = float(column.min()), float(column.max())
+                chosen = f3.slider(f"{meta} between", low, high, (low, high), key=f"map_range_{meta}")
+                visible &= column.between(*chosen).to_numpy()
+            else:
+                levels = column.astype("string").fillna("(missing)")
+                picked = f3.multiselect(f"{meta} is one of", sorted(levels.unique())[:500], key=f"map_levels_{meta}")
+                if picked:
+                    visible &= levels.isin(picked).to_numpy()
+        filtered = int(visible.sum())
+        st.caption(f"{filtered:,} of {n:,} points match the filters.")
+        if st.button(f"Select the {filtered:,} matching points", disabled=filtered in (0, n),
+                     key="map_select_filtered"):
+            set_selection(dataset.fingerprint, ids[visible], source="map: filter", mode=mode)
 
-selection_panel(dataset, examples)
+    # ----------------------------------------------------------------------------- the map
+    # A box, lasso or click in the browser reran the app: apply it before drawing, so that the map
+    # and the selection panel below show it in this run.
+    apply_scatter_selection("map_scatter", ids, dataset.fingerprint, origin="map")
+    selection = get_selection(dataset.fingerprint)
+    xy = UMAP_COLUMNS if projection == "UMAP" else PCA_COLUMNS
+    stamp = cached.run_stamp(run.path)
+    texts = examples["text"] if "text" in examples.columns and n <= HOVER_TEXT_MAX_POINTS else None
+    points = ScatterPoints(x=examples[xy[0]].to_numpy(), y=examples[xy[1]].to_numpy(),
+                           key=(str(run.path), stamp, projection), labels=examples["label"],
+                           hover=lambda: hover_lines(examples["id"], texts))
+    colour = examples[colour_by]
+    colour_key: tuple = ()
+    if colour_by in CLUSTER_COLUMNS:  # categorical, shown with the clusters' names
+        clusters = cached.clusters_table(str(run.path), stamp, dataset.fingerprint)
+        if clusters is not None:
+            level = clusters[clusters["level"] == {column: name for name, column in CLUSTER_LEVELS.items()}[colour_by]]
+            names = {c: f"{c} · {name}" for c, name in zip(level["cluster"], level["name"])}
+            fallback = pd.Series(np.where(colour < 0, "noise", colour.astype(str)), index=colour.index)
+            colour = colour.map(names).fillna(fallback)  # a dict lookup per value, no Python call per row
+            colour_key = tuple(sorted(names.items()))  # a renamed cluster recolours
+    with map_column:
+        scatter_map(points, key="map_scatter", colour=colour, colour_name=colour_by, colour_key=colour_key,
+                    visible=visible, selected=selected_mask(ids, selection), size=size, opacity=opacity,
+                    mode=mode, height=640)
+        hover_note = "its id and the start of its text" if texts is not None else "its id and label"
+        st.caption(f"All {n:,} points drawn in the browser (WebGL). Toolbar, top right: pan, box or lasso; "
+                   f"scroll to zoom, double-click to reset; click a point to select it. Hovering shows "
+                   f"{hover_note}; the selection below lists the rest.")
+
+    selection_panel(dataset, examples)
+
+
+map_and_selection(dataset, run, examples, ids)

@@ -379,6 +379,10 @@ export class ScatterView {
       deselectOnEscape: false,
       showReticle: false,
       lassoOnLongPress: false,
+      // Build the spatial index here, not in a worker: regl-scatterplot sends a worker its
+      // points as a million small arrays (a structured clone of 0.7-1.6 s at 1M points), longer
+      // than building the index here (0.2-0.45 s).
+      spatialIndexUseWorker: false,
     });
     this.plot.subscribe('pointOver', (row) => this.hover(row));
     this.plot.subscribe('pointOut', () => this.hover(-1));

@@ -154,41 +154,9 @@ def discover_slices(
     overall = float(errors.mean())
     min_support = config.support(n)
     skip = {frozenset(p) for p in no_pairs_between}
-    rows: list[dict] = []
-    single_rate: dict[tuple[str, int], float] = {}
-    for feature in features:
-        support, wrong = _rates(feature.codes, errors, len(feature.levels))
-        for level, (count, bad) in enumerate(zip(support, wrong)):
-            if count == 0:
-                continue
-            single_rate[(feature.name, level)] = bad / count
-            if count >= min_support:
-                rows.append({"slice": f"{feature.name} {feature.levels[level]}", "features": [feature.name],
-                             "codes": [level], "support": int(count), "errors": int(bad)})
+    rows, single_rate = _single_slices(features, errors, min_support)
     if config.pairs:
-        # pair the features with the worst single slices first
-        worst = {}
-        for row in rows:
-            name = row["features"][0]
-            worst[name] = max(worst.get(name, 0.0), row["errors"] / row["support"])
-        ranked = sorted((f for f in features if f.name in worst), key=lambda f: -worst[f.name])
-        chosen = {f.name for f in ranked[:config.max_pair_features]}
-        for a, b in combinations([f for f in features if f.name in chosen], 2):  # in the given order
-            if frozenset((a.name, b.name)) in skip:
-                continue
-            width = len(b.levels)
-            valid = (a.codes >= 0) & (b.codes >= 0)
-            combined = np.where(valid, a.codes * width + b.codes, -1)
-            support, wrong = _rates(combined, errors, len(a.levels) * width)
-            for code in np.flatnonzero(support >= min_support):
-                la, lb = divmod(int(code), width)
-                # listed only when clearly worse than both parents: its interval lies above them
-                low = wilson_interval(wrong[code], support[code], config.confidence)[0]
-                if low <= single_rate.get((a.name, la), 1.0) or low <= single_rate.get((b.name, lb), 1.0):
-                    continue
-                rows.append({"slice": f"{a.name} {a.levels[la]} & {b.name} {b.levels[lb]}",
-                             "features": [a.name, b.name], "codes": [la, lb],
-                             "support": int(support[code]), "errors": int(wrong[code])})
+        rows = rows + _pair_slices(features, errors, rows, single_rate, skip, min_support, config)
     columns = ["slice", "features", "codes", "support", "errors", "error_rate", "ci_low", "ci_high",
                "overall_error_rate", "lift", "gap_low"]
     if not rows:
@@ -202,6 +170,57 @@ def discover_slices(
     table = table[table["error_rate"] > overall]
     table = table.sort_values(["gap_low", "support"], ascending=[False, False], kind="stable").head(config.top)
     return table[columns].reset_index(drop=True)
+
+
+def _single_slices(features: Sequence[SliceFeature], errors: np.ndarray,
+                   min_support: int) -> tuple[list[dict], dict[tuple[str, int], float]]:
+    """The one-feature slices with at least ``min_support`` examples (rows of the
+    :func:`discover_slices` table, before its rates), and every level's error rate keyed by
+    (feature, level)."""
+    rows: list[dict] = []
+    single_rate: dict[tuple[str, int], float] = {}
+    for feature in features:
+        support, wrong = _rates(feature.codes, errors, len(feature.levels))
+        for level, (count, bad) in enumerate(zip(support, wrong)):
+            if count == 0:
+                continue
+            single_rate[(feature.name, level)] = bad / count
+            if count >= min_support:
+                rows.append({"slice": f"{feature.name} {feature.levels[level]}", "features": [feature.name],
+                             "codes": [level], "support": int(count), "errors": int(bad)})
+    return rows, single_rate
+
+
+def _pair_slices(features: Sequence[SliceFeature], errors: np.ndarray, single_rows: list[dict],
+                 single_rate: dict[tuple[str, int], float], skip: set[frozenset[str]], min_support: int,
+                 config: SliceConfig) -> list[dict]:
+    """The two-feature slices, over the ``config.max_pair_features`` features with the worst
+    single slices (``single_rows``) and not in ``skip``, kept only when clearly worse than both
+    parents."""
+    worst = {}
+    for row in single_rows:
+        name = row["features"][0]
+        worst[name] = max(worst.get(name, 0.0), row["errors"] / row["support"])
+    ranked = sorted((f for f in features if f.name in worst), key=lambda f: -worst[f.name])
+    chosen = {f.name for f in ranked[:config.max_pair_features]}
+    rows: list[dict] = []
+    for a, b in combinations([f for f in features if f.name in chosen], 2):  # in the given order
+        if frozenset((a.name, b.name)) in skip:
+            continue
+        width = len(b.levels)
+        valid = (a.codes >= 0) & (b.codes >= 0)
+        combined = np.where(valid, a.codes * width + b.codes, -1)
+        support, wrong = _rates(combined, errors, len(a.levels) * width)
+        for code in np.flatnonzero(support >= min_support):
+            la, lb = divmod(int(code), width)
+            # listed only when clearly worse than both parents: its interval lies above them
+            low = wilson_interval(wrong[code], support[code], config.confidence)[0]
+            if low <= single_rate.get((a.name, la), 1.0) or low <= single_rate.get((b.name, lb), 1.0):
+                continue
+            rows.append({"slice": f"{a.name} {a.levels[la]} & {b.name} {b.levels[lb]}",
+                         "features": [a.name, b.name], "codes": [la, lb],
+                         "support": int(support[code]), "errors": int(wrong[code])})
+    return rows
 
 
 def slice_mask(features: Sequence[SliceFeature], names: Sequence[str], codes: Sequence[int]) -> np.ndarray:

@@ -249,17 +249,7 @@ def cluster_embeddings(
     for cluster in range(k):
         members = np.flatnonzero(coarse == cluster)
         if config.fine and len(members) >= config.fine_min_size:
-            # k chosen by silhouette on a small sample, then one fit on a larger one
-            choose = members if len(members) <= FINE_CHOOSE_MAX else \
-                np.sort(rng.choice(members, size=FINE_CHOOSE_MAX, replace=False))
-            _, scores = _auto_kmeans(reduced[choose], k=None, k_max=config.fine_k_max,
-                                     silhouette_sample=1000, seed=config.seed,
-                                     min_size=max(10, config.fine_min_size // 2), n_init=1)
-            fine_k = max(scores, key=scores.get) if scores else 1
-            sample = members if len(members) <= FINE_SAMPLE_MAX else \
-                np.sort(rng.choice(members, size=FINE_SAMPLE_MAX, replace=False))
-            model = _kmeans(reduced[sample], fine_k, config.seed, n_init=1)
-            sub = _order_by_size(_predict_chunks(model, reduced[members]))
+            sub = _split_cluster(reduced, members, config, rng)
         else:
             sub = np.zeros(len(members), dtype=np.int32)
         fine[members] = len(parents) + sub
@@ -270,6 +260,23 @@ def cluster_embeddings(
     return Clustering(coarse=coarse, fine=fine, fine_parent=np.asarray(parents, dtype=np.int32),
                       method=config.method, k=k, silhouette_by_k=silhouettes, notes=tuple(notes),
                       representatives=representatives)
+
+
+def _split_cluster(reduced: np.ndarray, members: np.ndarray, config: ClusterConfig,
+                   rng: np.random.Generator) -> np.ndarray:
+    """Fine clusters of one coarse cluster's ``members`` (row indices into ``reduced``), 0 the
+    largest: k chosen by silhouette on a small sample, then one k-means fit on a larger one.
+    ``rng`` draws the samples."""
+    choose = members if len(members) <= FINE_CHOOSE_MAX else \
+        np.sort(rng.choice(members, size=FINE_CHOOSE_MAX, replace=False))
+    _, scores = _auto_kmeans(reduced[choose], k=None, k_max=config.fine_k_max,
+                             silhouette_sample=1000, seed=config.seed,
+                             min_size=max(10, config.fine_min_size // 2), n_init=1)
+    fine_k = max(scores, key=scores.get) if scores else 1
+    sample = members if len(members) <= FINE_SAMPLE_MAX else \
+        np.sort(rng.choice(members, size=FINE_SAMPLE_MAX, replace=False))
+    model = _kmeans(reduced[sample], fine_k, config.seed, n_init=1)
+    return _order_by_size(_predict_chunks(model, reduced[members]))
 
 
 def _hdbscan(coords: np.ndarray, fit_rows: np.ndarray, config: ClusterConfig) -> np.ndarray:

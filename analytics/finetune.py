@@ -77,6 +77,7 @@ import json
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -536,6 +537,35 @@ def _rng_state(device: torch.device) -> dict:
     return state
 
 
+@dataclass(eq=False)
+class _Training:
+    """What one training run steps: the task, the network, its optimiser, the seeded generator of
+    the minibatch order, every label on the device (``y_all``) and the rows it trains on (a CPU
+    tensor of dataset rows)."""
+
+    task: _Task
+    net: torch.nn.Module
+    optimiser: torch.optim.Optimizer
+    order: torch.Generator
+    y_all: torch.Tensor
+    rows: torch.Tensor
+
+
+class _Recorded:
+    """What a recording run keeps: each epoch's logits (epochs, m, K), the squared L2 norm of the
+    head's input at the early epoch (m,), and the VoG accumulator of the input gradients."""
+
+    def __init__(self, m: int, epochs: int, task: _Task):
+        self.logits = np.zeros((epochs, m, task.n_classes), dtype=np.float32)
+        self.norms = np.zeros(m, dtype=np.float32)
+        self.accumulator = VogAccumulator(m, task.vog_dims)
+
+    def add_epoch(self, grads: np.ndarray) -> None:
+        """One epoch's input gradients (m, vog_dims) into the VoG accumulator."""
+        self.accumulator.add(np.arange(len(self.norms)), grads)
+        self.accumulator.end_epoch()
+
+
 def _fit(task: _Task, gold: np.ndarray, rows: np.ndarray, config: FinetuneConfig, folder: Path, *, seed: int,
          record: bool, progress: Progress, label: str, held: np.ndarray | None = None) -> dict:
     """Train one network on ``rows`` (resuming from ``folder``) and return what it recorded.
@@ -543,84 +573,110 @@ def _fit(task: _Task, gold: np.ndarray, rows: np.ndarray, config: FinetuneConfig
     Returns a dict with ``logits`` (epochs, m, K), ``norms`` (m,), ``vog`` (m,) when ``record``,
     ``held_probs`` (len(held), K) when ``held`` is given, and ``epoch_seconds`` (epochs,).
     """
-    device = task.device
-    m, epochs, batch_size = len(rows), config.epochs, config.batch_size
-    steps = math.ceil(m / batch_size)
-    total_steps = epochs * steps
-    base_rate = _learning_rate(task.kind, config)
     net = task.network(seed)
-    optimiser = torch.optim.AdamW(net.parameters(), lr=base_rate, weight_decay=0.0)
-    order = torch.Generator(device="cpu").manual_seed(seed)
-    y_all = torch.from_numpy(np.asarray(gold, dtype=np.int64)).to(device)
-    logits = np.zeros((epochs, m, task.n_classes), dtype=np.float32) if record else None
-    norms = np.zeros(m, dtype=np.float32) if record else None
-    accumulator = VogAccumulator(m, task.vog_dims) if record else None
-    epoch_seconds: list[float] = []
-    start_epoch = 0
-    state_path = folder / "state.pt"
-    if state_path.is_file():
-        # on the CPU: the random states must stay there; load_state_dict moves the rest
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        net.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
-        order.set_state(state["order_rng"])
-        torch.set_rng_state(state["cpu_rng"])
-        if "cuda_rng" in state and device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
-        start_epoch = int(state["epoch"])
-        epoch_seconds = [float(s) for s in state["epoch_seconds"]]
-        if record:
-            norms[:] = state["norms"].numpy()
-            for epoch in range(start_epoch):
-                logits[epoch] = np.load(folder / f"logits_{epoch}.npy", allow_pickle=False)
-                accumulator.add(np.arange(m), np.load(folder / f"grads_{epoch}.npy", allow_pickle=False))
-                accumulator.end_epoch()
-    else:
-        folder.mkdir(parents=True, exist_ok=True)
-    local_rows = torch.from_numpy(rows)
-    with _one_thread_if_small(task.step_floats(batch_size), device):
-        for epoch in range(start_epoch, epochs):
-            net.train()
-            began = time.perf_counter()
-            permutation = torch.randperm(m, generator=order)
-            grads = np.zeros((m, task.vog_dims), dtype=np.float32) if record else None
-            for step in range(steps):
-                positions = permutation[step * batch_size:(step + 1) * batch_size]
-                batch_rows = local_rows[positions].numpy()
-                targets = y_all[torch.from_numpy(batch_rows).to(device)]
-                for group in optimiser.param_groups:  # linear decay to 0, no warm-up
-                    group["lr"] = base_rate * (total_steps - epoch * steps - step) / total_steps
-                output, hidden, gradient = _train_step(task, net, optimiser, batch_rows, targets, vog=record)
-                if record:
-                    where = positions.numpy()
-                    grads[where] = gradient.float().cpu().numpy()
-                    logits[epoch, where] = output.float().cpu().numpy()
-                    if epoch == config.early_epoch:
-                        norms[where] = hidden.float().pow(2).sum(1).cpu().numpy()
-                elapsed = time.perf_counter() - began
-                expected = epoch_seconds[-1] if epoch_seconds else elapsed / (step + 1) * steps
-                progress((epoch + (step + 1) / steps) / epochs,
-                         f"{label} epoch {epoch + 1}/{epochs} · step {step + 1}/{steps} · ~{expected:.0f} s per epoch")
-            epoch_seconds.append(time.perf_counter() - began)
-            if record:
-                _save_npy(folder / f"logits_{epoch}.npy", logits[epoch])
-                _save_npy(folder / f"grads_{epoch}.npy", grads)
-                accumulator.add(np.arange(m), grads)
-                accumulator.end_epoch()
-            state = {"epoch": epoch + 1, "model": net.state_dict(), "optimiser": optimiser.state_dict(),
-                     "order_rng": order.get_state(), "epoch_seconds": torch.tensor(epoch_seconds, dtype=torch.float64),
-                     **_rng_state(device)}
-            if record:
-                state["norms"] = torch.from_numpy(norms.copy())
-            atomic_write(state_path, lambda handle: torch.save(state, handle))
+    training = _Training(
+        task=task, net=net,
+        optimiser=torch.optim.AdamW(net.parameters(), lr=_learning_rate(task.kind, config), weight_decay=0.0),
+        order=torch.Generator(device="cpu").manual_seed(seed),
+        y_all=torch.from_numpy(np.asarray(gold, dtype=np.int64)).to(task.device), rows=torch.from_numpy(rows))
+    recorded = _Recorded(len(rows), config.epochs, task) if record else None
+    start_epoch, epoch_seconds = _resume(training, folder, recorded)
+    with _one_thread_if_small(task.step_floats(config.batch_size), task.device):
+        for epoch in range(start_epoch, config.epochs):
+            grads, seconds = _train_epoch(training, epoch, config, recorded, progress=progress, label=label,
+                                          last_seconds=epoch_seconds[-1] if epoch_seconds else None)
+            epoch_seconds.append(seconds)
+            _save_epoch(training, folder, epoch, epoch_seconds, recorded, grads)
     result = {"epoch_seconds": np.asarray(epoch_seconds, dtype=np.float64)}
-    if record:
-        result.update(logits=logits, norms=norms, vog=accumulator.raw())
+    if recorded is not None:
+        result.update(logits=recorded.logits, norms=recorded.norms, vog=recorded.accumulator.raw())
     if held is not None:
         result["held_probs"] = _predict(task, net, held, config.batch_size)
     atomic_write(folder / "result.npz", lambda handle: np.savez(handle, **result))
     _clean_epochs(folder)
     return result
+
+
+def _resume(training: _Training, folder: Path, recorded: _Recorded | None) -> tuple[int, list[float]]:
+    """Restore a stopped run from ``folder``: the network, the optimiser, the random states and
+    what it recorded in its finished epochs. Returns the next epoch and the seconds each finished
+    epoch took; ``(0, [])`` for a new run, whose folder is made."""
+    state_path = folder / "state.pt"
+    if not state_path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        return 0, []
+    # on the CPU: the random states must stay there; load_state_dict moves the rest
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    training.net.load_state_dict(state["model"])
+    training.optimiser.load_state_dict(state["optimiser"])
+    training.order.set_state(state["order_rng"])
+    torch.set_rng_state(state["cpu_rng"])
+    device = training.task.device
+    if "cuda_rng" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+    start_epoch = int(state["epoch"])
+    if recorded is not None:
+        recorded.norms[:] = state["norms"].numpy()
+        for epoch in range(start_epoch):
+            recorded.logits[epoch] = np.load(folder / f"logits_{epoch}.npy", allow_pickle=False)
+            recorded.add_epoch(np.load(folder / f"grads_{epoch}.npy", allow_pickle=False))
+    return start_epoch, [float(s) for s in state["epoch_seconds"]]
+
+
+def _train_epoch(training: _Training, epoch: int, config: FinetuneConfig, recorded: _Recorded | None, *,
+                 progress: Progress, label: str, last_seconds: float | None) -> tuple[np.ndarray | None, float]:
+    """One epoch: minibatches of ``config.batch_size`` in the seeded random order, the learning
+    rate decayed linearly to 0 over all steps (no warm-up), progress after every step (the time
+    per epoch from ``last_seconds`` once an epoch has finished). With ``recorded``, each example's
+    logits and, at the early epoch, its head input's squared norm go into it.
+
+    Returns the input gradients of this epoch, ndarray of shape (m, vog_dims) (None without
+    ``recorded``), and the epoch's seconds.
+    """
+    task, net, optimiser = training.task, training.net, training.optimiser
+    m, batch_size, epochs = len(training.rows), config.batch_size, config.epochs
+    steps = math.ceil(m / batch_size)
+    total_steps = epochs * steps
+    base_rate = _learning_rate(task.kind, config)
+    net.train()
+    began = time.perf_counter()
+    permutation = torch.randperm(m, generator=training.order)
+    grads = np.zeros((m, task.vog_dims), dtype=np.float32) if recorded is not None else None
+    for step in range(steps):
+        positions = permutation[step * batch_size:(step + 1) * batch_size]
+        batch_rows = training.rows[positions].numpy()
+        targets = training.y_all[torch.from_numpy(batch_rows).to(task.device)]
+        for group in optimiser.param_groups:  # linear decay to 0, no warm-up
+            group["lr"] = base_rate * (total_steps - epoch * steps - step) / total_steps
+        output, hidden, gradient = _train_step(task, net, optimiser, batch_rows, targets, vog=recorded is not None)
+        if recorded is not None:
+            where = positions.numpy()
+            grads[where] = gradient.float().cpu().numpy()
+            recorded.logits[epoch, where] = output.float().cpu().numpy()
+            if epoch == config.early_epoch:
+                recorded.norms[where] = hidden.float().pow(2).sum(1).cpu().numpy()
+        elapsed = time.perf_counter() - began
+        expected = last_seconds if last_seconds is not None else elapsed / (step + 1) * steps
+        progress((epoch + (step + 1) / steps) / epochs,
+                 f"{label} epoch {epoch + 1}/{epochs} · step {step + 1}/{steps} · ~{expected:.0f} s per epoch")
+    return grads, time.perf_counter() - began
+
+
+def _save_epoch(training: _Training, folder: Path, epoch: int, epoch_seconds: list[float],
+                recorded: _Recorded | None, grads: np.ndarray | None) -> None:
+    """Keep a finished epoch in ``folder``, each file written atomically: with ``recorded``, its
+    logits and input gradients (which then go into the VoG accumulator); then the state to resume
+    from (network, optimiser, random states, seconds per epoch, the early epoch's norms)."""
+    if recorded is not None:
+        _save_npy(folder / f"logits_{epoch}.npy", recorded.logits[epoch])
+        _save_npy(folder / f"grads_{epoch}.npy", grads)
+        recorded.add_epoch(grads)
+    state = {"epoch": epoch + 1, "model": training.net.state_dict(), "optimiser": training.optimiser.state_dict(),
+             "order_rng": training.order.get_state(), "epoch_seconds": torch.tensor(epoch_seconds, dtype=torch.float64),
+             **_rng_state(training.task.device)}
+    if recorded is not None:
+        state["norms"] = torch.from_numpy(recorded.norms.copy())
+    atomic_write(folder / "state.pt", lambda handle: torch.save(state, handle))
 
 
 def _train_step(task: _Task, net, optimiser, rows: np.ndarray, targets, *, vog: bool):

@@ -17,19 +17,26 @@ The rules:
 - a dynamics source without what it needs (:attr:`DynamicsSource.needs`);
 - settings of one dynamics source (fine-tuning) while another is chosen;
 - a dynamics source other than the probe without scores (no dynamics are computed);
-- an architecture without any checkpoint.
+- an architecture without any checkpoint (no embedding or dynamics source that takes one).
+
+What each dynamics source computes is in its module of :mod:`analytics.dynamics_sources`; its
+entry here holds those functions, so the pipeline runs any source the same way.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
-from typing import Mapping
+from typing import Callable, Mapping
 
 from analytics.clusters import ClusterConfig
 from analytics.data_issues import IssueOptions
 from analytics.datasets import Dataset
 from analytics.dynamics import ProbeConfig
+from analytics.dynamics_sources import checkpoints as checkpoints_source
+from analytics.dynamics_sources import finetune as finetune_source
+from analytics.dynamics_sources import folder as folder_source
+from analytics.dynamics_sources import probe as probe_source
 from analytics.embeddings import EMBEDDING_REGISTRY, SPEC_OPTIONS, EmbeddingSpec, default_spec
 from analytics.finetune_config import FinetuneConfig
 from analytics.projection import PROJECTIONS, UMAP_INITS
@@ -54,7 +61,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True, kw_only=True)
 class DynamicsSource:
-    """One source of training dynamics.
+    """One source of training dynamics: what the user gives and sees, and what it computes.
 
     Attributes
     ----------
@@ -74,6 +81,27 @@ class DynamicsSource:
     settings : str, optional
         The :class:`AnalysisConfig` field of settings only this source uses (``"finetune"``);
         settings other than the defaults are refused with any other source.
+    options : tuple of str
+        Other :class:`AnalysisConfig` fields it reads (``"architecture"``, ``"trust"``); an
+        architecture is refused unless the source or the embedding source takes one.
+    check, train, params, manifest : callable
+        What it computes: checks before any stage, the dynamics, the cache key, its keys of the
+        manifest (the contract is in :mod:`analytics.dynamics_sources`).
+    scheme : callable, optional
+        ``scheme(config, gold)``: how it fits its models, when it has a choice (the probe).
+    heldout : callable, optional
+        ``heldout(run, report)``: its own out-of-fold probabilities (fine-tuning); without it, the
+        probe's.
+    model : str
+        What the manifest's ``clusters.errors`` calls the model of its held-out predictions
+        ("{model} (out-of-fold)"), for a source that gives them (the probe, fine-tuning).
+    last_epoch_errors : str
+        When set, the clusters and slices judge the predictions of its last epoch instead of the
+        held-out ones, and the manifest's ``clusters.errors`` says this (the user's checkpoints:
+        their own model's errors).
+    keyed_on_embeddings : bool
+        Whether the dynamics stage's cache key holds the embeddings' key. Fine-tuning's dynamics
+        never see the embeddings; the other sources' entries have always been keyed on them.
     """
 
     name: str
@@ -83,20 +111,43 @@ class DynamicsSource:
     minimum: int = 0
     needs: str = ""
     settings: str | None = None
+    options: tuple[str, ...] = ()
+    check: Callable
+    train: Callable
+    params: Callable[..., dict]
+    manifest: Callable[..., dict]
+    scheme: Callable[..., str] | None = None
+    heldout: Callable | None = None
+    model: str = ""
+    last_epoch_errors: str = ""
+    keyed_on_embeddings: bool = True
+
+    def takes(self, option: str) -> bool:
+        """Whether it reads the :class:`AnalysisConfig` field ``option`` (its ``options``)."""
+        return option in self.options
 
 
 # The first entry is the default source (nothing given, nothing chosen).
 DYNAMICS_REGISTRY: Mapping[str, DynamicsSource] = MappingProxyType({source.name: source for source in (
-    DynamicsSource(name="probe", label="Probe on the embeddings (fast)", noun="probe"),
+    DynamicsSource(name="probe", label="Probe on the embeddings (fast)", noun="probe", model="probe",
+                   check=probe_source.check, train=probe_source.train, params=probe_source.params,
+                   manifest=probe_source.manifest, scheme=probe_source.scheme),
     DynamicsSource(name="finetune", label="Fine-tune the model (slower; the paper's map)", noun="fine-tuning",
-                   settings="finetune"),
+                   settings="finetune", model="fine-tuned model", keyed_on_embeddings=False,
+                   check=finetune_source.check, train=finetune_source.train, params=finetune_source.params,
+                   manifest=finetune_source.manifest, heldout=finetune_source.heldout),
     DynamicsSource(name="checkpoints", label="Per-epoch checkpoints", noun="checkpoints", input="checkpoints",
                    minimum=2, needs="Training dynamics from checkpoints need at least two checkpoints, one per "
-                                    "epoch in order; {n} given."),
+                                    "epoch in order; {n} given.",
+                   options=("architecture", "trust"), last_epoch_errors="model (last checkpoint)",
+                   check=checkpoints_source.check, train=checkpoints_source.train,
+                   params=checkpoints_source.params, manifest=checkpoints_source.manifest),
     DynamicsSource(name="folder", label="A dynamics folder (dynamics_epoch_*.jsonl)", noun="folder",
                    input="dynamics_dir", minimum=1,
                    needs="Training dynamics from a folder need its path: the folder of dynamics_epoch_*.jsonl "
-                         "files, or the model output folder that holds training_dynamics/."),
+                         "files, or the model output folder that holds training_dynamics/.",
+                   check=folder_source.check, train=folder_source.train, params=folder_source.params,
+                   manifest=folder_source.manifest),
 )})
 DYNAMICS_SOURCES = tuple(DYNAMICS_REGISTRY)
 
@@ -199,7 +250,7 @@ def check_config(
     if not scores and chosen != DYNAMICS_SOURCES[0]:
         raise ConfigError(wording.no_scores.format(chosen=chosen, chosen_noun=DYNAMICS_REGISTRY[chosen].noun))
     checkpoint_embedding = embedding is not None and EMBEDDING_REGISTRY[embedding.source].takes("architecture")
-    if architecture and chosen != "checkpoints" and not checkpoint_embedding:
+    if architecture and not DYNAMICS_REGISTRY[chosen].takes("architecture") and not checkpoint_embedding:
         raise ConfigError(wording.architecture.format(option=wording.name("architecture")))
     return chosen
 

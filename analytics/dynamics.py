@@ -49,6 +49,7 @@ __all__ = [
     "cross_fit_probabilities",
     "cross_fit_dynamics",
     "fold_count",
+    "heldout_folds",
     "fit_probe_run",
     "resolve_scheme",
     "ProbeStack",
@@ -70,7 +71,7 @@ class TrainingDynamics:
     ----------
     logits : ndarray of shape (n_seeds, n_epochs, n_examples, n_classes), float32
     gold : ndarray of shape (n_examples,), int64 — the label index each run trained on
-    source : {"reference", "checkpoints", "probe"}
+    source : {"reference", "checkpoints", "probe", "finetune"}
     hidden_norms : ndarray of shape (n_seeds, n_examples), optional
         Squared L2 norm of the input to the last layer at ``early_epoch`` (for GraNd).
     early_epoch : int
@@ -773,6 +774,13 @@ def fold_count(gold: np.ndarray, folds: int) -> int:
     than its smallest class has examples (each fold holds one of them), and at least 2."""
     counts = np.bincount(np.asarray(gold, dtype=np.int64))
     return max(2, min(folds, int(counts[counts > 0].min())))
+
+
+def heldout_folds(config: ProbeConfig, scheme: str | None, gold: np.ndarray) -> int:
+    """How many folds give the probe's out-of-fold probabilities: one per probe under the
+    cross-fit ``scheme`` (:func:`cross_fit_dynamics`: seeds + 1), else the folds
+    :func:`cross_fit_probabilities` makes (:func:`fold_count`)."""
+    return config.seeds + 1 if scheme == "cross-fit" else fold_count(gold, config.folds)
 
 
 def _stratified_folds(gold: np.ndarray, folds: int) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -6,10 +6,12 @@ result is cached in the workspace under the dataset fingerprint and the stage's 
 a run that stopped after a stage resumes from there, and a second run with the same inputs is
 instant.
 
-Training dynamics come from one of four sources (``AnalysisConfig.dynamics_from``): the probe
-on the embeddings, fine-tuning (:mod:`analytics.finetune`), per-epoch checkpoints, or a folder
-in the allenai/cartography format. :func:`check_sources` checks the chosen source before any
-stage runs, so a wrong folder or checkpoint fails in seconds, not after the embeddings and UMAP.
+Training dynamics come from the source ``AnalysisConfig.dynamics_from`` names, an entry of
+:data:`analytics.analysis_config.DYNAMICS_REGISTRY` (the probe on the embeddings, fine-tuning,
+per-epoch checkpoints, or a folder in the allenai/cartography format) that holds the source's
+functions (:mod:`analytics.dynamics_sources`): the pipeline calls them and knows no source by
+name. :func:`check_sources` checks the chosen source before any stage runs, so a wrong folder or
+checkpoint fails in seconds, not after the embeddings and UMAP.
 
 A run folder holds:
 
@@ -41,11 +43,10 @@ A run folder holds:
 
 from __future__ import annotations
 
-import functools
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -54,27 +55,15 @@ from typing import Callable, TypeVar
 import numpy as np
 import pandas as pd
 
-from analytics.access import AccessError, Policy, check_architecture, resolve_data_path
+from analytics.access import Policy
 from analytics.clusters import Clustering, cluster_embeddings, cluster_summary, name_clusters
 from analytics.annotators import ANNOTATORS_FILE, AnnotatorReport, dataset_annotators
 from analytics.annotators import EXAMPLE_COLUMNS as ANNOTATOR_EXAMPLE_COLUMNS
 from analytics.data_issues import DataIssues, check_dataset, issue_columns
 from analytics.datasets import ColumnRoles, Dataset
-from analytics.dynamics import (
-    DynamicsError,
-    ProbeConfig,
-    TrainingDynamics,
-    checkpoint_dynamics,
-    cross_fit_dynamics,
-    cross_fit_probabilities,
-    find_dynamics_folder,
-    fold_count,
-    resolve_scheme,
-    read_reference_dynamics,
-    train_probe,
-)
-from analytics.embeddings import checkpoint_outputs, compute_embeddings
-from analytics.finetune_config import FinetuneError, check_finetune
+from analytics.dynamics import TrainingDynamics, cross_fit_probabilities, heldout_folds
+from analytics.dynamics_sources import SOURCE_ERRORS, CheckedSource, TrainedDynamics
+from analytics.embeddings import compute_embeddings
 from analytics import names
 from analytics.hardness import SCORE_AGREEMENT_FILE, hardness_tables
 from analytics.names import CLUSTER_COLUMNS, MAP_COLUMNS
@@ -121,14 +110,7 @@ ISSUES_FILE = "issues.json"
 ROLE_COLUMNS = (names.ID, names.TEXT, names.IMAGE)  # the columns that identify or show an example
 FORMAT = "data-cartographer-run"
 FORMAT_VERSION = 1
-SCHEME_NOTES = {
-    "independent": "probe seeds each trained on every example; out-of-fold probabilities from "
-                   "separate stratified K-fold probes",
-    "cross-fit": "seeds + 1 probes, each trained on all but one stratified fold: each example's "
-                 "seeds are the probes that trained on it, its out-of-fold probabilities come from "
-                 "the one that held it out (used from 200,000 examples on; see "
-                 "analytics.dynamics.cross_fit_dynamics)",
-}
+PROBE_HELDOUT = "probe"  # _HeldOut.origin of the probe's out-of-fold probabilities: its registry name
 StageProgress = Callable[[str, float, str], None]
 Progress = Callable[[float, str], None]
 T = TypeVar("T")
@@ -168,7 +150,7 @@ class SourceError(RunError):
 
 # The configuration, its dynamics sources and the rules about which settings go together live in
 # analytics.analysis_config; imported here so `from analytics.pipeline import AnalysisConfig` keeps working.
-from analytics.analysis_config import DYNAMICS_SOURCES, AnalysisConfig  # noqa: E402
+from analytics.analysis_config import DYNAMICS_REGISTRY, DYNAMICS_SOURCES, AnalysisConfig  # noqa: E402
 
 
 @dataclass(frozen=True, eq=False)
@@ -198,32 +180,11 @@ class AnalysisRun:
         return self.read("dynamics.npy", mmap=True)
 
 
-@dataclass(frozen=True, eq=False)
-class CheckedSource:
-    """A training-dynamics source that :func:`check_sources` found usable.
-
-    Attributes
-    ----------
-    source : {"probe", "finetune", "checkpoints", "folder"}
-    folder : Path, optional
-        (folder) The resolved folder of the ``dynamics_epoch_*.jsonl`` files.
-    reference : TrainingDynamics, optional
-        (folder) The dynamics read from it, aligned with the dataset (kept so the dynamics stage
-        does not read the folder again).
-    notes : tuple of str
-        What the reader noticed (guids not in the dataset, gold labels that differ).
-    """
-
-    source: str
-    folder: Path | None = None
-    reference: TrainingDynamics | None = None
-    notes: tuple[str, ...] = ()
-
-
 def check_sources(dataset: Dataset, config: AnalysisConfig, *, policy: Policy | None = None) -> CheckedSource:
     """Check the training-dynamics source of ``config`` on ``dataset``, before anything expensive.
 
-    :func:`run_analysis` calls it first (the app also calls it when the user presses Compute):
+    :func:`run_analysis` calls it first (the app also calls it when the user presses Compute).
+    It runs the source's ``check`` (:mod:`analytics.dynamics_sources`):
 
     - ``"folder"``: the folder is found (either layout, :func:`analytics.dynamics.find_dynamics_folder`)
       and read in full: every epoch from 0 without gaps, every example's guid present, every
@@ -250,28 +211,11 @@ def check_sources(dataset: Dataset, config: AnalysisConfig, *, policy: Policy | 
     SourceError
         The source cannot be used; the message names the file and, for a dynamics file, the line.
     """
-    source = config.dynamics_source
+    source = DYNAMICS_REGISTRY[config.dynamics_source]
     try:
-        policy = policy or Policy.from_env()
-        if source == "folder":
-            folder = find_dynamics_folder(config.dynamics_dir, policy=policy)
-            dynamics, notes = read_reference_dynamics(folder, dataset.table["id"].tolist(),
-                                                      n_classes=len(dataset.classes), gold=dataset.label_codes,
-                                                      policy=policy, classes=list(dataset.classes))
-            return CheckedSource(source, folder=folder, reference=dynamics, notes=tuple(notes))
-        if source == "checkpoints":
-            for epoch, path in enumerate(config.checkpoints):
-                try:
-                    resolve_data_path(path, policy, what="checkpoint")
-                except AccessError as exc:
-                    raise SourceError(f"Checkpoint {epoch + 1} of {len(config.checkpoints)}: {exc}") from None
-            if config.architecture:
-                check_architecture(config.architecture, policy, trust=config.trust)
-        elif source == "finetune":
-            check_finetune(dataset, config.finetune, policy=policy)
-    except (DynamicsError, FinetuneError, AccessError) as exc:
+        return source.check(dataset, config, policy or Policy.from_env())
+    except SOURCE_ERRORS as exc:
         raise SourceError(str(exc)) from None
-    return CheckedSource(source)
 
 
 def run_dir_for(dataset: Dataset, config: AnalysisConfig, workspace: Workspace) -> Path:
@@ -352,11 +296,11 @@ class _StageKeys:
     knn: dict
     umap_init: str | None  # where UMAP starts ("pca" or "spectral"); None for the PCA map
     umap: dict | None
-    scheme: str | None  # the probe's scheme ("independent" or "cross-fit"); None for other sources
+    scheme: str | None  # how the source fits its models (the probe: "independent" or "cross-fit"), or None
     dynamics_source: dict | None  # _dynamics_params: the source and its settings (part of the run's key)
     dynamics: dict | None
-    heldout: dict | None
-    finetune_heldout: dict | None
+    heldout: dict | None  # the probe's out-of-fold probabilities
+    source_heldout: dict | None  # the source's own (fine-tuning's cross-fitting), or the probe's in its place
     issues: dict | None
     clusters: dict | None
 
@@ -372,22 +316,22 @@ def _stage_keys(dataset: Dataset, config: AnalysisConfig) -> _StageKeys:
         umap_init = _umap_init(config, dataset.n_examples)
         umap = {"knn": knn, "seed": config.seed, "fit_max": config.umap_fit_max,
                 **({"init": umap_init} if umap_init != "spectral" else {})}
-    scheme = source = dynamics = heldout = finetune_heldout = None
+    scheme = params = dynamics = heldout = source_heldout = None
     if config.scores:
-        source = _dynamics_params(config)  # once: it may hash checkpoints
-        scheme = resolve_scheme(config.probe, dataset.label_codes) if config.dynamics_source == "probe" else None
-        # fine-tuning never sees the embeddings: its dynamics do not depend on them
-        dynamics = {**({"embedding": embedding} if config.dynamics_source != "finetune" else {}),
-                    **source, **({"scheme": scheme} if scheme else {})}
+        source = DYNAMICS_REGISTRY[config.dynamics_source]
+        params = source.params(config)  # once: it may hash checkpoints
+        scheme = source.scheme(config, dataset.label_codes) if source.scheme is not None else None
+        dynamics = {**({"embedding": embedding} if source.keyed_on_embeddings else {}),
+                    **params, **({"scheme": scheme} if scheme else {})}
         heldout = {"embedding": embedding, "probe": asdict(config.probe), "v": 1,
                    **({"scheme": scheme} if scheme == "cross-fit" else {})}
-        finetune_heldout = {**source, "v": 1}
+        source_heldout = {**params, "v": 1}
     clusters = None
     if config.clusters is not None:
         clusters = {"embedding": embedding, **config.clusters.params(),
                     **({"map": umap if umap is not None else "pca"} if config.clusters.method == "hdbscan" else {})}
     return _StageKeys(embedding=embedding, knn=knn, umap_init=umap_init, umap=umap, scheme=scheme,
-                      dynamics_source=source, dynamics=dynamics, heldout=heldout, finetune_heldout=finetune_heldout,
+                      dynamics_source=params, dynamics=dynamics, heldout=heldout, source_heldout=source_heldout,
                       issues={"knn": knn, "options": asdict(config.issues), "v": 1} if config.issues is not None
                       else None,
                       clusters=clusters)
@@ -408,6 +352,10 @@ class _RunInputs:
     @property
     def fingerprint(self) -> str:
         return self.dataset.fingerprint
+
+    @property
+    def scheme(self) -> str | None:
+        return self.keys.scheme
 
 
 class _Stages:
@@ -478,25 +426,6 @@ def _umap_stage(run: _RunInputs, vectors: np.ndarray, graph: KnnGraph, pca: np.n
         fit_max=config.umap_fit_max, init=pca if run.keys.umap_init == "pca" else None, progress=report), fmt="npy")
 
 
-@dataclass(frozen=True, eq=False)
-class _TrainedDynamics:
-    """The dynamics stage's result.
-
-    Attributes
-    ----------
-    dynamics : TrainingDynamics
-    notes : tuple of str
-        What the source noticed, for the manifest.
-    heldout : ndarray of shape (n, classes), optional
-        Out-of-fold probabilities from the same probes (the cross-fit scheme), for the held-out
-        stage; None when it came from the cache or the source gives none.
-    """
-
-    dynamics: TrainingDynamics
-    notes: tuple[str, ...] = ()
-    heldout: np.ndarray | None = None
-
-
 def _dynamics_files(info: dict) -> dict[str, str]:
     """The files of a dynamics cache entry; norms and VoG only when its info says it has them."""
     return {"dynamics_logits": "npy", "dynamics_gold": "npy",
@@ -504,12 +433,12 @@ def _dynamics_files(info: dict) -> dict[str, str]:
             **({"dynamics_vog": "npy"} if info.get("has_vog") else {})}
 
 
-def _dynamics_stage(run: _RunInputs, vectors: np.ndarray, report: Progress) -> _TrainedDynamics:
+def _dynamics_stage(run: _RunInputs, vectors: np.ndarray, report: Progress) -> TrainedDynamics:
     """The training dynamics, from the cache or from the configured source."""
     entry = run.workspace.load_entry(run.fingerprint, "dynamics", run.keys.dynamics, _dynamics_files)
     if entry is not None:
         info, files = entry.info, entry.files
-        return _TrainedDynamics(TrainingDynamics(
+        return TrainedDynamics(TrainingDynamics(
             logits=files["dynamics_logits"], gold=np.asarray(files["dynamics_gold"], dtype=np.int64),
             source=info["source"], hidden_norms=files.get("dynamics_norms"), early_epoch=info["early_epoch"],
             vog=files.get("dynamics_vog")), tuple(info["notes"]))
@@ -526,45 +455,19 @@ def _dynamics_stage(run: _RunInputs, vectors: np.ndarray, report: Progress) -> _
     return trained
 
 
-def _train_dynamics(run: _RunInputs, vectors: np.ndarray, report: Progress) -> _TrainedDynamics:
-    """The training dynamics from the configured source (the dynamics folder, fine-tuning, the
-    checkpoints, or the probe on the embeddings)."""
-    dataset, config = run.dataset, run.config
-    labels, n_classes = dataset.label_codes, len(dataset.classes)
-    source = config.dynamics_source
-    if source == "folder":
-        checked = run.checked
-        if checked is None or checked.reference is None:  # read by check_sources in a run
-            checked = check_sources(dataset, config)
-        read = checked.reference
-        return _TrainedDynamics(TrainingDynamics(
-            logits=read.logits, gold=read.gold, source="reference",
-            early_epoch=min(read.n_epochs - 1, max(0, read.n_epochs // 5))), checked.notes)
-    if source == "finetune":
-        from analytics.finetune import finetune_dynamics  # torch: only when fine-tuning runs
-
-        return _TrainedDynamics(finetune_dynamics(dataset, config.finetune, progress=report,
-                                                  cache_dir=_finetune_dir(run.workspace, run.fingerprint)))
-    if source == "checkpoints":
-        notes: list[str] = []  # checkpoint_dynamics says here which checkpoints lack gradients
-        dynamics = checkpoint_dynamics(
-            config.checkpoints, labels, progress=report, executor=run.executor, notes=notes,
-            run_one=functools.partial(checkpoint_outputs, dataset, architecture=config.architecture,
-                                      trust=config.trust, device=config.device, output="logits"))
-        return _TrainedDynamics(dynamics, tuple(notes))
-    if run.keys.scheme == "cross-fit":
-        # one set of probes gives both the dynamics and the held-out probabilities
-        dynamics, heldout, _ = cross_fit_dynamics(vectors, labels, n_classes, config.probe, progress=report,
-                                                  executor=run.executor)
-        return _TrainedDynamics(dynamics, heldout=heldout)
-    return _TrainedDynamics(train_probe(vectors, labels, n_classes, config.probe, progress=report,
-                                        executor=run.executor))
+def _train_dynamics(run: _RunInputs, vectors: np.ndarray, report: Progress) -> TrainedDynamics:
+    """The training dynamics from the configured source's ``train``."""
+    source = DYNAMICS_REGISTRY[run.config.dynamics_source]
+    if run.checked is None or run.checked.source != source.name:  # a stage run on its own: check first
+        run = replace(run, checked=check_sources(run.dataset, run.config))
+    return source.train(run, vectors, report)
 
 
 @dataclass(frozen=True, eq=False)
 class _HeldOut:
     """The held-out stage's result: ``probs`` (ndarray of shape (n, classes), out-of-fold), the
-    manifest's note on how they were made, and where they came from ("probe" or "finetune")."""
+    manifest's note on how they were made, and where they came from: the probe
+    (:data:`PROBE_HELDOUT`) or the dynamics source's own ``heldout`` (its name: "finetune")."""
 
     probs: np.ndarray
     note: str
@@ -576,34 +479,32 @@ def _heldout_stage(run: _RunInputs, vectors: np.ndarray, cross_fitted: np.ndarra
     """Out-of-fold probabilities for the scores that need held-out predictions.
 
     ``cross_fitted``: those the dynamics stage's cross-fitted probes gave, stored here as this
-    stage's entry. Fine-tuning tries :func:`analytics.finetune.finetune_heldout` first
-    (cross-fitting the same fine-tuning when asked, or when its time, estimated from the epochs
-    just trained, fits the budget); when it declines, and for every other source, the probe's
-    K-fold cross-fitting on the embeddings.
+    stage's entry. A source with its own ``heldout`` (fine-tuning:
+    :func:`analytics.finetune.finetune_heldout`, cross-fitting the same fine-tuning when asked, or
+    when its time, estimated from the epochs just trained, fits the budget) is asked first; when
+    it declines, and for every other source, the probe's K-fold cross-fitting on the embeddings.
     """
-    folds = _folds_used(run.config.probe, run.keys.scheme, run.dataset.label_codes)
+    folds = heldout_folds(run.config.probe, run.keys.scheme, run.dataset.label_codes)
     probe_note = f"probe out-of-fold ({folds} folds" + (
         ", the probes of the dynamics)" if run.keys.scheme == "cross-fit" else ")")
-    if run.config.dynamics_source != "finetune":
-        return _HeldOut(_probe_heldout(run, vectors, cross_fitted, report), probe_note, "probe")
-    params = run.keys.finetune_heldout
+    source = DYNAMICS_REGISTRY[run.config.dynamics_source]
+    if source.heldout is None:
+        return _HeldOut(_probe_heldout(run, vectors, cross_fitted, report), probe_note, PROBE_HELDOUT)
+    params, own = run.keys.source_heldout, source.name
     entry = run.workspace.load_entry(run.fingerprint, "heldout", params,
-                                     lambda info: {"heldout": "npy"} if info.get("from") == "finetune" else {})
+                                     lambda info: {"heldout": "npy"} if info.get("from") == own else {})
     if entry is not None:
-        if entry.info.get("from") == "finetune":
-            return _HeldOut(entry.files["heldout"], entry.info["note"], "finetune")
-        return _HeldOut(_probe_heldout(run, vectors, None, report), entry.info["note"], "probe")
-    from analytics.finetune import finetune_heldout  # torch: only when fine-tuning runs
-
-    probs, how = finetune_heldout(run.dataset, run.config.finetune, progress=report,
-                                  cache_dir=_finetune_dir(run.workspace, run.fingerprint))
-    if probs is None:  # the fine-tuning declined (budget, tiny class, or asked for the probe): say why
+        if entry.info.get("from") == own:
+            return _HeldOut(entry.files["heldout"], entry.info["note"], own)
+        return _HeldOut(_probe_heldout(run, vectors, None, report), entry.info["note"], PROBE_HELDOUT)
+    probs, how = source.heldout(run, report)
+    if probs is None:  # the source declined (budget, tiny class, or asked for the probe): say why
         held = _HeldOut(_probe_heldout(run, vectors, None, report),
-                        f"{probe_note}; {how.removeprefix('probe:').strip()}", "probe")
+                        f"{probe_note}; {how.removeprefix('probe:').strip()}", PROBE_HELDOUT)
     else:
-        held = _HeldOut(np.asarray(probs, dtype=np.float32), how, "finetune")
+        held = _HeldOut(np.asarray(probs, dtype=np.float32), how, own)
     run.workspace.save_entry(run.fingerprint, "heldout", params,
-                             {"heldout": (held.probs if held.origin == "finetune" else None, "npy")},
+                             {"heldout": (held.probs if held.origin == own else None, "npy")},
                              {"note": held.note, "from": held.origin})
     return held
 
@@ -626,14 +527,14 @@ class _Scored:
     :class:`ScoreInputs`, ``table`` (the score columns, ``region``, ``heldout_correct``,
     ``predicted_label`` and ``correct``, row i = example i) and whose errors ``correct`` judges."""
 
-    trained: _TrainedDynamics
+    trained: TrainedDynamics
     heldout: _HeldOut
     inputs: ScoreInputs
     table: pd.DataFrame
     error_source: str
 
 
-def _scores_stage(run: _RunInputs, trained: _TrainedDynamics, heldout: _HeldOut, graph: KnnGraph,
+def _scores_stage(run: _RunInputs, trained: TrainedDynamics, heldout: _HeldOut, graph: KnnGraph,
                   report: Progress) -> _Scored:
     """Every score the inputs allow, the data-map regions and the predictions."""
     dynamics, labels = trained.dynamics, run.dataset.label_codes
@@ -646,15 +547,16 @@ def _scores_stage(run: _RunInputs, trained: _TrainedDynamics, heldout: _HeldOut,
     heldout_predicted = heldout.probs.argmax(axis=1)
     table["heldout_correct"] = heldout_predicted == labels
     # Whose errors the clusters and slices judge. The user's checkpoints: their model's, from
-    # its last checkpoint. Fine-tuning: the held-out predictions (the fine-tuned model's own
-    # when it was cross-fitted, else the probe's), never the last epoch's training-pass
-    # logits, which have seen the example and its label. Otherwise the probe's out-of-fold.
-    if dynamics.source == "checkpoints":
+    # its last checkpoint (the source's last_epoch_errors). Otherwise the held-out predictions
+    # (fine-tuning's own when it was cross-fitted, else the probe's), never the last epoch's
+    # training-pass logits, which have seen the example and its label.
+    source = DYNAMICS_REGISTRY[run.config.dynamics_source]
+    if source.last_epoch_errors:
         predicted = dynamics.logits[0, -1].argmax(axis=1)
-        error_source = "model (last checkpoint)"
+        error_source = source.last_epoch_errors
     else:
         predicted = heldout_predicted
-        error_source = "fine-tuned model (out-of-fold)" if heldout.origin == "finetune" else "probe (out-of-fold)"
+        error_source = f"{DYNAMICS_REGISTRY[heldout.origin].model} (out-of-fold)"
     table["predicted_label"] = np.asarray(run.dataset.classes, dtype=object)[predicted]
     table["correct"] = predicted == labels
     return _Scored(trained=trained, heldout=heldout, inputs=inputs, table=table, error_source=error_source)
@@ -861,22 +763,13 @@ def _manifest(run: _RunInputs, results: _StageResults, clusters: _ClusterFiles |
 
 
 def _dynamics_manifest(run: _RunInputs, scored: _Scored) -> dict:
-    """The manifest's "dynamics" entry: the source and its settings, and where the held-out
-    probabilities came from."""
-    config, dynamics, scheme = run.config, scored.trained.dynamics, run.keys.scheme
+    """The manifest's "dynamics" entry: the source (as the dynamics name it: a folder's are
+    "reference") and its settings, and where the held-out probabilities came from."""
+    dynamics = scored.trained.dynamics
     entry = {"source": dynamics.source, "seeds": dynamics.n_seeds, "epochs": dynamics.n_epochs,
              "early_epoch": dynamics.early_epoch, "notes": list(scored.trained.notes),
              "heldout": scored.heldout.note, "heldout_from": scored.heldout.origin}
-    if dynamics.source == "probe":
-        entry.update(probe=asdict(config.probe), scheme=scheme, folds=_folds_used(config.probe, scheme, dynamics.gold),
-                     scheme_note=SCHEME_NOTES[scheme])
-    elif dynamics.source == "finetune":
-        entry["finetune"] = {k: v for k, v in asdict(config.finetune).items() if k != "device"}
-    elif dynamics.source == "reference":
-        checked = run.checked
-        entry["folder"] = str(checked.folder) if checked is not None and checked.folder else config.dynamics_dir
-    elif dynamics.source == "checkpoints":
-        entry.update(checkpoints=[Path(path).name for path in config.checkpoints], architecture=config.architecture)
+    entry.update(DYNAMICS_REGISTRY[run.config.dynamics_source].manifest(run, scored))
     return entry
 
 
@@ -1069,19 +962,6 @@ def _umap_init(config: AnalysisConfig, n: int) -> str:
     return "pca" if n >= PCA_START_FROM else "spectral"
 
 
-def _folds_used(probe: ProbeConfig, scheme: str | None, gold: np.ndarray) -> int:
-    """How many folds gave the held-out probabilities: one per probe when cross-fitted with the
-    dynamics, else those :func:`cross_fit_probabilities` makes."""
-    return probe.seeds + 1 if scheme == "cross-fit" else fold_count(gold, probe.folds)
-
-
-def _finetune_dir(workspace: Workspace, fingerprint: str) -> Path:
-    """Where fine-tuning keeps its per-epoch cache, so a stopped run resumes from its last
-    finished epoch (:mod:`analytics.finetune` keys each training run inside it by the dataset,
-    the options and the rows it trains on)."""
-    return Path(workspace.root) / "finetune" / fingerprint
-
-
 def _config_params(config: AnalysisConfig, dynamics: dict | None = None) -> dict:
     """The run's key: every setting that changes what the run folder holds (``dynamics``: the
     :func:`_dynamics_params` of ``config`` when already computed)."""
@@ -1186,37 +1066,9 @@ def discover_run_slices(examples: pd.DataFrame, clusters: pd.DataFrame | None, c
 
 
 def _dynamics_params(config: AnalysisConfig) -> dict:
-    """What the training dynamics depend on: the source and its settings (part of the run's key,
-    so runs from different sources never share a run folder)."""
-    source = config.dynamics_source
-    if source == "folder":
-        folder = _epoch_folder(config.dynamics_dir)
-        return {"source": "reference", "dir": str(folder), "stamp": _folder_stamp(folder)}
-    if source == "checkpoints":
-        from analytics.checkpoints import checkpoint_fingerprint
-
-        # v2: checkpoint dynamics carry VoG; entries cached before it are computed again
-        return {"source": "checkpoints", "checkpoints": [checkpoint_fingerprint(c) for c in config.checkpoints],
-                "architecture": config.architecture, "v": 2}
-    if source == "finetune":
-        return {"source": "finetune", **config.finetune.params()}
-    return {"source": "probe", **asdict(config.probe), "device": None}
-
-
-def _epoch_folder(typed: str) -> Path:
-    """The folder of the epoch files for either layout, or the typed folder when none is found
-    (:func:`check_sources` then says what is wrong)."""
-    try:
-        return find_dynamics_folder(typed)
-    except DynamicsError:
-        return Path(typed).expanduser().resolve()
-
-
-def _folder_stamp(folder: Path) -> list:
-    try:
-        return sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir())
-    except OSError:
-        return []
+    """What the training dynamics depend on: the source's ``params`` (part of the run's key, so
+    runs from different sources never share a run folder)."""
+    return DYNAMICS_REGISTRY[config.dynamics_source].params(config)
 
 
 def _save_npy_in_chunks(handle, array: np.ndarray, dtype) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 import analytics.pipeline as pipeline
 from analytics.datasets import load_dataset
+from analytics.dynamics_sources import probe as probe_source
 from analytics.embeddings import EmbeddingSpec
 from analytics.pipeline import (
     AnalysisConfig,
@@ -118,7 +119,7 @@ def test_a_second_run_resumes_from_the_cache(dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "compute_embeddings", lambda *a, **k: calls.append("embed"))
     monkeypatch.setattr(pipeline, "build_knn", lambda *a, **k: calls.append("knn"))
     monkeypatch.setattr(pipeline, "project_pca", lambda *a, **k: calls.append("pca"))
-    monkeypatch.setattr(pipeline, "train_probe", lambda *a, **k: calls.append("probe"))
+    monkeypatch.setattr(probe_source, "train_probe", lambda *a, **k: calls.append("probe"))
     monkeypatch.setattr(pipeline, "cross_fit_probabilities", lambda *a, **k: calls.append("heldout"))
     monkeypatch.setattr(pipeline, "cluster_embeddings", lambda *a, **k: calls.append("clusters"))
     monkeypatch.setattr(pipeline, "check_dataset", lambda *a, **k: calls.append("issues"))
@@ -162,9 +163,11 @@ def test_a_second_run_hits_every_stages_cache(dataset, tmp_path, monkeypatch):
     workspace = Workspace(tmp_path / "ws")
     first = run_analysis(dataset, config, workspace=workspace)
     cached = workspace_files(workspace)
-    for name in ("compute_embeddings", "build_knn", "project_pca", "project_umap", "cross_fit_dynamics",
-                 "train_probe", "cross_fit_probabilities", "check_dataset", "cluster_embeddings"):
-        monkeypatch.setattr(pipeline, name, lambda *a, name=name, **k: pytest.fail(f"{name} ran again"))
+    for module, name in [(pipeline, "compute_embeddings"), (pipeline, "build_knn"), (pipeline, "project_pca"),
+                         (pipeline, "project_umap"), (probe_source, "cross_fit_dynamics"),
+                         (probe_source, "train_probe"), (pipeline, "cross_fit_probabilities"),
+                         (pipeline, "check_dataset"), (pipeline, "cluster_embeddings")]:
+        monkeypatch.setattr(module, name, lambda *a, name=name, **k: pytest.fail(f"{name} ran again"))
     stages = []
     again = run_analysis(dataset, config, workspace=workspace, on_stage=lambda stage, result: stages.append(stage))
     assert stages == ["embeddings", "neighbors", "pca", "umap", "dynamics", "heldout", "scores", "issues", "clusters"]

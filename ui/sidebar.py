@@ -39,25 +39,10 @@ def _dataset_picker() -> None:
                                help="Bundled samples open instantly; or open your own data.")
     encoding = "utf-8"
     if choice == _OPEN_PATH:
-        path = sidebar.text_input("Path to a file or image folder", key=state.DATASET_PATH,
-                                  placeholder="/data/reviews.csv",
-                                  help="CSV, TSV, Parquet, JSON Lines, a folder with one sub-folder "
-                                       "of images per class, or a run folder written by "
-                                       "`cartographer analyze`.").strip()
-        encoding = sidebar.selectbox("Text encoding", _ENCODINGS, key=state.ENCODING)
+        path, encoding = _opened_path()
+        if path is None:
+            return
         default_roles = ColumnRoles()
-        if not path:
-            _set_result(None, None)
-            return
-        rules = operator_policy()
-        try:  # the operator's rules before anything is read; the resolved path is used from here on
-            path = str(resolve_data_path(path, rules, what="dataset"))
-        except AccessError as exc:
-            _set_result(None, str(exc))
-            sidebar.error(str(exc))
-            return
-        if Path(path).is_dir() and not is_run_dir(path) and not _image_count_allowed(path, rules):
-            return
     else:
         sample = SAMPLES[titles.index(choice)]
         path, default_roles = str(sample.path), sample.roles
@@ -93,6 +78,32 @@ def _dataset_picker() -> None:
     progress.empty()
     _set_result(dataset, None)
     sidebar.success(f"{escape_markdown(dataset.name)}: {dataset.n_examples:,} examples, {len(dataset.classes)} classes")
+
+
+def _opened_path() -> tuple[str | None, str]:
+    """The path the user typed, resolved under the operator's rules, and the text encoding
+    chosen; the path is None (and the sidebar says why, if anything is wrong) when there is
+    nothing to open yet."""
+    sidebar = st.sidebar
+    path = sidebar.text_input("Path to a file or image folder", key=state.DATASET_PATH,
+                              placeholder="/data/reviews.csv",
+                              help="CSV, TSV, Parquet, JSON Lines, a folder with one sub-folder "
+                                   "of images per class, or a run folder written by "
+                                   "`cartographer analyze`.").strip()
+    encoding = sidebar.selectbox("Text encoding", _ENCODINGS, key=state.ENCODING)
+    if not path:
+        _set_result(None, None)
+        return None, encoding
+    rules = operator_policy()
+    try:  # the operator's rules before anything is read; the resolved path is used from here on
+        path = str(resolve_data_path(path, rules, what="dataset"))
+    except AccessError as exc:
+        _set_result(None, str(exc))
+        sidebar.error(str(exc))
+        return None, encoding
+    if Path(path).is_dir() and not is_run_dir(path) and not _image_count_allowed(path, rules):
+        return None, encoding
+    return path, encoding
 
 
 def _image_count_allowed(path: str, rules: Policy) -> bool:

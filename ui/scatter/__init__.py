@@ -159,6 +159,30 @@ def _colour_args(component_key: str, points: ScatterPoints, colour: pd.Series, t
     return args, encoded
 
 
+def _labels_arg(component_key: str, points: ScatterPoints) -> dict | None:
+    """The points' label names and codes, encoded once per points; None without labels."""
+    if points.labels is None:
+        return None
+    labels = points.labels
+
+    def label_codes() -> _Encoded:  # every distinct label, not only the most frequent
+        codes, uniques = pd.factorize(labels.astype("string").fillna("(missing)"))
+        return _encode(column_bytes(codes, code_dtype(len(uniques))), {"names": [str(u) for u in uniques]})
+
+    encoded = _encoded_column((*points.key, "labels"), label_codes)
+    names = encoded.meta["names"]
+    return {"names": names, "codes": _blob(component_key, "labels", encoded, code_dtype(len(names)), points.n)}
+
+
+def _hover_arg(component_key: str, points: ScatterPoints) -> dict | None:
+    """The points' hover lines, built and encoded once per points; None without them."""
+    if points.hover is None:
+        return None
+    hover = points.hover
+    encoded = _encoded_column((*points.key, "hover"), lambda: _encode("\n".join(hover()).encode("utf-8")))
+    return _blob(component_key, "hover", encoded, "utf8", points.n)
+
+
 def sent_once(memory: MutableMapping, name: str, encoded: _Encoded) -> bytes | None:
     """``encoded``'s bytes if the last run did not send them under ``name`` (kept in ``memory``,
     the session's state), else None.
@@ -224,22 +248,8 @@ def scatter_map(
         "size": float(size), "opacity": float(opacity), "mode": mode, "height": int(height),
         "axes": None if axes is None else {"x": axes[0], "y": axes[1], "x_range": x_range, "y_range": y_range},
         "lines": list(lines), "annotations": list(annotations),
-        "labels": None, "hover": None,
+        "labels": _labels_arg(key, points), "hover": _hover_arg(key, points),
     }
-    if points.labels is not None:
-        labels = points.labels
-
-        def label_codes() -> _Encoded:  # every distinct label, not only the most frequent
-            codes, uniques = pd.factorize(labels.astype("string").fillna("(missing)"))
-            return _encode(column_bytes(codes, code_dtype(len(uniques))), {"names": [str(u) for u in uniques]})
-
-        encoded = _encoded_column((*points.key, "labels"), label_codes)
-        names = encoded.meta["names"]
-        args["labels"] = {"names": names, "codes": _blob(key, "labels", encoded, code_dtype(len(names)), n)}
-    if points.hover is not None:
-        hover = points.hover
-        encoded = _encoded_column((*points.key, "hover"), lambda: _encode("\n".join(hover()).encode("utf-8")))
-        args["hover"] = _blob(key, "hover", encoded, "utf8", n)
     # declared on every call: it registers with the runtime running this script (AppTest makes one per test)
     args["colour"], encoded_colour = _colour_args(key, points, colour, colour_name, tuple(colour_key))
     inline = sent_once(st.session_state, f"{key}__colour_sent", encoded_colour)

@@ -49,7 +49,7 @@ import pandas as pd
 
 from analytics.dynamics import ProbeConfig, fit_probes, predict_probes
 from analytics.hardness import numeric_scores
-from analytics.scores import LOWER, NEITHER, score_columns
+from analytics.scores import HIGHER, LOWER, NEITHER, score_columns
 from analytics.slices import wilson_interval
 from analytics.workspace import Workspace, params_key
 
@@ -146,6 +146,8 @@ class ImpactData:
     fingerprint : str — the dataset's
     key : str — identifies the run for the cache ("" = do not cache)
     probe : ProbeConfig or None — the probe the run trained, when it trained one
+    harder : dict of str to str — for score columns of the caller's own (not registered scores),
+        when an example is harder: ``"higher"`` or ``"lower"`` (registered columns declare theirs)
     """
 
     features: np.ndarray
@@ -159,6 +161,7 @@ class ImpactData:
     fingerprint: str = "impact"
     key: str = ""
     probe: ProbeConfig | None = None
+    harder: dict = field(default_factory=dict)
 
     def __post_init__(self):
         n = len(self.labels)
@@ -168,6 +171,9 @@ class ImpactData:
         for name, values in (("split", self.split), ("clusters", self.clusters)):
             if values is not None and len(values) != n:
                 raise ImpactError(f"{name} has {len(values)} values for {n} rows.")
+        wrong = {column: harder for column, harder in self.harder.items() if harder not in (HIGHER, LOWER)}
+        if wrong:
+            raise ImpactError(f"harder must say '{HIGHER}' or '{LOWER}' for each column, not {wrong}.")
 
     @property
     def n(self) -> int:
@@ -596,17 +602,25 @@ def _fit_predict(features: np.ndarray, members: list[np.ndarray], targets: list[
     return predictions
 
 
-def _harder_is_higher(score: str) -> bool:
-    """The direction the score's registration declares (:func:`analytics.scores.harder_is_higher`).
-    The flag ``label_issue`` (0/1) is harder when set. A column no score declares — one of the
-    caller's own in :class:`ImpactData` — is read as higher = harder, and the result's info
-    says so (``directions``)."""
+def _harder_is_higher(data: ImpactData, score: str) -> bool:
+    """The direction the score's registration declares (:func:`analytics.scores.harder_is_higher`);
+    the flag ``label_issue`` (0/1) is harder when set. A column of the caller's own (not a
+    registered score) needs its direction in ``data.harder``.
+
+    Raises
+    ------
+    ImpactError
+        A column neither registered nor given a direction.
+    """
     if score == RANDOM:
         return True
-    harder = score_columns().get(score)
+    harder = score_columns().get(score) or data.harder.get(score)
+    if harder is None:
+        raise ImpactError(f"'{score}' is not a registered score column; give its direction "
+                          f"(ImpactData.harder: '{HIGHER}' or '{LOWER}' is harder).")
     if harder == NEITHER:
         return True  # a flag: set = suspicious
-    return harder != LOWER
+    return harder == HIGHER
 
 
 def _score_values(data: ImpactData, score: str) -> np.ndarray:
@@ -762,7 +776,7 @@ def _compute_pruning(data: ImpactData, config: PruningConfig, progress: Progress
             for s_index, name in enumerate(names):
                 for seed in range(config.seeds):
                     rows = kept_rows(pool, fraction, values=None if name == RANDOM else values[name][pool],
-                                     labels=pool_labels, harder_is_higher=_harder_is_higher(name),
+                                     labels=pool_labels, harder_is_higher=_harder_is_higher(data, name),
                                      direction=config.direction, offset=config.offset,
                                      class_balanced=config.class_balanced,
                                      rng=_rng(config.evaluation.seed, seed, split.repeat, split.fold))
@@ -795,7 +809,7 @@ def _compute_pruning(data: ImpactData, config: PruningConfig, progress: Progress
         table["vs_random"] = table["accuracy"] - table["kept_fraction"].map(baseline)
     info = _info("pruning", data, config, started, splits=len(splits),
                  training_rows=int(np.mean([len(s.train) for s in splits])),
-                 directions={name: ("higher = harder" if _harder_is_higher(name) else "lower = harder")
+                 directions={name: ("higher = harder" if _harder_is_higher(data, name) else "lower = harder")
                              for name in config.scores},
                  evaluation_labels="given" if evaluation_labels is not None else "the dataset's")
     return ImpactResult("pruning", table, runs, info)
@@ -829,7 +843,7 @@ def hardness_buckets(data: ImpactData, score: str, *, buckets: int = 3, by_clust
     rng = np.random.default_rng(seed)
     for code in range(len(group_names)):
         rows = np.flatnonzero(codes == code)
-        easiest_first = _hardest_first(values[rows], _harder_is_higher(score), rng)[::-1]
+        easiest_first = _hardest_first(values[rows], _harder_is_higher(data, score), rng)[::-1]
         index[rows[easiest_first]] = np.arange(len(rows)) * buckets // len(rows)
     classes = np.asarray(data.classes, dtype=object)
     group = classes[data.labels].astype(str)
@@ -911,7 +925,7 @@ def _compute_easy_hard(data: ImpactData, config: EasyHardConfig, progress: Progr
     counts = buckets.groupby("bucket", sort=False).size()
     info = _info("easy-hard", data, config, started, splits=len(splits), folds_per_repeat=folds_per_repeat,
                  bucket_sizes={str(k): int(v) for k, v in counts.items()},
-                 direction="higher = harder" if _harder_is_higher(config.score) else "lower = harder",
+                 direction="higher = harder" if _harder_is_higher(data, config.score) else "lower = harder",
                  skipped=sorted(skipped))
     return ImpactResult("easy-hard", table, runs, info, buckets=buckets)
 

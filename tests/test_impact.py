@@ -31,6 +31,7 @@ from analytics.impact import (
 )
 from analytics.impact_report import figure_html, figure_spec, write_report
 from analytics.neighbors import build_knn
+from analytics.scores import HIGHER, LOWER
 from analytics.scores.neighbourhood import knn_label_disagreement
 from analytics.workspace import Workspace
 
@@ -56,8 +57,24 @@ def planted_noise(*, n: int = 400, flip: float = 0.3, seed: int = 1, split: bool
         features=x, labels=labels, classes=("a", "b"), ids=np.array([f"ex{i}" for i in range(n)], dtype=object),
         scores=scores, split=np.where(rng.random(n) < 0.25, "test", "train").astype(object) if split else None,
         clusters=(x[:, 1] > 0).astype(np.int64) if clusters else None,
-        cluster_names={0: "low <b>x1</b>", 1: "high x1"} if clusters else {})
+        cluster_names={0: "low <b>x1</b>", 1: "high x1"} if clusters else {},
+        harder={"noise": HIGHER})  # a column of the test's own: not a registered score
     return data, truth, flipped
+
+
+def test_a_column_of_the_callers_own_needs_its_direction():
+    data, _, _ = planted_noise(n=120)
+    unknown = ImpactData(**{**data.__dict__, "harder": {}})
+    with pytest.raises(ImpactError, match="'noise' is not a registered score column; give its direction"):
+        easy_to_hard(unknown, EasyHardConfig(score="noise", **FAST))
+    with pytest.raises(ImpactError, match="'noise' is not a registered score column"):
+        pruning_curves(unknown, PruningConfig(scores=("noise",), fractions=(0.5,), **FAST))
+    with pytest.raises(ImpactError, match="harder must say 'higher' or 'lower'"):
+        ImpactData(**{**data.__dict__, "harder": {"noise": "up"}})
+    # given as lower = harder, the order of the buckets turns round
+    higher = hardness_buckets(data, "noise", buckets=2)
+    lower = hardness_buckets(ImpactData(**{**data.__dict__, "harder": {"noise": LOWER}}), "noise", buckets=2)
+    assert (higher["bucket_index"] != lower["bucket_index"]).mean() > 0.9
 
 
 # ----------------------------------------------------------------------------- the probe

@@ -175,7 +175,8 @@ def _checked_dynamics(source: str, fields: dict, dataset_kind: str, *, embedding
     if checked == "folder":
         folder = resolve_data_path(fields["path"], rules, what="dynamics folder", allow_file=False)
         return {"dynamics_from": "folder", "dynamics_dir": str(folder)}
-    return {}  # the probe: the default source
+    # the default source (the probe) is the config's default; any other needs nothing typed here
+    return {} if checked == next(iter(DYNAMICS_REGISTRY)) else {"dynamics_from": checked}
 
 
 def _checked_spec(spec: EmbeddingSpec) -> EmbeddingSpec:

@@ -30,28 +30,10 @@ if manifest["neighbors"].get("warning"):
     st.warning(manifest["neighbors"]["warning"], icon=":material/hub:")
 
 
-@st.fragment
-def map_and_selection(dataset, run, examples, ids) -> None:
-    """The controls, the map and the selection panel: a fragment, so that recolouring, resizing,
-    filtering or selecting reruns only this part (at 1M points the page's preamble, the run's
-    settings and the sidebar cost about as much as the recolour in the browser). A change here
-    that the rest of the app shows (a selection) reaches other pages through the shared state."""
+def filter_and_search(dataset, examples, ids, skip: set, mode: str) -> np.ndarray:
+    """The filter and search controls: the mask of the points that match (and a button that
+    selects them)."""
     n = len(examples)
-    manifest = run.manifest
-    # ----------------------------------------------------------------------------- controls
-    skip = {"id", "text", "image", *MAP_COLUMNS}
-    colour_options = ["label"] + [c for c in examples.columns if c not in skip | {"label"}]
-    map_column, controls = st.columns([4, 1])
-    with controls:
-        colour_by = st.selectbox("Colour by", colour_options, key="map_colour_by",
-                                 help="The label, a metadata column, or any score computed for the run.")
-        projection = st.radio("Layout", ["UMAP", "PCA"] if "umap" in manifest["timings_s"] else ["PCA"],
-                              horizontal=True, key="map_projection")
-        size = st.slider("Point size", 1.0, 12.0, 4.0 if n > 20_000 else 6.0, 0.5, key="map_size")
-        opacity = st.slider("Opacity", 0.1, 1.0, 0.8, 0.05, key="map_opacity")
-        mode = st.radio("A new selection", MODES, horizontal=True, key="map_selection_mode",
-                        help="Replace the shared selection, add to it, or remove from it.")
-
     with st.expander("Filter and search", expanded=False):
         f1, f2, f3 = st.columns([2, 2, 3])
         labels = f1.multiselect("Labels", list(dataset.classes), key="map_filter_labels",
@@ -84,6 +66,32 @@ def map_and_selection(dataset, run, examples, ids) -> None:
         if st.button(f"Select the {filtered:,} matching points", disabled=filtered in (0, n),
                      key="map_select_filtered"):
             set_selection(dataset.fingerprint, ids[visible], source="map: filter", mode=mode)
+    return visible
+
+
+@st.fragment
+def map_and_selection(dataset, run, examples, ids) -> None:
+    """The controls, the map and the selection panel: a fragment, so that recolouring, resizing,
+    filtering or selecting reruns only this part (at 1M points the page's preamble, the run's
+    settings and the sidebar cost about as much as the recolour in the browser). A change here
+    that the rest of the app shows (a selection) reaches other pages through the shared state."""
+    n = len(examples)
+    manifest = run.manifest
+    # ----------------------------------------------------------------------------- controls
+    skip = {"id", "text", "image", *MAP_COLUMNS}
+    colour_options = ["label"] + [c for c in examples.columns if c not in skip | {"label"}]
+    map_column, controls = st.columns([4, 1])
+    with controls:
+        colour_by = st.selectbox("Colour by", colour_options, key="map_colour_by",
+                                 help="The label, a metadata column, or any score computed for the run.")
+        projection = st.radio("Layout", ["UMAP", "PCA"] if "umap" in manifest["timings_s"] else ["PCA"],
+                              horizontal=True, key="map_projection")
+        size = st.slider("Point size", 1.0, 12.0, 4.0 if n > 20_000 else 6.0, 0.5, key="map_size")
+        opacity = st.slider("Opacity", 0.1, 1.0, 0.8, 0.05, key="map_opacity")
+        mode = st.radio("A new selection", MODES, horizontal=True, key="map_selection_mode",
+                        help="Replace the shared selection, add to it, or remove from it.")
+
+    visible = filter_and_search(dataset, examples, ids, skip, mode)
 
     # ----------------------------------------------------------------------------- the map
     # A box, lasso or click in the browser reran the app: apply it before drawing, so that the map

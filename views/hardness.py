@@ -13,7 +13,7 @@ from ui.analysis import page_run
 from ui.chart_selection import apply_scatter_selection
 from ui.components import example_table
 from ui.figures import HOVER_TEXT_MAX_POINTS, escape
-from ui.scatter import ScatterPoints, hover_lines, scatter_map
+from ui.scatter import ScatterPoints, hover_lines, point_size, scatter_map
 from ui.selection import MODES, get_selection, selected_mask, set_selection
 from ui.selection_panel import selection_panel
 
@@ -86,7 +86,7 @@ points = ScatterPoints(x=examples[x_score].to_numpy(), y=examples[y_score].to_nu
                        hover=lambda: hover_lines(examples["id"], texts))
 scatter_map(points, key="hardness_quad", colour=examples["label"], colour_name="label",
             selected=selected_mask(examples["id"], get_selection(dataset.fingerprint)),
-            size=4.0 if len(examples) > 20_000 else 6.0, opacity=0.6, mode=mode, height=520,
+            size=point_size(len(examples)), opacity=0.6, mode=mode, height=520,
             axes=(x_score, y_score), x_range=(x_low, x_high), y_range=(y_low, y_high),
             lines=median_lines)
 st.caption("Dotted lines are the medians. With loss against density, for example: high loss in a "

@@ -11,7 +11,7 @@ from ui import cached
 from ui.analysis import page_run
 from ui.chart_selection import apply_scatter_selection
 from ui.figures import HOVER_TEXT_MAX_POINTS
-from ui.scatter import ScatterPoints, hover_lines, scatter_map
+from ui.scatter import ScatterPoints, hover_lines, point_size, scatter_map
 from ui.selection import MODES, get_selection, selected_mask, set_selection
 from ui.selection_panel import selection_panel
 
@@ -86,7 +86,7 @@ def map_and_selection(dataset, run, examples, ids) -> None:
                                  help="The label, a metadata column, or any score computed for the run.")
         projection = st.radio("Layout", ["UMAP", "PCA"] if "umap" in manifest["timings_s"] else ["PCA"],
                               horizontal=True, key="map_projection")
-        size = st.slider("Point size", 1.0, 12.0, 4.0 if n > 20_000 else 6.0, 0.5, key="map_size")
+        size = st.slider("Point size", 1.0, 12.0, point_size(n), 0.5, key="map_size")
         opacity = st.slider("Opacity", 0.1, 1.0, 0.8, 0.05, key="map_opacity")
         mode = st.radio("A new selection", MODES, horizontal=True, key="map_selection_mode",
                         help="Replace the shared selection, add to it, or remove from it.")

@@ -115,15 +115,16 @@ def map_and_selection(dataset, run, examples, ids) -> None:
             colour = colour.map(names).fillna(fallback)  # a dict lookup per value, no Python call per row
             colour_key = tuple(sorted(names.items()))  # a renamed cluster recolours
     with map_column:
-        scatter_map(points, key="map_scatter", colour=colour, colour_name=colour_by, colour_key=colour_key,
-                    visible=visible, selected=selected_mask(ids, selection), size=size, opacity=opacity,
-                    mode=mode, height=640)
+        slot = st.container()  # the scatter is sent last, drawn here: what comes after it in the
+        # run (the caption, the selection panel) no longer competes with its drawing in the browser
         hover_note = "its id and the start of its text" if texts is not None else "its id and label"
         st.caption(f"All {n:,} points drawn in the browser (WebGL). Toolbar, top right: pan, box or lasso; "
                    f"scroll to zoom, double-click to reset; click a point to select it. Hovering shows "
                    f"{hover_note}; the selection below lists the rest.")
-
     selection_panel(dataset, examples)
-
+    with slot:
+        scatter_map(points, key="map_scatter", colour=colour, colour_name=colour_by, colour_key=colour_key,
+                    visible=visible, selected=selected_mask(ids, selection), size=size, opacity=opacity,
+                    mode=mode, height=640)
 
 map_and_selection(dataset, run, examples, ids)

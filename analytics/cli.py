@@ -456,7 +456,7 @@ def _add_dynamics_arguments(analyze: argparse.ArgumentParser) -> None:
     scores.add_argument("--probe-scheme", choices=("auto", "independent", "cross-fit"), default="auto",
                         help="independent: seeds probes on every example plus K-fold probes for held-out "
                              "probabilities; cross-fit: seeds + 1 probes give both (2.3x less training); "
-                             "auto: cross-fit from 200,000 examples on")
+                             "auto: cross-fit from 100,000 examples on")
     scores.add_argument("--no-scores", action="store_true", help="only the map: no dynamics or scores")
 
 

@@ -25,7 +25,7 @@ SCHEME_NOTES = {
                    "separate stratified K-fold probes",
     "cross-fit": "seeds + 1 probes, each trained on all but one stratified fold: each example's "
                  "seeds are the probes that trained on it, its out-of-fold probabilities come from "
-                 "the one that held it out (used from 200,000 examples on; see "
+                 "the one that held it out (used from 100,000 examples on; see "
                  "analytics.dynamics.cross_fit_dynamics)",
 }
 

@@ -180,3 +180,26 @@ def test_pixel_passes_follow_pil(height, width):
         assert edge_counts[i].tolist() == as_l.histogram()
         edges = np.asarray(as_l.filter(ImageFilter.FIND_EDGES)).astype(np.int64)
         assert (sums[i], squares_of_edges[i]) == (edges.sum(), (edges * edges).sum())
+
+
+def test_libpng_path_gives_pils_pixels_and_leaves_other_pngs_to_pil():
+    from analytics.data_issues.images import _decode_png
+
+    rng = np.random.default_rng(3)
+    rgb, grey = photo(rng, 20, 24), photo(rng, 20, 24, colour=False)
+    interlaced = io.BytesIO()
+    rgb.save(interlaced, format="PNG", interlace=1)
+    for data in (encode(rgb), encode(grey), interlaced.getvalue()):
+        pixels = _decode_png(data)
+        assert pixels is not None, "imagecodecs (a dependency) decodes 8-bit grey and RGB PNGs"
+        assert np.array_equal(pixels, np.asarray(Image.open(io.BytesIO(data))))
+    with_transparency = io.BytesIO()
+    rgb.save(with_transparency, format="PNG", transparency=(0, 0, 0))  # a tRNS chunk: PIL keeps RGB
+    assert Image.open(io.BytesIO(with_transparency.getvalue())).mode == "RGB"
+    others = [with_transparency.getvalue(), encode(rgb.convert("P")), encode(rgb.convert("RGBA")),
+              encode(grey.convert("LA")), encode(grey.convert("1")),
+              encode(Image.fromarray(rng.integers(0, 65535, (20, 24), dtype=np.uint16))),
+              encode(rgb)[:60], encode(photo(rng, 129, 128)), encode(rgb, "JPEG"), b"\x89PNG\r\n\x1a\n"]
+    for data in others:
+        assert _decode_png(data) is None
+    assert_same([encode(rgb), encode(grey), interlaced.getvalue(), *others])

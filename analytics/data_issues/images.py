@@ -45,6 +45,11 @@ histogram (L), and the perceptual hash from imagehash's own ``scipy.fftpack`` DC
 along an axis. The hashes are equal bit for bit and so are the properties (the test suite
 compares both paths). Images above :data:`BATCH_MAX_PIXELS` go through the reference one by
 one: for them decoding dominates and a batch would hold too much memory.
+
+An 8-bit grey or RGB PNG is decoded with libpng through ``imagecodecs`` when it is installed
+(21 µs for a 32×32 PNG against PIL's 37 µs: PIL's Python code around the decoder costs more than
+the decoding); the pixels are the same (PNG is lossless; the tests compare both), and anything
+else — another mode, a transparency chunk, a file libpng refuses — goes to PIL.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ import hashlib
 import io
 import math
 import os
+import struct
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -64,6 +70,11 @@ import pandas as pd
 from PIL import Image, ImageFilter
 
 from analytics.data_issues.registry import IMAGE_PROPERTIES
+
+try:  # libpng, for the common PNGs (optional: PIL decodes everything without it)
+    from imagecodecs import png_decode as _png_decode
+except ImportError:  # pragma: no cover - imagecodecs is a dependency; a trimmed install may lack it
+    _png_decode = None
 
 __all__ = ["ImageReadout", "THRESHOLDS", "BATCH_MAX_PIXELS", "read_images", "property_scores", "measure_image",
            "measure_images"]
@@ -388,9 +399,34 @@ class _Measured:
         return ImageReadout(raw, self.byte_hashes, self.phashes, self.readable)
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_GREY, _PNG_RGB = 0, 2  # IHDR colour types
+
+
+def _decode_png(data: bytes) -> np.ndarray | None:
+    """An 8-bit grey or RGB PNG of at most :data:`BATCH_MAX_PIXELS` decoded by libpng: the same
+    array PIL gives; None for any other file (PIL then decodes it, or says why it cannot)."""
+    if _png_decode is None or len(data) < 33 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    depth, colour = data[24], data[25]
+    if depth != 8 or colour not in (_PNG_GREY, _PNG_RGB) or width * height > BATCH_MAX_PIXELS:
+        return None
+    try:
+        pixels = _png_decode(data)
+    except Exception:  # noqa: BLE001 - any refusal: PIL decides, with its own error
+        return None
+    expected = (height, width) if colour == _PNG_GREY else (height, width, 3)
+    # a transparency chunk makes libpng add an alpha channel: PIL keeps RGB, so PIL decodes it
+    return pixels if pixels.shape == expected and pixels.dtype == np.uint8 else None
+
+
 def _decode(data: bytes) -> np.ndarray | None:
     """The pixels :func:`measure_image` measures (L or RGB, converted as it converts), or None
     for an image too large to batch."""
+    pixels = _decode_png(data)
+    if pixels is not None:
+        return pixels
     with Image.open(io.BytesIO(data)) as opened:
         if opened.width * opened.height > BATCH_MAX_PIXELS:
             return None

@@ -111,3 +111,34 @@ def test_no_pages_folder_next_to_the_entry_script():
     """A folder named pages/ beside app.py switches Streamlit to its legacy multipage mode until
     st.navigation runs, so a deep link on a fresh server skipped app.py (no sidebar, no data)."""
     assert not (ROOT / "pages").exists()
+
+
+def cache_module_strays(source: str) -> list[str]:
+    """Top-level functions of a cache module that neither carry an ``st.cache_*`` decorator nor
+    use the module's own cached functions or caches (plain pass-throughs to the engine)."""
+    tree = ast.parse(source)
+    functions = [node for node in tree.body if isinstance(node, ast.FunctionDef)]
+    own = {node.name for node in functions}
+    own |= {target.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+            for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+            if isinstance(target, ast.Name)}
+    strays = []
+    for node in functions:
+        decorators = [ast.unparse(d) for d in node.decorator_list]
+        if any(d.startswith(("st.cache_data", "st.cache_resource")) for d in decorators):
+            continue
+        used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)} - {node.name}
+        caches = {ast.unparse(n) for n in ast.walk(node) if isinstance(n, ast.Attribute)}
+        if not (used & own) and not any(c.startswith(("st.cache_data", "st.cache_resource")) for c in caches):
+            strays.append(node.name)
+    return strays
+
+
+def test_the_cache_module_holds_only_caches():
+    """ui/cached.py keeps the st.cache_* functions and the readers built on them; a plain call
+    into the engine belongs in ui/actions.py (issue 16)."""
+    # run_stamp is the caches' key for a run folder (its manifest's mtime and size)
+    assert cache_module_strays((ROOT / "ui" / "cached.py").read_text()) == ["run_stamp"]
+    plain = "from analytics.x import f\n\ndef g(a):\n    return f(a)\n"
+    cached = "import streamlit as st\n\n@st.cache_data\ndef _g(a):\n    return a\n\ndef g(a):\n    return _g(a)\n"
+    assert cache_module_strays(plain) == ["g"] and cache_module_strays(cached) == []

@@ -205,20 +205,6 @@ def score_agreement(run_path: str, stamp: tuple, examples, columns: tuple[str, .
     return table.loc[list(columns), list(columns)].rename_axis(index=None)
 
 
-def numeric_scores(columns: tuple[str, ...]) -> list[str]:
-    from analytics.hardness import numeric_scores as _numeric_scores
-
-    return _numeric_scores(columns)
-
-
-def harder_is_higher(score: str) -> bool:
-    """True when a higher ``score`` means harder, as the score's registration declares (an
-    unregistered column raises :class:`analytics.scores.UnknownScoreError`)."""
-    from analytics.scores import harder_is_higher as _harder_is_higher
-
-    return _harder_is_higher(score)
-
-
 @st.cache_data(max_entries=64, show_spinner=False)
 def _quantiles_by_group(run_path: str, stamp: tuple, _examples, score: str, group_by: str):
     from analytics.hardness import quantiles_by_group as _quantiles
@@ -322,27 +308,6 @@ def balanced_rows(run_path: str, stamp: tuple, column: str, _examples, size: int
 
 
 
-def save_cluster_name(fingerprint: str, run_path: str, level: str, cluster: int, name: str, *, actor: str) -> str:
-    """Rename a cluster of a run for everyone (saved in the workspace; read back by
-    :func:`clusters_table`); ``actor`` needs the role reviewer or above (the store checks)."""
-    from analytics.clusters import save_cluster_name as _save
-    from analytics.workspace import Workspace
-
-    return _save(Workspace.default(), fingerprint, run_path, level, cluster, name, actor=actor, store=review_store())
-
-
-def slice_config(manifest: dict):
-    from analytics.pipeline import run_slice_config
-
-    return run_slice_config(manifest)
-
-
-def slice_members(features, names, codes):
-    """Mask of the examples in a listed slice."""
-    from analytics.slices import slice_mask
-
-    return slice_mask(features, list(names), list(codes))
-
 # ----------------------------------------------------------------------------- review and export
 
 
@@ -369,15 +334,6 @@ def review_store():
                          rules.admins, VIEWER if rules.team_mode else REVIEWER)
 
 
-def user_errors() -> tuple[type[Exception], ...]:
-    """The errors whose message is written for the user (review and export requests)."""
-    from analytics.access import AccessError
-    from analytics.export import ExportError
-    from analytics.store import ReviewError
-
-    return (ReviewError, ExportError, AccessError)
-
-
 @st.cache_resource(max_entries=4, show_spinner=False)
 def _neighbors(run_path: str, stamp: tuple, _run):
     return _run.neighbors()
@@ -386,14 +342,6 @@ def _neighbors(run_path: str, stamp: tuple, _run):
 def neighbors(run_path: str, stamp: tuple, _run):
     """The run's k-nearest-neighbour graph: (indices, distances), each of shape (n, k)."""
     return _checked(run_path, stamp, lambda: _neighbors(run_path, stamp, _run))
-
-
-def reviewer_agreement(current):
-    """Pairwise percent agreement and Cohen's kappa, Fleiss' kappa for three or more (never
-    cached: decisions arrive all the time)."""
-    from analytics.agreement import reviewer_agreement as _agreement
-
-    return _agreement(current)
 
 
 def reviewer_quality(current, run):
@@ -412,44 +360,6 @@ def reviewer_quality(current, run):
 def _heldout_probs(run_path: str, stamp: tuple, _run):
     """The run's ``heldout_probs.npy`` (memory-mapped), or None when the run has none."""
     return _run.read("heldout_probs.npy", mmap=True) if "heldout_probs.npy" in _run.manifest["artefacts"] else None
-
-
-def export_table(dataset, scores, *, actor: str, ids=None, store=None, session=None, score_columns=(),
-                 apply_outcome: bool = False, description: str = "", issue_counts: dict | None = None):
-    """The rows to export and their provenance: a session's examples with its decisions when
-    ``session`` is given (rows and counts from one snapshot of the store), else the examples
-    ``ids``. ``actor`` needs the role reviewer or above; the manifest names them, and lists the
-    run's data-issue counts (``issue_counts``)."""
-    from dataclasses import replace
-
-    from analytics.export import Provenance, session_export, subset_frame
-
-    if session is not None:
-        frame, provenance = session_export(dataset, store, session, actor=actor, scores=scores,
-                                           score_columns=score_columns, apply_outcome=apply_outcome,
-                                           fingerprint=dataset.fingerprint)
-        return frame, replace(provenance, issue_counts=dict(issue_counts or {}))
-    actor = store.authorize(actor, action="export")
-    frame = subset_frame(dataset, ids=ids, scores=scores, score_columns=score_columns)
-    return frame, Provenance(fingerprint=dataset.fingerprint, description=description, exported_by=actor,
-                             issue_counts=dict(issue_counts or {}))
-
-
-def export_download(frame, provenance, fmt: str):
-    """The export in memory, for st.download_button (data, manifest, MIME type, suffix)."""
-    from analytics.export import export_bytes
-
-    return export_bytes(frame, provenance, fmt=fmt)
-
-
-def export_to_workspace(frame, provenance, fmt: str, stem: str):
-    """Write the export and its manifest under ``<workspace>/exports/``; returns the result
-    (paths, manifest, rows)."""
-    from analytics.export import EXPORT_FORMATS, write_export
-    from analytics.workspace import default_root
-
-    path = default_root().resolve() / "exports" / f"{stem}{EXPORT_FORMATS[fmt]}"
-    return write_export(frame, path, provenance, fmt=fmt)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from analytics.names import CLUSTER_LEVELS, CONTENT_COLUMNS, REGIONS, UMAP_COLUMNS, without_map_columns
-from ui import cached
+from ui import actions, cached
 from ui.components import example_table
 from ui.figures import HOVER_TEXT_MAX_POINTS, escape_markdown, map_figure
 from ui.identity import current_user
@@ -143,7 +143,7 @@ def _cluster_actions(page: ClusteredRun, level: str, picked, row: pd.Series, mem
                                  help=f"Automatic name: {row['auto_name']}. Leave empty to restore it.")
     if rename.button("Save name", key="subpop_save_name", disabled=new_name == row["name"]):
         try:
-            cached.save_cluster_name(page.dataset.fingerprint, page.path, level, int(picked), new_name,
+            actions.save_cluster_name(page.dataset.fingerprint, page.path, level, int(picked), new_name,
                                      actor=current_user())
             st.rerun()
         except ValueError as exc:
@@ -190,7 +190,7 @@ def _cluster_data_map(page: ClusteredRun, members: pd.DataFrame, members_mask: n
 def _worst_slices(page: ClusteredRun, column: str, picked) -> None:
     st.markdown("**Its worst slices**")
     inner = cached.slices_within(page.path, page.stamp, column, int(picked), page.examples,
-                                 cached.slice_config(page.run.manifest)) if page.has_errors else None
+                                 actions.slice_config(page.run.manifest)) if page.has_errors else None
     if inner is None or inner.empty:
         st.caption("No slice inside this cluster does clearly worse than the cluster as a whole.")
     else:
@@ -202,12 +202,12 @@ def _worst_slices(page: ClusteredRun, column: str, picked) -> None:
 def _members(page: ClusteredRun, members: pd.DataFrame) -> None:
     """The cluster's members, hardest first by a score if asked."""
     st.markdown("**Members**")
-    sort_options = ["(dataset order)"] + [c for c in cached.numeric_scores(tuple(page.examples.columns))]
+    sort_options = ["(dataset order)"] + [c for c in actions.numeric_scores(tuple(page.examples.columns))]
     sort_by = st.selectbox("Order by", sort_options, key="subpop_member_order",
                            help="Hardest first for the chosen score.")
     ordered = members
     if sort_by != "(dataset order)":
-        ordered = members.sort_values(sort_by, ascending=not cached.harder_is_higher(sort_by), kind="stable")
+        ordered = members.sort_values(sort_by, ascending=not actions.harder_is_higher(sort_by), kind="stable")
     if len(ordered) > MAX_MEMBERS_SHOWN:
         st.caption(f"Showing {MAX_MEMBERS_SHOWN} of {len(ordered):,} members.")
     example_table(ordered[without_map_columns(ordered.columns)].head(MAX_MEMBERS_SHOWN), kind=page.dataset.kind,
@@ -224,7 +224,7 @@ def slices_panel(page: ClusteredRun) -> None:
     if slices.empty:
         st.success("No slice does clearly worse than overall.")
         return
-    config = cached.slice_config(page.run.manifest)
+    config = actions.slice_config(page.run.manifest)
     st.caption(
         f"Clusters, metadata values, binned numeric columns and pairs of them with at least "
         f"{config.support(len(page.examples)):,} examples, ranked by the lower end of the 95% interval of "
@@ -238,7 +238,7 @@ def slices_panel(page: ClusteredRun) -> None:
                                 format_func=lambda i: f"{i + 1}. {top.loc[i, 'slice']} ({top.loc[i, 'support']:,})")
     features = cached.slice_features(page.path, page.stamp, page.examples, page.clusters, config)
     chosen = top.loc[slice_choice]
-    mask = cached.slice_members(features, chosen["features"], chosen["codes"])
+    mask = actions.slice_members(features, chosen["features"], chosen["codes"])
     slice_mode = st.radio("A new selection", MODES, horizontal=True, key="subpop_slice_mode")
     if st.button(f"Select this slice ({int(mask.sum()):,})", key="subpop_select_slice"):
         set_selection(page.dataset.fingerprint, page.ids[mask], source=f"subpopulations: slice {chosen['slice']}",

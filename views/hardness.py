@@ -8,7 +8,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from ui import cached
+from ui import actions, cached
 from ui.analysis import page_run
 from ui.chart_selection import apply_scatter_selection
 from ui.components import example_table
@@ -19,7 +19,7 @@ from ui.selection_panel import selection_panel
 
 dataset, run = page_run("Hardness")
 examples = run.examples
-scores = cached.numeric_scores(tuple(examples.columns))
+scores = actions.numeric_scores(tuple(examples.columns))
 if not scores:
     st.info("This run has no scores (it was analysed with --no-scores).")
     st.stop()
@@ -32,7 +32,7 @@ left, right = st.columns([1, 3])
 score = left.selectbox("Score", scores, key="hardness_score")
 group_by = left.radio("Group by", ["label"] + [c for c in ("region", "split", "cluster") if c in examples.columns],
                       key="hardness_group")
-direction = "higher = harder" if cached.harder_is_higher(score) else "lower = harder"
+direction = "higher = harder" if actions.harder_is_higher(score) else "lower = harder"
 source = next((d for d in descriptions.values() if score in d["columns"]), None)
 if source:
     left.caption(f"{source['description']} {direction.capitalize()}. *{source['reference']}*.")

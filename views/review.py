@@ -8,7 +8,7 @@ import time
 
 import streamlit as st
 
-from ui import cached
+from ui import actions, cached
 from ui.analysis import page_run
 from ui.figures import escape_markdown
 from ui.identity import ADMIN, require_user
@@ -27,7 +27,7 @@ try:
 except Exception as exc:  # an unreachable server or a newer schema: say so instead of a traceback
     st.error(f"The review database cannot be opened: {escape_markdown(exc)}")
     st.stop()
-page = ReviewRun.of(dataset, run, store=store, user_errors=cached.user_errors())
+page = ReviewRun.of(dataset, run, store=store, user_errors=actions.USER_ERRORS)
 
 reviewer = require_user("open review sessions")  # nothing of the store is read before this
 try:

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from analytics.names import DECISIONS, RELABEL, category_of, split_category
-from ui import cached
+from ui import actions, cached
 from ui.figures import escape_markdown
 from ui.identity import ADMIN, OWNER, current_user
 from ui.review.common import ReviewRun, category_text, decisions_text, flash, show_flash
@@ -26,7 +26,7 @@ def agreement_panel(page: ReviewRun, session_id: int) -> None:
     if current["reviewer"].nunique() < 2:
         st.caption("Agreement needs at least two reviewers' decisions on the same examples.")
     else:
-        report = cached.reviewer_agreement(current)
+        report = actions.reviewer_agreement(current)
         st.dataframe(report.pairs, hide_index=True, width="stretch", key="review_agreement_pairs",
                      column_config={
                          "reviewer_a": "reviewer", "reviewer_b": "reviewer",

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from analytics.names import CLUSTER, CLUSTER_LEVELS, CONTENT_COLUMNS, ID, IMAGE, LABEL, REGION, SPLIT, TEXT, category_of
-from ui import cached
+from ui import actions, cached
 from ui.components import example_table
 from ui.figures import escape_markdown
 from ui.identity import current_user
@@ -181,13 +181,13 @@ def example_facts(page: ReviewRun, row: pd.Series) -> None:
 
 def _scores_table(examples: pd.DataFrame, row: pd.Series) -> None:
     """The example's scores, each with the share of the dataset it is harder than."""
-    scores = cached.numeric_scores(tuple(examples.columns))
+    scores = actions.numeric_scores(tuple(examples.columns))
     if not scores:
         return
     harder = []
     for score in scores:
         column, value = examples[score], row[score]
-        share = (column < value) if cached.harder_is_higher(score) else (column > value)
+        share = (column < value) if actions.harder_is_higher(score) else (column > value)
         harder.append(float(share.mean()) if pd.notna(value) else None)
     table = pd.DataFrame({"score": scores, "value": [row[s] for s in scores], "harder than": harder})
     st.dataframe(table, hide_index=True, width="stretch", height=min(38 + 35 * len(scores), 300),

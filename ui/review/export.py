@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from analytics.names import without_map_columns
-from ui import cached
+from ui import actions
 from ui.figures import escape_markdown
 from ui.identity import current_user
 from ui.review.common import ReviewRun, file_stem, say_error
@@ -48,13 +48,13 @@ def export_view(page: ReviewRun, session) -> None:
                                      "exports/ folder.")
     if wants_download or wants_file:
         try:
-            frame, provenance = cached.export_table(
+            frame, provenance = actions.export_table(
                 page.dataset, page.examples, actor=current_user(), ids=ids, store=page.store,
                 session=session.id if source == OUTCOME else None,
                 score_columns=score_columns, apply_outcome=apply_outcome, description=described,
                 issue_counts=(page.run.manifest.get("issues") or {}).get("counts"))
             if wants_download:
-                st.session_state[PREPARED] = (signature, cached.export_download(frame, provenance, fmt))
+                st.session_state[PREPARED] = (signature, actions.export_download(frame, provenance, fmt))
             else:
                 _write_to_workspace(frame, provenance, fmt, stem)
         except page.user_errors as exc:
@@ -78,7 +78,7 @@ def _export_options(page: ReviewRun, source: str, default_stem: str) -> tuple[li
 
 
 def _write_to_workspace(frame, provenance, fmt: str, stem: str) -> None:
-    written = cached.export_to_workspace(frame, provenance, fmt, stem)
+    written = actions.export_to_workspace(frame, provenance, fmt, stem)
     if written.renamed:
         st.info(f"{escape_markdown(written.requested.name)} already exists and was left as it is; "
                 f"this export is {escape_markdown(written.path.name)}.")

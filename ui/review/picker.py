@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from analytics.names import CLUSTER, CLUSTER_LEVELS, ID, LABEL, REGION
-from ui import cached
+from ui import actions, cached
 from ui.review.common import ReviewRun
 from ui.selection import get_selection
 
@@ -22,7 +22,7 @@ def pick_examples(page: ReviewRun, key: str) -> tuple[list[str], str]:
     """Widgets that choose examples; returns their ids (dataset order, or hardest first for a
     score) and a description for the session or the manifest. ``key`` prefixes the widgets' keys."""
     examples = page.examples
-    scores = cached.numeric_scores(tuple(examples.columns))
+    scores = actions.numeric_scores(tuple(examples.columns))
     clusters = cached.clusters_table(page.path, page.stamp, page.dataset.fingerprint) \
         if CLUSTER in examples.columns else None
     sources = [SELECTION, FILTER] + ([CLUSTER_SOURCE] if clusters is not None else []) + \
@@ -94,6 +94,6 @@ def _from_top(page: ReviewRun, key: str, scores: list[str]) -> tuple[list[str], 
     score = left.selectbox("Score", scores, key=f"{key}_score")
     count = right.number_input("How many", 1, len(examples), min(50, len(examples)), key=f"{key}_top_n")
     ranked = cached.hardest(page.path, page.stamp, examples, score, int(count))
-    order = "highest" if cached.harder_is_higher(score) else "lowest"
+    order = "highest" if actions.harder_is_higher(score) else "lowest"
     st.caption(f"Hardest first: the {order} {score} values.")
     return ranked[ID].astype(str).tolist(), f"top {len(ranked)} by {score} ({order} first)"

@@ -142,3 +142,37 @@ def test_the_cache_module_holds_only_caches():
     plain = "from analytics.x import f\n\ndef g(a):\n    return f(a)\n"
     cached = "import streamlit as st\n\n@st.cache_data\ndef _g(a):\n    return a\n\ndef g(a):\n    return _g(a)\n"
     assert cache_module_strays(plain) == ["g"] and cache_module_strays(cached) == []
+
+
+MAX_BODY_LINES = 60     # issue 16: "no function in analytics/ or ui/ longer than about 60 lines"
+MAX_FUNCTION_LINES = 100  # with its docstring
+
+
+def long_functions(source: str) -> list[str]:
+    """Functions (nested ones too) longer than MAX_BODY_LINES lines without the docstring (the
+    ``def`` line included), or than MAX_FUNCTION_LINES with it."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        total = node.end_lineno - node.lineno + 1
+        first = node.body[0]
+        docstring = (first.end_lineno - first.lineno + 1 if isinstance(first, ast.Expr)
+                     and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str) else 0)
+        if total - docstring > MAX_BODY_LINES or total > MAX_FUNCTION_LINES:
+            found.append(f"{node.name} ({total} lines, {total - docstring} without its docstring)")
+    return found
+
+
+@pytest.mark.parametrize("path", ANALYTICS + sorted((ROOT / "ui").rglob("*.py")),
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_functions_stay_short(path):
+    """Split a long function along its seams into named helpers (STYLE.md; issue 16)."""
+    assert long_functions(path.read_text()) == []
+
+
+def test_the_length_rule_counts_the_body_without_the_docstring():
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_BODY_LINES - 1))  # and the def line
+    doc = '    """' + "\n".join(["a"] * 30) + '"""\n'
+    assert long_functions(f"def f():\n{doc}{body}\n") == []
+    assert long_functions(f"def f():\n{doc}{body}\n    x = 1\n") == ["f (91 lines, 61 without its docstring)"]

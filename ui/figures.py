@@ -68,6 +68,9 @@ class ColourChannel:
         return self.values is not None
 
 
+_FIRST_ROWS = 10_000  # rows that usually settle whether a numeric column has many distinct values
+
+
 def is_numeric_colour(values: pd.Series) -> bool:
     """Whether a column is coloured on a scale (numbers with more than ``MAX_CATEGORIES``
     distinct values) rather than by category."""
@@ -76,9 +79,6 @@ def is_numeric_colour(values: pd.Series) -> bool:
     # enough distinct values among the first rows settles it (counting a million floats: 47 ms)
     return values.iloc[:_FIRST_ROWS].nunique(dropna=True) > MAX_CATEGORIES \
         or values.nunique(dropna=True) > MAX_CATEGORIES
-
-
-_FIRST_ROWS = 10_000
 
 
 def category_codes(values: pd.Series) -> tuple[np.ndarray, list, int]:

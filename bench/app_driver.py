@@ -222,18 +222,28 @@ class AppDriver:
             "map_fetched": stats["fetches"],
         }
 
-    def recolour(self, column: str) -> dict:
-        """Choose ``column`` in "Colour by" until the scatter has drawn the new colours."""
+    def recolour(self, column: str, *, menu: str = "map") -> dict:
+        """Choose ``column`` to colour by until the scatter has drawn the new colours: in the map's
+        own colour menu (``menu="map"``: drawn in the browser, no rerun first), or in the page's
+        "Colour by" (``menu="page"``: the server reruns and sends the colours)."""
         page = self.page
-        page.locator("[data-testid=stSelectbox]").filter(has_text="Colour by").first.click()
-        page.keyboard.type(column)  # the option list is virtualised: filter it
-        option = page.get_by_role("option", name=column, exact=True)
-        option.wait_for()
+        if menu == "map":
+            choice = page.frame_locator(SCATTER).first.locator(".legend .colour-menu")
+            choice.wait_for()
+
+            def choose() -> None:
+                choice.select_option(column)
+        else:
+            page.locator("[data-testid=stSelectbox]").filter(has_text="Colour by").first.click()
+            page.keyboard.type(column)  # the option list is virtualised: filter it
+            option = page.get_by_role("option", name=column, exact=True)
+            option.wait_for()
+            choose = option.click
         self.received.clear()
         before = len(self.view_stats()["fetches"])
         draws_before = len(self.view_stats()["draws"])
         clicked = now_ms()
-        option.click()
+        choose()
         page.wait_for_function(
             "([frame, column, count]) => { const f = document.querySelector(frame);"
             " const v = f && f.contentWindow.scatterView; const r = f && f.contentDocument.getElementById('root');"
@@ -242,7 +252,7 @@ class AppDriver:
         settled = self.settled("Map")
         stats = self.view_stats()
         recoloured = [d for d in stats["draws"][draws_before:] if d["colour"]][-1]
-        return {"recolour_s": round((recoloured["done"] - clicked) / 1000, 2),
+        return {"recolour_s": round((recoloured["done"] - clicked) / 1000, 2), "recolour_menu": menu,
                 "recolour_settled_s": round((settled - clicked) / 1000, 2),
                 # from the choice: the render message came, its colours were at hand, regl-scatterplot
                 # had drawn them, the page had put them on screen (ms)

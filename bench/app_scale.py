@@ -7,8 +7,9 @@ Starts the app (``streamlit run app.py``, a fresh empty workspace) and Debian's 
    until its Overview is drawn and idle;
 2. **map_draw_s**: a click on *Map* until the scatter has drawn every point
    (**map_points_drawn** is read from the scatter itself);
-3. **recolour_s**: choosing a score in "Colour by" until the new colours are drawn (then
-   other scores, ``recolour_all_s``);
+3. **recolour_s**: choosing a score in the map's own colour menu until the new colours are
+   drawn (then other scores, ``recolour_all_s``; and one more in the page's "Colour by", which
+   reruns the page first: ``recolour_page_menu_s``);
 4. **box_select_s**: from releasing a box drag until the selection panel shows its count;
    **box_selected** is that count, checked against the points inside the box by geometry over
    every point of the run (``box_inside_by_geometry``); the same for a lasso (``lasso_*``);
@@ -46,7 +47,7 @@ REQUIRED = ("n", "open_run_s", "map_draw_s", "map_points_drawn", "recolour_s", "
             "data_map_s", "hardness_s", "browser_heap_mb", "javascript_errors")
 
 
-def measure(run: Path, *, colours: list[str], timeout_s: float, out: Path) -> dict:
+def measure(run: Path, *, colours: list[str], timeout_s: float, out: Path, page_colour: str = "el2n") -> dict:
     """Every step on ``run`` in a fresh app server and browser; the result holds ``REQUIRED``.
     The server's log and the screenshots go to ``out``."""
     from playwright.sync_api import sync_playwright
@@ -73,7 +74,12 @@ def measure(run: Path, *, colours: list[str], timeout_s: float, out: Path) -> di
             result["recolour_columns"] = colours
             result["recolour_all_s"] = [r["recolour_s"] for r in recolours]
             result["recolour_all_timeline_ms"] = [r["recolour_timeline_ms"] for r in recolours]
-            step(f"{n:,}: recoloured in {result['recolour_all_s']} s")
+            by_page = app.recolour(page_colour, menu="page")
+            result["recolour_page_menu_column"] = page_colour
+            result["recolour_page_menu_s"] = by_page["recolour_s"]
+            result["recolour_page_menu_timeline_ms"] = by_page["recolour_timeline_ms"]
+            step(f"{n:,}: recoloured in {result['recolour_all_s']} s (map menu), "
+                 f"{result['recolour_page_menu_s']} s (page menu)")
             shot("recoloured")
             result.update(app.box_select(points))
             step(f"{n:,}: box selection of {result['box_selected']:,} shown {result['box_select_s']} s after the release")
@@ -111,13 +117,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for app_scale_<n>.json")
     parser.add_argument("--colour", nargs="+", default=["confidence", "variability", "aum"],
                         help="score columns to recolour by, in turn (the first gives recolour_s)")
+    parser.add_argument("--page-colour", default="el2n",
+                        help="a score to recolour by in the page's own menu (recolour_page_menu_s)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for any one step")
     args = parser.parse_args(argv)
     if not (args.run / "examples.parquet").exists():
         parser.error(f"{args.run} is not a run folder: it has no examples.parquet")
     args.out.mkdir(parents=True, exist_ok=True)
     result = {"benchmark": "app_scale", "machine": machine_info(),
-              **measure(args.run, colours=args.colour, timeout_s=args.timeout, out=args.out)}
+              **measure(args.run, colours=args.colour, timeout_s=args.timeout, out=args.out,
+                       page_colour=args.page_colour)}
     path = args.out / f"app_scale_{result['n']}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k in REQUIRED or k.startswith("load")}), flush=True)

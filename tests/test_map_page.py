@@ -68,9 +68,46 @@ def test_recolour_sends_a_new_colour_column_and_the_same_points(use_analysed_wor
     assert args["colour"]["exact"]["dtype"] == "float32"  # the exact values, fetched on hover
     assert args["points"]["url"] == before["points"]["url"]  # the browser keeps the coordinates
     assert args["colour"]["values"]["url"] != before["colour"]["codes"]["url"]
-    assert len(json.dumps(args)) < 4000  # no column inside the arguments, only addresses
+    # no column inside the arguments, only addresses (and each colour menu entry's legend)
+    options = args["colour_options"]
+    assert len(json.dumps({k: v for k, v in args.items() if k != "colour_options"})) < 4000
+    assert all(len(json.dumps(option)) < 4000 for option in options)
     at.selectbox(key="map_colour_by").select("split").run()
     assert set(scatter_of(at)["colour"]["names"]) == {"train", "test"}
+
+
+def test_the_map_menu_offers_every_colour_at_the_address_it_is_drawn_from(use_analysed_workspace):
+    at = open_map(**{state.DATASET_CHOICE: sample_by_key("debian-packages").title})
+    args = scatter_of(at)
+    options = {option["title"]: option for option in args["colour_options"]}
+    assert list(options) == at.selectbox(key="map_colour_by").options  # the same list as the page's menu
+    assert not {"id", "text", "x", "y", "pca_x", "pca_y"} & set(options)
+    assert options["label"]["codes"]["url"] == args["colour"]["codes"]["url"]  # the one the browser has
+    assert options["n_words"]["kind"] == "values" and options["n_words"]["values"]["dtype"] == "uint16"
+    assert options["cluster"]["kind"] == "categories" and all(len(o["digest"]) == 32 for o in options.values())
+    # choosing a column in the page's own menu brings it from the same address
+    at.selectbox(key="map_colour_by").select("n_words").run()
+    assert scatter_of(at)["colour"]["values"]["url"] == options["n_words"]["values"]["url"]
+
+
+def test_a_colour_chosen_in_the_map_sets_the_page_menu_once_and_is_not_sent_again(use_analysed_workspace):
+    at = open_map(**{state.DATASET_CHOICE: sample_by_key("debian-packages").title})
+    option = {o["title"]: o for o in scatter_of(at)["colour_options"]}["split"]
+    # what the component sends once it has drawn "split" itself
+    at.session_state["map_scatter"] = {"nonce": "s-1", "kind": "colour", "colour": "split", "digest": option["digest"]}
+    at.run()
+    assert at.selectbox(key="map_colour_by").value == "split"
+    args = scatter_of(at)
+    assert args["colour"]["title"] == "split" and args["colour"]["codes"]["url"] == option["codes"]["url"]
+    assert args["colour"]["codes"]["inline"] is False  # the browser has these bytes: not sent again
+    assert at.get("caption") and not at.exception
+    # the same value again (any later rerun) does not undo a later choice in the page's menu
+    at.selectbox(key="map_colour_by").select("n_words").run()
+    assert at.selectbox(key="map_colour_by").value == "n_words" and scatter_of(at)["colour"]["title"] == "n_words"
+    # a column the map does not offer is ignored
+    at.session_state["map_scatter"] = {"nonce": "s-2", "kind": "colour", "colour": "text", "digest": "x"}
+    at.run()
+    assert at.selectbox(key="map_colour_by").value == "n_words" and not at.exception
 
 
 def test_a_selection_made_in_the_browser_is_applied_in_its_mode(use_analysed_workspace):
@@ -171,7 +208,10 @@ def test_hover_text_is_never_inside_the_arguments(tmp_path, monkeypatch):
     args = scatter_of(at)
     # the text travels as a separate file the browser fetches on its first hover, and shows as
     # text (textContent), never as HTML
-    assert "script" not in json.dumps(args) and args["hover"]["length"] == 20
+    # (the clusters' names, made of their frequent words, may hold "script": shown as text too)
+    sent = json.dumps(args)
+    assert "<script>" not in sent and "words here" not in sent and "<b>" not in sent, sent
+    assert args["hover"]["length"] == 20
 
 
 def test_the_app_opens_a_run_folder_from_the_command_line(tmp_path):

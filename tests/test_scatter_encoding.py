@@ -150,6 +150,28 @@ def test_colour_channel_categories_and_scale():
     assert colour_channel(pd.Series([10, 9, 100, 9]), "epochs").names == ("9", "10", "100")
 
 
+def test_category_codes_count_values_as_the_text_they_are_shown_as():
+    from ui.figures import category_codes
+
+    # ties at the cut keep the values that came first; the rest are "other" (-1)
+    values = pd.Series([f"v{i:02d}" for i in range(MAX_CATEGORIES + 5)] * 2 + ["v30"] * 3)
+    codes, top, distinct = category_codes(values)
+    assert distinct == MAX_CATEGORIES + 6 and len(top) == MAX_CATEGORIES and "v30" in top
+    assert "v19" not in top and "v00" in top and "v18" in top
+    assert [top[c] if c >= 0 else None for c in codes[:3]] == ["v00", "v01", "v02"]
+    assert codes[MAX_CATEGORIES + 4] == -1  # v24: a tie past the cut
+    # missing values are one category; -0.0 is 0.0; numbers in numeric order
+    codes, top, distinct = category_codes(pd.Series([0.5, np.nan, -0.0, 0.0, 10.0, None]))
+    assert top == ["(missing)", "0.0", "0.5", "10.0"] or top == ["0.0", "0.5", "10.0", "(missing)"]
+    assert distinct == 4 and [top[c] for c in codes] == ["0.5", "(missing)", "0.0", "0.0", "10.0", "(missing)"]
+    # Python objects of mixed types: 1 and True are different texts
+    codes, top, _ = category_codes(pd.Series([1, True, "1", None], dtype=object))
+    assert [top[c] for c in codes] == ["1", "True", "1", "(missing)"]
+    # categories and a non-default index
+    codes, top, _ = category_codes(pd.Series(pd.Categorical(["b", "a", None, "b"]), index=[7, 3, 9, 1]))
+    assert [top[c] for c in codes] == ["b", "a", "(missing)", "b"]
+
+
 def test_quantised_values_keep_each_value_in_its_step():
     values = np.r_[RNG.normal(2.0, 3.0, 100_000), [np.nan, np.inf, -np.inf, -1e9, 1e9]]
     low, high = -10.0, 14.0

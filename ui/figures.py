@@ -84,13 +84,28 @@ def is_numeric_colour(values: pd.Series) -> bool:
 def category_codes(values: pd.Series) -> tuple[np.ndarray, list, int]:
     """``(codes, top, distinct)``: each value's index in ``top`` (the ``MAX_CATEGORIES`` most
     frequent values, numeric-looking ones in numeric order, missing values as "(missing)"), -1
-    for the rest; ``distinct`` counts every value."""
-    labels = values.reset_index(drop=True).astype("string").fillna("(missing)")
-    counts = labels.value_counts()
-    top = _natural_order(list(counts.index[:MAX_CATEGORIES]))
-    # codes of the distinct values, then one lookup per distinct value (no Python call per row)
-    codes, uniques = pd.factorize(labels)
-    return pd.Index(top).get_indexer(uniques)[codes], top, len(counts)
+    for the rest; ``distinct`` counts every value (as text: values written alike are one)."""
+    values = values.reset_index(drop=True)
+    if values.dtype == object:  # mixed Python objects (1 and True are one key to a hash): as text
+        values = values.astype("string")
+    elif pd.api.types.is_float_dtype(values):
+        values = values + 0.0  # -0.0 is 0.0
+    # codes of the distinct values first, then text for each distinct value only: turning a
+    # million values into text took 0.1-0.5 s a column
+    codes, uniques = pd.factorize(values)
+    labels = pd.Index(uniques).astype("string")
+    missing = codes < 0
+    if missing.any():  # "(missing)" takes its place in the order of first appearance (for ties)
+        first = int(missing.argmax())
+        at = int(codes[:first].max()) + 1 if first else 0
+        labels = labels[:at].append(pd.Index(["(missing)"], dtype="string")).append(labels[at:])
+        codes = np.where(missing, at, codes + (codes >= at))
+    merged, texts = pd.factorize(labels)  # two values written alike (1 and "1") are one category
+    codes = merged[codes]
+    counts = np.bincount(codes, minlength=len(texts))
+    by_count = np.argsort(-counts, kind="stable")  # ties in order of first appearance
+    top = _natural_order([texts[i] for i in by_count[:MAX_CATEGORIES]])
+    return pd.Index(top).get_indexer(texts)[codes], top, len(texts)
 
 
 def colour_channel(values: pd.Series, title: str) -> ColourChannel:

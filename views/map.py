@@ -6,12 +6,13 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from analytics.names import CLUSTER_COLUMNS, CLUSTER_LEVELS, MAP_COLUMNS, PCA_COLUMNS, UMAP_COLUMNS
+from analytics.names import MAP_COLUMNS, PCA_COLUMNS, UMAP_COLUMNS
 from ui import cached
 from ui.analysis import page_run
 from ui.chart_selection import apply_scatter_selection
 from ui.figures import HOVER_TEXT_MAX_POINTS
-from ui.scatter import ScatterPoints, hover_lines, point_size, scatter_map
+from ui.map_colours import colour_choices, colour_options
+from ui.scatter import ScatterPoints, colour_choice, hover_lines, point_size, scatter_map
 from ui.selection import MODES, get_selection, selected_mask, set_selection
 from ui.selection_panel import selection_panel
 
@@ -78,11 +79,13 @@ def map_and_selection(dataset, run, examples, ids) -> None:
     n = len(examples)
     manifest = run.manifest
     # ----------------------------------------------------------------------------- controls
-    skip = {"id", "text", "image", *MAP_COLUMNS}
-    colour_options = ["label"] + [c for c in examples.columns if c not in skip | {"label"}]
+    options = colour_options(examples)
+    chosen = colour_choice("map_scatter", options)  # in the map's own menu: already drawn there
+    if chosen is not None:
+        st.session_state["map_colour_by"] = chosen
     map_column, controls = st.columns([4, 1])
     with controls:
-        colour_by = st.selectbox("Colour by", colour_options, key="map_colour_by",
+        colour_by = st.selectbox("Colour by", options, key="map_colour_by",
                                  help="The label, a metadata column, or any score computed for the run.")
         projection = st.radio("Layout", ["UMAP", "PCA"] if "umap" in manifest["timings_s"] else ["PCA"],
                               horizontal=True, key="map_projection")
@@ -91,7 +94,7 @@ def map_and_selection(dataset, run, examples, ids) -> None:
         mode = st.radio("A new selection", MODES, horizontal=True, key="map_selection_mode",
                         help="Replace the shared selection, add to it, or remove from it.")
 
-    visible = filter_and_search(dataset, examples, ids, skip, mode)
+    visible = filter_and_search(dataset, examples, ids, {"id", "text", "image", *MAP_COLUMNS}, mode)
 
     # ----------------------------------------------------------------------------- the map
     # A box, lasso or click in the browser reran the app: apply it before drawing, so that the map
@@ -100,20 +103,12 @@ def map_and_selection(dataset, run, examples, ids) -> None:
     selection = get_selection(dataset.fingerprint)
     xy = UMAP_COLUMNS if projection == "UMAP" else PCA_COLUMNS
     stamp = cached.run_stamp(run.path)
+    stamp_key = (str(run.path), stamp)
+    choices = colour_choices(examples, cached.clusters_table(str(run.path), stamp, dataset.fingerprint))
     texts = examples["text"] if "text" in examples.columns and n <= HOVER_TEXT_MAX_POINTS else None
     points = ScatterPoints(x=examples[xy[0]].to_numpy(), y=examples[xy[1]].to_numpy(),
-                           key=(str(run.path), stamp, projection), labels=examples["label"],
+                           key=(*stamp_key, projection), rows_key=stamp_key, labels=examples["label"],
                            hover=lambda: hover_lines(examples["id"], texts))
-    colour = examples[colour_by]
-    colour_key: tuple = ()
-    if colour_by in CLUSTER_COLUMNS:  # categorical, shown with the clusters' names
-        clusters = cached.clusters_table(str(run.path), stamp, dataset.fingerprint)
-        if clusters is not None:
-            level = clusters[clusters["level"] == {column: name for name, column in CLUSTER_LEVELS.items()}[colour_by]]
-            names = {c: f"{c} · {name}" for c, name in zip(level["cluster"], level["name"])}
-            fallback = pd.Series(np.where(colour < 0, "noise", colour.astype(str)), index=colour.index)
-            colour = colour.map(names).fillna(fallback)  # a dict lookup per value, no Python call per row
-            colour_key = tuple(sorted(names.items()))  # a renamed cluster recolours
     with map_column:
         slot = st.container()  # the scatter is sent last, drawn here: what comes after it in the
         # run (the caption, the selection panel) no longer competes with its drawing in the browser
@@ -123,8 +118,8 @@ def map_and_selection(dataset, run, examples, ids) -> None:
                    f"{hover_note}; the selection below lists the rest.")
     selection_panel(dataset, examples)
     with slot:
-        scatter_map(points, key="map_scatter", colour=colour, colour_name=colour_by, colour_key=colour_key,
-                    visible=visible, selected=selected_mask(ids, selection), size=size, opacity=opacity,
-                    mode=mode, height=640)
+        scatter_map(points, key="map_scatter", colour=choices[colour_by].column, colour_name=colour_by,
+                    colour_key=choices[colour_by].key, colour_options=list(choices.values()), visible=visible,
+                    selected=selected_mask(ids, selection), size=size, opacity=opacity, mode=mode, height=640)
 
 map_and_selection(dataset, run, examples, ids)

@@ -8,8 +8,8 @@ import re
 from playwright.sync_api import expect
 
 from tests.browser.conftest import pick
-from tests.browser.map_scatter import (drag_box, drag_circle, expect_table_within, inside, last_shape, open_map, root,
-                                       run_points, scatter, use_tool, wait_selection)
+from tests.browser.map_scatter import (SCATTER, console_errors, drag_box, drag_circle, expect_table_within, inside,
+                                       last_shape, open_map, root, run_points, scatter, use_tool, wait_selection)
 
 
 def test_box_select_shows_the_points_inside_the_box(page, app_url, analysed_workspace):
@@ -47,7 +47,31 @@ def test_recolour_by_a_metadata_column(page, app_url):
     expect(legend.locator(".legend-text").filter(has_text="games")).to_have_count(1)
     pick(page, "Colour by", "split")
     expect(root(page)).to_have_attribute("data-colour", "split", timeout=30_000)
-    expect(legend.locator(".legend-title")).to_have_text("split")
+    expect(legend.locator(".colour-menu")).to_have_value("split")
     expect(legend.locator(".legend-text").filter(has_text=re.compile("^train$"))).to_have_count(1)
     expect(legend.locator(".legend-text").filter(has_text=re.compile("^test$"))).to_have_count(1)
     expect(legend.locator(".legend-text").filter(has_text="games")).to_have_count(0)
+
+
+def test_recolour_in_the_map_menu_draws_without_the_server_then_sets_the_page_menu(page, app_url):
+    errors = console_errors(page)
+    open_map(page, app_url)
+    menu = scatter(page).locator(".legend .colour-menu")
+    expect(menu).to_have_value("label")
+    renders = int(root(page).get_attribute("data-renders"))
+    menu.select_option("n_words")
+    expect(root(page)).to_have_attribute("data-colour", "n_words", timeout=30_000)
+    draws = page.frame_locator(SCATTER).first.locator("body").evaluate("() => window.scatterView.stats.draws")
+    local = [d for d in draws if d.get("local")]
+    assert local and local[-1]["colour"]  # drawn in the browser, from the column it fetched
+    # then the server hears of it: the page's own menu follows, and the map is not drawn again
+    expect(page.get_by_role("combobox", name="Colour by")).to_have_value("n_words", timeout=30_000)
+    expect(root(page)).not_to_have_attribute("data-renders", str(renders), timeout=30_000)
+    expect(scatter(page).locator(".legend .colour-scale")).to_have_count(1)
+    after = page.frame_locator(SCATTER).first.locator("body").evaluate("() => window.scatterView.stats")
+    assert [d for d in after["draws"][len(draws):] if d["colour"]] == []  # nothing drawn twice
+    # back through the page's own menu: the map's menu follows
+    pick(page, "Colour by", "split")
+    expect(root(page)).to_have_attribute("data-colour", "split", timeout=30_000)
+    expect(menu).to_have_value("split")
+    assert errors == []

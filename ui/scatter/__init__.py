@@ -29,7 +29,8 @@ from ui.scatter.bundle import BUILD_DIR
 from ui.scatter.encoding import RowEncodingError, code_dtype, column_bytes, decode_rows, pack_mask, quantise_values
 from ui.selection import MODES
 
-__all__ = ["ScatterEvent", "ScatterPoints", "hover_lines", "point_size", "scatter_event", "scatter_map", "sent_once"]
+__all__ = ["ColourChoice", "ScatterEvent", "ScatterPoints", "colour_choice", "hover_lines", "point_size", "scatter_event",
+           "scatter_map", "sent_once"]
 
 KINDS = ("box", "lasso", "click")
 
@@ -41,7 +42,9 @@ class ScatterPoints:
     ``key`` names this run and layout (e.g. the run folder, its manifest stamp and "UMAP"): the
     encoded columns are kept under it, so the same key must always come with the same columns.
     ``hover`` builds the one line of text shown on hovering each point (called once per key; the
-    browser fetches the lines on its first hover).
+    browser fetches the lines on its first hover). ``rows_key`` names the rows whatever their
+    layout (the run folder and its stamp): colour columns are kept under it, so that a second
+    layout of the same rows reuses them (default: ``key``).
     """
 
     x: np.ndarray
@@ -49,10 +52,22 @@ class ScatterPoints:
     key: tuple
     labels: pd.Series | None = None
     hover: Callable[[], Sequence[str]] | None = None
+    rows_key: tuple | None = None
 
     @property
     def n(self) -> int:
         return len(self.x)
+
+
+@dataclass(frozen=True, eq=False)
+class ColourChoice:
+    """A column the map's own colour menu offers: its ``name``, the function that gives its
+    values (called only when it has not been encoded yet), and ``key``, which tells apart
+    colourings of one column that differ (e.g. clusters shown with their current names)."""
+
+    name: str
+    column: Callable[[], pd.Series]
+    key: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -134,13 +149,14 @@ def hover_lines(ids: pd.Series, texts: pd.Series | None = None, *, width: int = 
     return lines.tolist()
 
 
-def _colour_args(component_key: str, points: ScatterPoints, colour: pd.Series, title: str,
-                 identity: tuple) -> tuple[dict, _Encoded]:
-    """The colour column, built and encoded once per points, column and ``identity``: its
-    arguments, and its encoded column."""
+def _colour_args(component_key: str, points: ScatterPoints, colour: pd.Series | Callable[[], pd.Series], title: str,
+                 identity: tuple, name: str = "colour") -> tuple[dict, _Encoded]:
+    """The colour column (or the function that gives it), built and encoded once per rows,
+    column and ``identity``: its arguments, and its encoded column, served to this session
+    under ``name`` (one name per column served at once)."""
 
     def build() -> _Encoded:
-        channel = colour_channel(colour, title)
+        channel = colour_channel(colour() if callable(colour) else colour, title)
         if channel.numeric:  # uint16 codes to draw; the exact float32 values for hovering
             meta = {"kind": "values", "title": title, "min": channel.low, "max": channel.high,
                     "scale": list(COLOUR_SCALE), "missing": bool((~np.isfinite(channel.values)).any()),
@@ -151,12 +167,44 @@ def _colour_args(component_key: str, points: ScatterPoints, colour: pd.Series, t
                 "colours": list(channel.colours), "field": "codes", "dtype": code_dtype(len(channel.names))}
         return _encode(column_bytes(channel.codes, meta["dtype"]), meta)
 
-    encoded = _encoded_column((*points.key, "colour", title, *identity), build)
+    encoded = _encoded_column((*(points.rows_key or points.key), "colour", title, *identity), build)
     args = {k: v for k, v in encoded.meta.items() if k not in ("field", "dtype", "exact")}
-    args[encoded.meta["field"]] = _blob(component_key, "colour", encoded, encoded.meta["dtype"], points.n)
+    args[encoded.meta["field"]] = _blob(component_key, name, encoded, encoded.meta["dtype"], points.n)
     if "exact" in encoded.meta:
-        args["exact"] = _blob(component_key, "exact", encoded.meta["exact"], "float32", points.n)
+        args["exact"] = _blob(component_key, f"{name}.exact", encoded.meta["exact"], "float32", points.n)
     return args, encoded
+
+
+def _colour_options_arg(component_key: str, points: ScatterPoints, choices: Sequence[ColourChoice]) -> list[dict]:
+    """Every column of the map's own colour menu, encoded once per rows and column and served by
+    its address: choosing one in the browser fetches and draws it there, with no rerun (the
+    browser then tells the server, :func:`colour_choice`). Each carries ``digest``, which the
+    browser sends back so that the server does not send the same bytes again."""
+    options = []
+    for choice in choices:
+        args, encoded = _colour_args(component_key, points, choice.column, choice.name, tuple(choice.key),
+                                     name=f"option.{len(options)}")
+        options.append({**args, "digest": encoded.digest})
+    return options
+
+
+def colour_choice(key: str, options: Sequence[str]) -> str | None:
+    """The column last chosen in the scatter ``key``'s own colour menu, once (None when there is
+    no new choice, or it is not among ``options``). Read it before the page's own "Colour by"
+    control is drawn, and set that control to it: the browser has already drawn the colours."""
+    value = st.session_state.get(key)
+    if not isinstance(value, dict) or value.get("kind") != "colour":
+        return None
+    memory = f"{key}__colour_choice"
+    if st.session_state.get(memory) == value.get("nonce"):
+        return None
+    st.session_state[memory] = value.get("nonce")
+    chosen = value.get("colour")
+    if not isinstance(chosen, str) or chosen not in options:
+        return None
+    if isinstance(value.get("digest"), str):  # the browser has these colours: not sent again
+        st.session_state[f"{key}__colour_sent"] = value["digest"]
+    return chosen
 
 
 def _labels_arg(component_key: str, points: ScatterPoints) -> dict | None:
@@ -211,9 +259,10 @@ def scatter_map(
     points: ScatterPoints,
     *,
     key: str,
-    colour: pd.Series,
+    colour: pd.Series | Callable[[], pd.Series],
     colour_name: str,
     colour_key: tuple = (),
+    colour_options: Sequence[ColourChoice] = (),
     visible: np.ndarray | None = None,
     selected: np.ndarray | None = None,
     size: float = 4.0,
@@ -226,9 +275,13 @@ def scatter_map(
     lines: Sequence[dict] = (),
     annotations: Sequence[dict] = (),
 ) -> None:
-    """Draw every point in the browser, coloured by ``colour`` (categories, or numbers on a
-    scale: :func:`ui.figures.colour_channel`), built once per points and ``colour_name``
+    """Draw every point in the browser, coloured by ``colour`` (a column, or the function that
+    gives it, called only when not yet encoded; categories, or numbers on a scale:
+    :func:`ui.figures.colour_channel`), built once per rows and ``colour_name``
     (``colour_key`` tells apart colourings of one column that differ, such as renamed clusters).
+    ``colour_options`` fill the map's own colour menu: every one is encoded (once per rows) and
+    served, so that choosing it redraws the map in the browser without a rerun; the page reads
+    the choice with :func:`colour_choice`.
 
     Points outside ``visible`` (the filters) are drawn grey and small and cannot be selected;
     ``selected`` (the shared selection) is highlighted. ``mode`` is what a new selection does
@@ -259,6 +312,7 @@ def scatter_map(
         "axes": None if axes is None else {"x": axes[0], "y": axes[1], "x_range": x_range, "y_range": y_range},
         "lines": list(lines), "annotations": list(annotations),
         "labels": _labels_arg(key, points), "hover": _hover_arg(key, points),
+        "colour_options": _colour_options_arg(key, points, colour_options),
     }
     # declared on every call: it registers with the runtime running this script (AppTest makes one per test)
     args["colour"], encoded_colour = _colour_args(key, points, colour, colour_name, tuple(colour_key))

@@ -3,7 +3,7 @@ import { connect, setComponentValue, setFrameHeight } from './protocol.js';
 import { ScatterView } from './view.js';
 
 const view = new ScatterView(document.getElementById('root'), {
-  onSelect: setComponentValue,
+  onValue: setComponentValue,
   onHeight: (height) => setFrameHeight(height),
 });
 window.scatterView = view; // the browser tests and bench/app_scale.py read its state

@@ -93,10 +93,13 @@ function element(tag, attributes = {}, parent = null, namespace = null) {
 
 const SVG = 'http://www.w3.org/2000/svg';
 
+/** The blob of a colour's column: codes of categories, or codes of values on a scale. */
+const colourBlob = (colour) => (colour.kind === 'categories' ? colour.codes : colour.values);
+
 export class ScatterView {
-  constructor(root, { onSelect, onHeight }) {
+  constructor(root, { onValue, onHeight }) {
     this.root = root;
-    this.onSelect = onSelect;
+    this.onValue = onValue; // the component's value for the server: a selection, or a colour chosen here
     this.onHeight = onHeight;
     this.blobs = new Map(); // url -> Promise<typed array>, only the current arguments' columns
     this.lazy = {}; // name -> { url, value }: the columns fetched on the first hover
@@ -177,8 +180,7 @@ export class ScatterView {
     this.args = args;
     this.onHeight(args.height);
     const wanted = { points: args.points, visible: args.visible, selected: args.selected };
-    if (args.colour.kind === 'categories') wanted.colour = args.colour.codes;
-    else wanted.colour = args.colour.values;
+    wanted.colour = colourBlob(args.colour);
     if (args.labels) wanted.labels = args.labels.codes;
     const inline = wanted.colour.inline && args.colour_bytes;
     if (inline && !this.blobs.has(wanted.colour.url)) { // a new colour column, inside the render message
@@ -192,6 +194,7 @@ export class ScatterView {
     const urls = new Set(Object.values(wanted).filter(Boolean).map((b) => b.url));
     if (args.hover) urls.add(args.hover.url);
     if (args.colour.exact) urls.add(args.colour.exact.url);
+    for (const option of args.colour_options || []) urls.add(colourBlob(option).url); // kept once fetched
     for (const url of [...this.blobs.keys()]) if (!urls.has(url)) this.blobs.delete(url);
     let loaded;
     try {
@@ -205,11 +208,43 @@ export class ScatterView {
     if (sequence !== this.sequence) return; // a newer render arrived meanwhile
     const fetched = Date.now();
     this.showMessage('');
-    this.drawing = this.drawing.then(() => this.apply(args, loaded, { received, fetched })).catch((error) => {
+    this.loaded = loaded;
+    await this.queueApply(args, loaded, { received, fetched });
+  }
+
+  queueApply(args, loaded, times) {
+    this.drawing = this.drawing.then(() => this.apply(args, loaded, times)).catch((error) => {
       this.showMessage(`Could not draw the points: ${error.message}`);
       throw error;
     });
-    await this.drawing;
+    return this.drawing;
+  }
+
+  /** A column chosen in the legend's colour menu: fetched by its address (once), drawn here, and
+   * only then told to the server, whose rerun sets the page's own "Colour by" to it (and sends
+   * nothing the browser has: the column's digest goes with the choice). */
+  async chooseColour(title) {
+    const option = (this.args.colour_options || []).find((o) => o.title === title);
+    if (!option || !this.loaded) return;
+    const received = Date.now();
+    const sequence = this.sequence;
+    this.counter += 1;
+    const value = { nonce: `${this.session}-${this.counter}`, kind: 'colour', colour: title, digest: option.digest };
+    let values;
+    try {
+      values = await this.fetchBlob('colour', colourBlob(option));
+    } catch (error) {
+      this.showMessage(`Could not load the colours: ${error.message}`);
+      this.onValue(value); // the server sends them with its next render
+      return;
+    }
+    if (sequence === this.sequence) { // no newer render from the server meanwhile
+      const args = { ...this.args, colour: option };
+      this.args = args;
+      this.loaded = { ...this.loaded, colour: values };
+      await this.queueApply(args, this.loaded, { received, fetched: Date.now(), local: true }).catch(() => {});
+    }
+    this.onValue(value);
   }
 
   showMessage(text) {
@@ -566,7 +601,7 @@ export class ScatterView {
     this.dragShape.setAttribute('class', `drag-shape pending ${mode.toLowerCase()}`);
     this.pending = true;
     this.counter += 1;
-    this.onSelect({ nonce: `${this.session}-${this.counter}`, kind, mode, rows: encodeRows(rows, this.args.n) });
+    this.onValue({ nonce: `${this.session}-${this.counter}`, kind, mode, rows: encodeRows(rows, this.args.n) });
     this.stats.selections.push({ kind, rows: rows.length, sent: Date.now() });
   }
 
@@ -641,13 +676,12 @@ export class ScatterView {
 
   renderLegend(args, visible) {
     const colour = args.colour;
+    const options = (args.colour_options || []).map((o) => o.title);
     const key = JSON.stringify([colour.kind, colour.title, colour.names, colour.colours, colour.min, colour.max,
-      Boolean(visible)]);
+      Boolean(visible), options]);
     if (key === this.legendKey) return;
     this.legendKey = key;
-    const title = document.createElement('div');
-    title.className = 'legend-title';
-    title.textContent = colour.title;
+    const title = this.legendTitle(colour.title, options);
     const items = [];
     if (colour.kind === 'categories') {
       colour.names.forEach((name, i) => items.push(this.legendItem(colour.colours[i], name)));
@@ -670,6 +704,33 @@ export class ScatterView {
     }
     if (visible) items.push(this.legendItem(FILTERED_COLOUR, 'filtered out'));
     this.legend.replaceChildren(title, ...items);
+  }
+
+  /** The legend's title: the colour's name, or a menu of the columns to colour by. */
+  legendTitle(current, options) {
+    if (!options.includes(current)) {
+      const title = document.createElement('div');
+      title.className = 'legend-title';
+      title.textContent = current;
+      return title;
+    }
+    const label = document.createElement('label');
+    label.className = 'legend-title legend-menu';
+    const caption = document.createElement('span');
+    caption.textContent = 'Colour by';
+    const menu = document.createElement('select');
+    menu.className = 'colour-menu';
+    menu.setAttribute('aria-label', 'Colour by');
+    for (const name of options) {
+      const option = document.createElement('option');
+      option.value = name;
+      option.textContent = name;
+      option.selected = name === current;
+      menu.appendChild(option);
+    }
+    menu.addEventListener('change', () => this.chooseColour(menu.value));
+    label.append(caption, menu);
+    return label;
   }
 
   legendItem(colour, name) {

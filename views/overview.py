@@ -1,12 +1,11 @@
 """Overview: what the dataset holds — size, class balance, columns, missing values, examples."""
 
 import pandas as pd
-import plotly.express as px
 import streamlit as st
 
 from ui import cached, state
 from ui.components import example_table
-from ui.figures import escape, plain_urls
+from ui.figures import plain_urls
 
 dataset = state.require_dataset()
 summary = cached.summarize(dataset.fingerprint, dataset)
@@ -31,12 +30,16 @@ if dataset.skipped:
 balance, splits = st.columns([3, 2])
 with balance:
     st.subheader("Class balance")
-    counts = summary.class_counts.assign(label=summary.class_counts["label"].map(escape))
-    figure = px.bar(counts, x="count", y="label", orientation="h", text="count",
-                    hover_data={"share": ":.1%"}, height=max(220, 28 * len(counts) + 80))
-    figure.update_layout(margin=dict(l=0, r=0, t=10, b=0), yaxis=dict(autorange="reversed",
-                         title=None, type="category"), xaxis_title="examples")
-    st.plotly_chart(figure, width="stretch", key="class_balance")
+    # a table with a bar per class, not a chart: it shows at once (the Plotly bundle, 4.7 MB,
+    # took the Overview from 1.3 s to 3 s in a fresh browser) and lists many classes in order
+    counts = summary.class_counts
+    st.dataframe(counts, hide_index=True, width="stretch", key="class_balance",
+                 height=min(36 + 35 * len(counts), 420),
+                 column_config={
+                     "label": st.column_config.TextColumn("label"),
+                     "count": st.column_config.ProgressColumn(
+                         "examples", format="%d", min_value=0, max_value=int(max(counts["count"].max(), 1))),
+                     "share": st.column_config.NumberColumn("share", format="percent")})
 with splits:
     if summary.split_counts is not None:
         st.subheader("Splits")

@@ -68,6 +68,7 @@ from analytics import names
 from analytics.hardness import SCORE_AGREEMENT_FILE, hardness_tables
 from analytics.names import CLUSTER_COLUMNS, MAP_COLUMNS
 from analytics.neighbors import KnnGraph, build_knn
+from analytics.numba_cache import Prewarm, prewarm
 from analytics.parallel import LOCAL, Executor
 from analytics.projection import PCA_START_FROM, project_pca, project_umap
 from analytics.slices import SliceConfig, discover_slices, slice_features, uniformity
@@ -265,9 +266,10 @@ def run_analysis(
     out = Path(out_dir) if out_dir else _run_path(dataset, config, run.workspace, run.keys.dynamics_source)
     stages = _Stages(progress, on_stage)
     vectors = stages.run("embeddings", lambda report: _embed_stage(run, report))
+    compiling = _prewarm(run, len(vectors))  # the layout's code, compiled while the graph is built
     graph = stages.run("neighbors", lambda report: _neighbours_stage(run, vectors, report))
     pca = stages.run("pca", lambda report: _pca_stage(run, vectors))
-    coords = stages.run("umap", lambda report: _umap_stage(run, vectors, graph, pca, report)) \
+    coords = stages.run("umap", lambda report: _umap_stage(run, vectors, graph, pca, report, compiling)) \
         if config.projection == "umap" else pca
     scored = None
     if config.scores:
@@ -416,14 +418,38 @@ def _pca_stage(run: _RunInputs, vectors: np.ndarray) -> np.ndarray:
                                 lambda: project_pca(vectors), fmt="npy")
 
 
-def _umap_stage(run: _RunInputs, vectors: np.ndarray, graph: KnnGraph, pca: np.ndarray,
-                report: Progress) -> np.ndarray:
-    """The UMAP map, ndarray of shape (n, 2), on the kNN graph (started from the PCA map when
-    ``keys.umap_init`` says so)."""
+def _prewarm(run: _RunInputs, n: int) -> Prewarm | None:
+    """On a cold numba cache, umap-learn's layout compiled in a second process while this one
+    builds the kNN graph by NN-descent (which keeps about one core of two busy, for 30-45 s at
+    100k when cold); None otherwise."""
     config = run.config
-    return run.workspace.cached(run.fingerprint, "umap", run.keys.umap, lambda: project_umap(
-        vectors, knn=graph, n_neighbors=config.k + 1, metric=config.embedding.metric, seed=config.seed,
-        fit_max=config.umap_fit_max, init=pca if run.keys.umap_init == "pca" else None, progress=report), fmt="npy")
+    if config.projection != "umap" or n <= config.exact_knn_max:
+        return None
+    return prewarm(metric=config.embedding.metric, n_neighbors=config.k + 1, seed=config.seed,
+                   init=run.keys.umap_init or "spectral")
+
+
+def _wait_for(compiling: Prewarm | None, report: Progress) -> None:
+    if compiling is None:
+        return
+    if compiling.running():
+        report(0.0, "Waiting for the compiled code (numba, compiling in a second process)")
+    compiling.wait()
+
+
+def _umap_stage(run: _RunInputs, vectors: np.ndarray, graph: KnnGraph, pca: np.ndarray,
+                report: Progress, compiling: Prewarm | None = None) -> np.ndarray:
+    """The UMAP map, ndarray of shape (n, 2), on the kNN graph (started from the PCA map when
+    ``keys.umap_init`` says so), once ``compiling`` has compiled its code."""
+    config = run.config
+
+    def layout() -> np.ndarray:
+        _wait_for(compiling, report)
+        return project_umap(vectors, knn=graph, n_neighbors=config.k + 1, metric=config.embedding.metric,
+                            seed=config.seed, fit_max=config.umap_fit_max,
+                            init=pca if run.keys.umap_init == "pca" else None, progress=report)
+
+    return run.workspace.cached(run.fingerprint, "umap", run.keys.umap, layout, fmt="npy")
 
 
 def _dynamics_files(info: dict) -> dict[str, str]:

@@ -11,6 +11,7 @@ import streamlit as st
 
 from ui.jobs import warm_up_umap
 from ui.navigation import DEFAULT_PAGE_INTERNAL_PATH, PAGES
+from ui.preload import preload_charts
 from ui.sidebar import dataset_sidebar
 
 
@@ -35,4 +36,5 @@ navigation = st.navigation([
 ])
 warm_up_umap()  # once per server process, in the background
 dataset_sidebar()
+preload_charts()  # the chart pages' code, loaded in the browser once it is idle
 navigation.run()

@@ -110,3 +110,17 @@ def test_a_url_in_a_dataset_name_is_plain_text(page, tmp_path):
     # no link to the address (a heading's own "#www-evil-example-csv" anchor is not one)
     expect(page.locator("a[href*='evil.example']:not([href^='#'])")).to_have_count(0)
     expect(page.locator("a[href^='mailto:']")).to_have_count(0)
+
+
+def test_the_chart_code_is_loaded_once_the_first_page_is_idle(page):
+    """The Overview has no Plotly chart; the browser loads Streamlit's Plotly chunk once it is
+    idle (ui/preload.py), so the first page with charts does not wait for it."""
+    from ui.preload import plotly_chunk
+
+    chunk = plotly_chunk()
+    assert chunk is not None and chunk.startswith("PlotlyChart.")
+    expect(page.get_by_role("heading", name="debian_packages.csv")).to_be_visible()
+    page.wait_for_function(
+        "(chunk) => performance.getEntriesByType('resource').some((r) => r.name.endsWith('/' + chunk))",
+        arg=chunk, timeout=30_000)
+    assert page.evaluate("() => window.cartographerPreloaded") is True

@@ -13,6 +13,8 @@ import argparse
 
 import numpy as np
 
+__all__ = ["main"]
+
 POINTS = 4_500  # above umap-learn's 4,096: its path for larger data
 
 

@@ -83,7 +83,10 @@ class ScatterEvent:
 
 # Encoded columns, by (points key, column): the coordinates of 1M points are 8 MB, their ids
 # 10 MB, and joining the ids takes about 0.4 s; bounded by bytes, least recently used out first.
-_ENCODED_MAX_BYTES = 256 * 2**20
+# Every column of the colour menu is kept (a million rows: about 6 MB per score with its exact
+# values, 1 MB per category column; 135 MB for a run of 25 columns), so the bound holds three
+# such runs before one is encoded again.
+_ENCODED_MAX_BYTES = 512 * 2**20
 
 
 @dataclass(frozen=True, eq=False)

@@ -86,7 +86,8 @@ def map_and_selection(dataset, run, examples, ids) -> None:
     map_column, controls = st.columns([4, 1])
     with controls:
         colour_by = st.selectbox("Colour by", options, key="map_colour_by",
-                                 help="The label, a metadata column, or any score computed for the run.")
+                                 help="The label, a metadata column, or any score computed for the run. "
+                                      "The menu in the map's legend does the same, redrawn in the browser at once.")
         projection = st.radio("Layout", ["UMAP", "PCA"] if "umap" in manifest["timings_s"] else ["PCA"],
                               horizontal=True, key="map_projection")
         size = st.slider("Point size", 1.0, 12.0, point_size(n), 0.5, key="map_size")
@@ -114,7 +115,8 @@ def map_and_selection(dataset, run, examples, ids) -> None:
         # run (the caption, the selection panel) no longer competes with its drawing in the browser
         hover_note = "its id and the start of its text" if texts is not None else "its id and label"
         st.caption(f"All {n:,} points drawn in the browser (WebGL). Toolbar, top right: pan, box or lasso; "
-                   f"scroll to zoom, double-click to reset; click a point to select it. Hovering shows "
+                   f"scroll to zoom, double-click to reset; click a point to select it; the legend's menu recolours "
+                   f"at once. Hovering shows "
                    f"{hover_note}; the selection below lists the rest.")
     selection_panel(dataset, examples)
     with slot:

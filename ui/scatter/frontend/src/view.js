@@ -238,12 +238,15 @@ export class ScatterView {
       this.onValue(value); // the server sends them with its next render
       return;
     }
-    if (sequence === this.sequence) { // no newer render from the server meanwhile
-      const args = { ...this.args, colour: option };
-      this.args = args;
-      this.loaded = { ...this.loaded, colour: values };
-      await this.queueApply(args, this.loaded, { received, fetched: Date.now(), local: true }).catch(() => {});
+    if (sequence !== this.sequence) { // a newer render from the server meanwhile: its colour stands
+      this.legendKey = null;
+      this.renderLegend(this.args, this.visible);
+      return;
     }
+    const args = { ...this.args, colour: option };
+    this.args = args;
+    this.loaded = { ...this.loaded, colour: values };
+    await this.queueApply(args, this.loaded, { received, fetched: Date.now(), local: true }).catch(() => {});
     this.onValue(value);
   }
 

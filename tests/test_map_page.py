@@ -228,3 +228,25 @@ def test_the_app_opens_a_run_folder_from_the_command_line(tmp_path):
     assert any(str(out) in c.value for c in at.caption)
     fingerprint = at.session_state[state.DATASET].fingerprint
     assert not any(fingerprint in key for key in set(jobs.keys()) - earlier)  # opened as it is, not recomputed
+
+
+def test_while_the_analysis_runs_the_pca_preview_shows_and_a_stopped_job_shows_none(monkeypatch):
+    """The PCA map shows while the analysis runs (drawn by the page's run, below the progress
+    poll); once the job has failed only the failure shows."""
+    from ui.pool import RUNNING, Job
+
+    rng = np.random.default_rng(0)
+    job = Job(key="preview-test", kind="analysis", target="tests.pool_tasks:add", payload={}, owner="t", label="the map of x",
+              state=RUNNING, stage="umap", fraction=0.2, partial={"pca": rng.normal(size=(1549, 2)).astype(np.float32)})
+    monkeypatch.setattr(jobs, "start_analysis", lambda *args, **kwargs: job)
+    at = open_map(**{state.DATASET_CHOICE: sample_by_key("debian-packages").title})
+    assert not at.exception
+    [preview] = [c for c in at.get("plotly_chart") if c.proto.id and "map_preview" in c.proto.id]
+    assert any("instant PCA layout" in info.value for info in at.info)
+    job.error, job.partial = "Worker died.", dict(job.partial)
+    at.run()
+    assert not [c for c in at.get("plotly_chart") if "map_preview" in c.proto.id]
+    assert any("The analysis failed: Worker died." in e.value for e in at.error)
+    job.error, job.stage, job.partial = None, "embeddings", {}
+    at.run()
+    assert any("Computing embeddings" in c.value for c in at.caption)

@@ -253,9 +253,14 @@ def run_progress(dataset: Dataset, config: AnalysisConfig) -> None:
         st.warning(str(exc))
         st.stop()
 
+    # the PCA map, drawn once below the poll, not on every poll; not once the job has stopped
+    shown = None if job.cancelled or job.error else job.partial.get("pca")
+
     @st.fragment(run_every=1.5)
     def follow() -> None:
         if job.cancelled or job.error:
+            if shown is not None:
+                st.rerun(scope="app")  # the preview goes with the job
             if job.cancelled:
                 st.info(f"The analysis was stopped. {job.error}")
             else:
@@ -268,15 +273,18 @@ def run_progress(dataset: Dataset, config: AnalysisConfig) -> None:
             st.rerun(scope="app")
         if jobs.show_progress(job, fraction=jobs.analysis_overall(job), key="analysis_cancel"):
             st.rerun(scope="app")
-        preview = job.partial.get("pca")
-        if preview is not None:
-            st.info("UMAP is still running; meanwhile this is the instant PCA layout (selection "
-                    "opens when the map is ready).")
-            figure = map_figure(preview[:, 0], preview[:, 1], colour=dataset.table["label"],
-                                colour_name="label", size=4.0 if len(preview) > 20_000 else 6.0)
-            st.plotly_chart(figure.figure, key="map_preview", width="stretch")
-        elif job.stage == "embeddings":
+        if shown is None and job.partial.get("pca") is not None:
+            st.rerun(scope="app")  # the PCA map has come: drawn once, outside this poll
+        if shown is None and job.stage == "embeddings":
             st.caption("Computing embeddings: the map appears as soon as they are ready.")
 
     follow()
+    if shown is not None:
+        # outside the poll: each poll (every 1.5 s, in every tab that follows a job) would send and
+        # redraw the whole chart again
+        st.info("The analysis is still running; meanwhile this is the instant PCA layout (the map "
+                "and selection open when it is done).")
+        figure = map_figure(shown[:, 0], shown[:, 1], colour=dataset.table["label"],
+                            colour_name="label", size=4.0 if len(shown) > 20_000 else 6.0)
+        st.plotly_chart(figure.figure, key="map_preview", width="stretch")
     st.stop()

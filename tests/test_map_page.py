@@ -104,10 +104,13 @@ def test_a_colour_chosen_in_the_map_sets_the_page_menu_once_and_is_not_sent_agai
     # the same value again (any later rerun) does not undo a later choice in the page's menu
     at.selectbox(key="map_colour_by").select("n_words").run()
     assert at.selectbox(key="map_colour_by").value == "n_words" and scatter_of(at)["colour"]["title"] == "n_words"
-    # a column the map does not offer is ignored
-    at.session_state["map_scatter"] = {"nonce": "s-2", "kind": "colour", "colour": "text", "digest": "x"}
-    at.run()
-    assert at.selectbox(key="map_colour_by").value == "n_words" and not at.exception
+    # a column the map does not offer, or a malformed value (as a hostile page could send), is ignored
+    for nonce, value in enumerate([{"kind": "colour", "colour": "text", "digest": "x"},
+                                   {"kind": "colour", "colour": ["label"], "digest": 7},
+                                   {"kind": "colour"}, {"kind": "colour", "colour": "<b>split</b>" * 10_000}]):
+        at.session_state["map_scatter"] = {"nonce": f"h-{nonce}", **value}
+        at.run()
+        assert at.selectbox(key="map_colour_by").value == "n_words" and not at.exception
 
 
 def test_a_selection_made_in_the_browser_is_applied_in_its_mode(use_analysed_workspace):

@@ -191,6 +191,12 @@ def _colour_options_arg(component_key: str, points: ScatterPoints, choices: Sequ
     return options
 
 
+def _colour_sent(key: str) -> str:
+    """The session-state name under which :func:`sent_once` keeps the digest of the colour
+    column the browser of scatter ``key`` has."""
+    return f"{key}__colour_sent"
+
+
 def colour_choice(key: str, options: Sequence[str]) -> str | None:
     """The column last chosen in the scatter ``key``'s own colour menu, once (None when there is
     no new choice, or it is not among ``options``). Read it before the page's own "Colour by"
@@ -206,7 +212,7 @@ def colour_choice(key: str, options: Sequence[str]) -> str | None:
     if not isinstance(chosen, str) or chosen not in options:
         return None
     if isinstance(value.get("digest"), str):  # the browser has these colours: not sent again
-        st.session_state[f"{key}__colour_sent"] = value["digest"]
+        st.session_state[_colour_sent(key)] = value["digest"]
     return chosen
 
 
@@ -319,7 +325,7 @@ def scatter_map(
     }
     # declared on every call: it registers with the runtime running this script (AppTest makes one per test)
     args["colour"], encoded_colour = _colour_args(key, points, colour, colour_name, tuple(colour_key))
-    inline = sent_once(st.session_state, f"{key}__colour_sent", encoded_colour)
+    inline = sent_once(st.session_state, _colour_sent(key), encoded_colour)
     args["colour"][encoded_colour.meta["field"]]["inline"] = inline is not None
     component = declare_component("scatter", path=str(BUILD_DIR))
     component(key=key, default=None, colour_bytes=inline, **args)

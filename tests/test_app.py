@@ -207,3 +207,19 @@ def test_unexpected_errors_show_no_traceback_or_server_paths():
 
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert config["client"]["showErrorDetails"] in ("type", "none")
+
+
+def test_the_server_does_not_force_a_full_garbage_collection_after_every_run():
+    """Streamlit's default collects all generations after each script run; with torch, numba and
+    scikit-learn loaded that held the GIL 0.2-0.45 s per run, most of the server's time under
+    twelve reviewers (docs/BENCHMARKS.md section 5). The option must be one Streamlit reads."""
+    import subprocess
+    import sys
+    import tomllib
+
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["runner"]["postScriptGC"] is False
+    read = subprocess.run([sys.executable, "-c", "from streamlit import config; "
+                           "print(config.get_option('runner.postScriptGC'))"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert read.stdout.strip().splitlines()[-1] == "False", read.stderr[-2000:]

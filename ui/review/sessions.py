@@ -16,7 +16,7 @@ __all__ = ["PENDING_SESSION", "REFRESH_SECONDS", "SESSION_KEY", "SESSION_REDRAW_
            "follow_session", "new_session_form", "progress_panel", "reviewers_panel", "session_summary",
            "team_panel"]
 
-REFRESH_SECONDS = 2  # how often the page asks whether the example shown has new decisions
+REFRESH_SECONDS = 1  # how often the page asks whether the example shown has new decisions
 SESSION_REDRAW_SECONDS = 10  # how stale progress, agreement and conflicts may get while others decide
 SESSION_KEY, PENDING_SESSION = "review_session", "review_session_pending"  # session-state keys
 

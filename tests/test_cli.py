@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+from pathlib import Path
 import sys
 
 import numpy as np
@@ -39,6 +41,29 @@ def test_console_script_is_installed():
     assert result.returncode == 0 and "debian-packages" in result.stdout
     bin_dir = __import__("pathlib").Path(sys.executable).parent
     assert (bin_dir / "cartographer").exists()
+
+
+def test_the_command_exits_quickly_with_its_output_flushed_and_its_exit_code(tmp_path):
+    """`cartographer` leaves without tearing the interpreter down (analytics.cli.command): the
+    run is written, the last line is printed even into a pipe, and the exit codes stay."""
+    from analytics.pipeline import load_run
+
+    cartographer = Path(sys.executable).with_name("cartographer")
+    out = tmp_path / "run"
+    buffered = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}  # as in a pipe
+    done = subprocess.run([str(cartographer), "analyze", str(sample_by_key("breast-cancer").path), "--label",
+                           "diagnosis", "--projection", "pca", "--no-scores", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, env=buffered)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1].startswith(f"wrote {out}/examples.parquet")
+    assert len(load_run(out).examples) == 569
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\na,x\nb,\n")
+    failed = subprocess.run([str(cartographer), "validate", str(bad)], capture_output=True, text=True, timeout=120,
+                            env=buffered)
+    assert failed.returncode == 2 and "no label" in failed.stderr
+    helped = subprocess.run([str(cartographer), "--help"], capture_output=True, text=True, timeout=120)
+    assert helped.returncode == 0 and "analyze" in helped.stdout
 
 
 def test_analyze_writes_the_artefacts_the_app_reads(tmp_path, capsys):

@@ -102,6 +102,10 @@ class DynamicsSource:
     keyed_on_embeddings : bool
         Whether the dynamics stage's cache key holds the embeddings' key. Fine-tuning's dynamics
         never see the embeddings; the other sources' entries have always been keyed on them.
+    trains_ahead : bool
+        Whether its dynamics may be trained in a second process while the analysis compiles
+        (:mod:`analytics.ahead`): it reads nothing of the dataset but its labels, and nothing but
+        the embeddings (the probe).
     """
 
     name: str
@@ -121,6 +125,7 @@ class DynamicsSource:
     model: str = ""
     last_epoch_errors: str = ""
     keyed_on_embeddings: bool = True
+    trains_ahead: bool = False
 
     def takes(self, option: str) -> bool:
         """Whether it reads the :class:`AnalysisConfig` field ``option`` (its ``options``)."""
@@ -131,7 +136,7 @@ class DynamicsSource:
 DYNAMICS_REGISTRY: Mapping[str, DynamicsSource] = MappingProxyType({source.name: source for source in (
     DynamicsSource(name="probe", label="Probe on the embeddings (fast)", noun="probe", model="probe",
                    check=probe_source.check, train=probe_source.train, params=probe_source.params,
-                   manifest=probe_source.manifest, scheme=probe_source.scheme),
+                   manifest=probe_source.manifest, scheme=probe_source.scheme, trains_ahead=True),
     DynamicsSource(name="finetune", label="Fine-tune the model (slower; the paper's map)", noun="fine-tuning",
                    settings="finetune", model="fine-tuned model", keyed_on_embeddings=False,
                    check=finetune_source.check, train=finetune_source.train, params=finetune_source.params,

@@ -56,7 +56,7 @@ import numpy as np
 import pandas as pd
 
 from analytics.access import Policy
-from analytics.clusters import Clustering, cluster_embeddings, cluster_summary, name_clusters
+from analytics.clusters import Clustering, cluster_summary, name_clusters
 from analytics.annotators import ANNOTATORS_FILE, AnnotatorReport, dataset_annotators
 from analytics.annotators import EXAMPLE_COLUMNS as ANNOTATOR_EXAMPLE_COLUMNS
 from analytics.data_issues import DataIssues, check_dataset, issue_columns
@@ -64,11 +64,12 @@ from analytics.datasets import ColumnRoles, Dataset
 from analytics.dynamics import TrainingDynamics, cross_fit_probabilities, heldout_folds
 from analytics.dynamics_sources import SOURCE_ERRORS, CheckedSource, TrainedDynamics
 from analytics.embeddings import compute_embeddings
-from analytics import names
+from analytics import ahead, names
 from analytics.hardness import SCORE_AGREEMENT_FILE, hardness_tables
 from analytics.names import CLUSTER_COLUMNS, MAP_COLUMNS
 from analytics.neighbors import KnnGraph, build_knn
 from analytics.numba_cache import Prewarm, prewarm
+from analytics.numba_cache import compiled as numba_compiled
 from analytics.parallel import LOCAL, Executor
 from analytics.projection import PCA_START_FROM, project_pca, project_umap
 from analytics.slices import SliceConfig, discover_slices, slice_features, uniformity
@@ -102,6 +103,8 @@ __all__ = [
     "ISSUE_COLUMNS",
     "ISSUES_FILE",
     "read_issues",
+    "DYNAMICS_AHEAD_MAX",
+    "train_ahead",
 ]
 
 STAGES = ("embeddings", "neighbors", "pca", "umap", "dynamics", "heldout", "scores", "issues", "clusters",
@@ -266,6 +269,8 @@ def run_analysis(
     out = Path(out_dir) if out_dir else _run_path(dataset, config, run.workspace, run.keys.dynamics_source)
     stages = _Stages(progress, on_stage)
     vectors = stages.run("embeddings", lambda report: _embed_stage(run, report))
+    clusters_ahead = _clusters_ahead(run, len(vectors))  # on the core the compiler leaves idle,
+    dynamics_ahead = _dynamics_ahead(run, len(vectors))  # started before this process compiles
     compiling = _prewarm(run, len(vectors))  # the layout's code, compiled while the graph is built
     graph = stages.run("neighbors", lambda report: _neighbours_stage(run, vectors, report))
     pca = stages.run("pca", lambda report: _pca_stage(run, vectors))
@@ -273,13 +278,13 @@ def run_analysis(
         if config.projection == "umap" else pca
     scored = None
     if config.scores:
-        trained = stages.run("dynamics", lambda report: _dynamics_stage(run, vectors, report))
+        trained = stages.run("dynamics", lambda report: _dynamics_stage(run, vectors, report, dynamics_ahead))
         heldout = stages.run("heldout", lambda report: _heldout_stage(run, vectors, trained.heldout, report))
         scored = stages.run("scores", lambda report: _scores_stage(run, trained, heldout, graph, report))
     annotators = _annotators_stage(dataset, scored)
     issues = stages.run("issues", lambda report: _issues_stage(run, graph, report)) \
         if config.issues is not None else None
-    clustering = stages.run("clusters", lambda report: _clusters_stage(run, vectors, coords, report)) \
+    clustering = stages.run("clusters", lambda report: _clusters_stage(run, vectors, coords, report, clusters_ahead)) \
         if config.clusters is not None else None
     results = _StageResults(vectors=vectors, graph=graph, pca=pca, coords=coords, scored=scored,
                             annotators=annotators, issues=issues, clustering=clustering)
@@ -459,16 +464,34 @@ def _dynamics_files(info: dict) -> dict[str, str]:
             **({"dynamics_vog": "npy"} if info.get("has_vog") else {})}
 
 
-def _dynamics_stage(run: _RunInputs, vectors: np.ndarray, report: Progress) -> TrainedDynamics:
-    """The training dynamics, from the cache or from the configured source."""
-    entry = run.workspace.load_entry(run.fingerprint, "dynamics", run.keys.dynamics, _dynamics_files)
-    if entry is not None:
-        info, files = entry.info, entry.files
-        return TrainedDynamics(TrainingDynamics(
-            logits=files["dynamics_logits"], gold=np.asarray(files["dynamics_gold"], dtype=np.int64),
-            source=info["source"], hidden_norms=files.get("dynamics_norms"), early_epoch=info["early_epoch"],
-            vog=files.get("dynamics_vog")), tuple(info["notes"]))
+def _dynamics_stage(run: _RunInputs, vectors: np.ndarray, report: Progress,
+                    training: Prewarm | None = None) -> TrainedDynamics:
+    """The training dynamics: from the cache, from the second process ``training`` the probe
+    once it has finished, or from the configured source."""
+    if training is not None:
+        if training.running():
+            report(0.0, "Waiting for the probe (it trains in a second process)")
+        training.wait()
+    cached = _cached_dynamics(run)
+    if cached is not None:
+        return cached
     trained = _train_dynamics(run, vectors, report)
+    _save_dynamics(run, trained)
+    return trained
+
+
+def _cached_dynamics(run: _RunInputs) -> TrainedDynamics | None:
+    entry = run.workspace.load_entry(run.fingerprint, "dynamics", run.keys.dynamics, _dynamics_files)
+    if entry is None:
+        return None
+    info, files = entry.info, entry.files
+    return TrainedDynamics(TrainingDynamics(
+        logits=files["dynamics_logits"], gold=np.asarray(files["dynamics_gold"], dtype=np.int64),
+        source=info["source"], hidden_norms=files.get("dynamics_norms"), early_epoch=info["early_epoch"],
+        vog=files.get("dynamics_vog")), tuple(info["notes"]))
+
+
+def _save_dynamics(run: _RunInputs, trained: TrainedDynamics) -> None:
     dynamics = trained.dynamics
     run.workspace.save_entry(run.fingerprint, "dynamics", run.keys.dynamics, {
         # float32, not float16: imported logits must give the reference formulas' values to 1e-9.
@@ -478,7 +501,59 @@ def _dynamics_stage(run: _RunInputs, vectors: np.ndarray, report: Progress) -> T
         "dynamics_gold": (dynamics.gold, "npy"),
     }, {"source": dynamics.source, "early_epoch": dynamics.early_epoch, "notes": list(trained.notes),
         "has_norms": dynamics.hidden_norms is not None, "has_vog": dynamics.vog is not None})
-    return trained
+
+
+# Up to this many examples the probe trains ahead (:func:`_dynamics_ahead`). Past it the compiler's
+# idle core is a small share of the probe's time, and the second process's memory (the embeddings,
+# their standardised copy and every epoch's logits) would add to the analysis's peak.
+DYNAMICS_AHEAD_MAX = 250_000
+
+
+@dataclass(frozen=True, eq=False)
+class _Labels:
+    """What the probe reads of a dataset: sent to the second process instead of the whole table."""
+
+    fingerprint: str
+    label_codes: np.ndarray
+    classes: tuple
+
+
+def _dynamics_ahead(run: _RunInputs, n: int) -> Prewarm | None:
+    """While this process compiles (:func:`_compiles_ahead`), the probe's training dynamics
+    computed in a second process (:mod:`analytics.ahead`, :func:`train_ahead`): for the probe on
+    the CPU, here (not on Ray), up to :data:`DYNAMICS_AHEAD_MAX` examples; None otherwise, and
+    when they are cached already."""
+    config = run.config
+    if not config.scores or not DYNAMICS_REGISTRY[config.dynamics_source].trains_ahead or n > DYNAMICS_AHEAD_MAX \
+            or run.executor.name != "local" or not _compiles_ahead(run, n) \
+            or run.workspace.load_entry(run.fingerprint, "dynamics", run.keys.dynamics, _dynamics_files) is not None:
+        return None
+    import torch
+
+    from analytics.device import default_device
+
+    if default_device(config.probe.device).type != "cpu":
+        return None
+    dataset = run.dataset
+    labels = _Labels(dataset.fingerprint, np.asarray(dataset.label_codes), tuple(dataset.classes))
+    return ahead.start("dynamics", {"run": replace(run, dataset=labels, executor=LOCAL),
+                                    "threads": torch.get_num_threads()})
+
+
+def train_ahead(run: _RunInputs) -> bool:
+    """In the second process (:mod:`analytics.ahead`): train the probe on the embeddings stored
+    in the workspace and store what the dynamics stage and the held-out stage would: the
+    out-of-fold probabilities first (the cross-fitted probes', or K-fold probes' under the
+    independent scheme), so that stored dynamics always come with them. False when the
+    embeddings are not in the workspace."""
+    vectors = run.workspace.load(run.fingerprint, "embeddings", run.keys.embedding, fmt="npy")
+    if vectors is None:
+        return False
+    quiet = lambda fraction, message: None  # noqa: E731 - nobody watches this process's progress
+    trained = _train_dynamics(run, vectors, quiet)
+    _probe_heldout(run, vectors, trained.heldout, quiet)
+    _save_dynamics(run, trained)
+    return True
 
 
 def _train_dynamics(run: _RunInputs, vectors: np.ndarray, report: Progress) -> TrainedDynamics:
@@ -611,18 +686,42 @@ def _issues_stage(run: _RunInputs, graph: KnnGraph, report: Progress) -> DataIss
     return issues
 
 
-def _clusters_stage(run: _RunInputs, vectors: np.ndarray, coords: np.ndarray, report: Progress) -> Clustering:
-    """Clusters at two levels, on the embeddings (or on the map, for HDBSCAN)."""
+def _compiles_ahead(run: _RunInputs, n: int) -> bool:
+    """Whether this process is about to compile NN-descent and umap-learn: a cold numba cache,
+    about 40 s at 100k, mostly on one core of two."""
+    config = run.config
+    return config.projection == "umap" and n > config.exact_knn_max and not numba_compiled()
+
+
+def _clusters_ahead(run: _RunInputs, n: int) -> Prewarm | None:
+    """While this process compiles (:func:`_compiles_ahead`), the k-means clusters computed in
+    a second process (:mod:`analytics.ahead`); None otherwise, and when they are
+    cached already. Started before this process imports pynndescent, whose import alone
+    compiles for about 10 s. HDBSCAN clusters the map, which comes later."""
+    config = run.config
+    if config.clusters is None or config.clusters.method != "kmeans" or not _compiles_ahead(run, n) \
+            or run.workspace.load_entry(run.fingerprint, "clusters", run.keys.clusters,
+                                        {"clusters": "npy"}) is not None:
+        return None
+    return ahead.start("clusters", {"workspace": run.workspace, "fingerprint": run.fingerprint,
+                                    "embedding_params": run.keys.embedding, "params": run.keys.clusters,
+                                    "config": config.clusters, "metric": config.embedding.metric})
+
+
+def _clusters_stage(run: _RunInputs, vectors: np.ndarray, coords: np.ndarray, report: Progress,
+                    computing: Prewarm | None = None) -> Clustering:
+    """Clusters at two levels, on the embeddings (or on the map, for HDBSCAN): from the cache,
+    from the second process ``computing`` them once it has finished, or computed here."""
     params = run.keys.clusters
+    if computing is not None:
+        if computing.running():
+            report(0.0, "Waiting for the clusters (computed in a second process)")
+        computing.wait()
     entry = run.workspace.load_entry(run.fingerprint, "clusters", params, {"clusters": "npy"})
     if entry is not None:
         return Clustering.from_parts(entry.files["clusters"], entry.info)
-    clustering = cluster_embeddings(vectors, config=run.config.clusters, metric=run.config.embedding.metric,
-                                    coords=coords, progress=report)
-    run.workspace.save_entry(run.fingerprint, "clusters", params,
-                             {"clusters": (np.stack([clustering.coarse, clustering.fine]), "npy")},
-                             clustering.to_meta())
-    return clustering
+    return ahead.store_clusters(run.workspace, run.fingerprint, params, vectors, run.config.clusters,
+                                run.config.embedding.metric, coords, report)
 
 
 @dataclass(frozen=True, eq=False)

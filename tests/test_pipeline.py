@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 import analytics.pipeline as pipeline
+from analytics import ahead
 from analytics.datasets import load_dataset
 from analytics.dynamics_sources import probe as probe_source
 from analytics.embeddings import EmbeddingSpec
@@ -121,7 +122,7 @@ def test_a_second_run_resumes_from_the_cache(dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "project_pca", lambda *a, **k: calls.append("pca"))
     monkeypatch.setattr(probe_source, "train_probe", lambda *a, **k: calls.append("probe"))
     monkeypatch.setattr(pipeline, "cross_fit_probabilities", lambda *a, **k: calls.append("heldout"))
-    monkeypatch.setattr(pipeline, "cluster_embeddings", lambda *a, **k: calls.append("clusters"))
+    monkeypatch.setattr(ahead, "cluster_embeddings", lambda *a, **k: calls.append("clusters"))
     monkeypatch.setattr(pipeline, "check_dataset", lambda *a, **k: calls.append("issues"))
     again = run_analysis(dataset, CONFIG, workspace=workspace)
     assert calls == []  # every stage came from the workspace
@@ -166,7 +167,7 @@ def test_a_second_run_hits_every_stages_cache(dataset, tmp_path, monkeypatch):
     for module, name in [(pipeline, "compute_embeddings"), (pipeline, "build_knn"), (pipeline, "project_pca"),
                          (pipeline, "project_umap"), (probe_source, "cross_fit_dynamics"),
                          (probe_source, "train_probe"), (pipeline, "cross_fit_probabilities"),
-                         (pipeline, "check_dataset"), (pipeline, "cluster_embeddings")]:
+                         (pipeline, "check_dataset"), (ahead, "cluster_embeddings")]:
         monkeypatch.setattr(module, name, lambda *a, name=name, **k: pytest.fail(f"{name} ran again"))
     stages = []
     again = run_analysis(dataset, config, workspace=workspace, on_stage=lambda stage, result: stages.append(stage))

@@ -150,7 +150,9 @@ def prewarm(*, metric: str, n_neighbors: int, seed: int | None, init: str) -> Pr
     Tried and not kept: starting the second process before those imports (both compiled the
     same functions at once: 90 s instead of 84-86 s at 100k), and compiling NN-descent ahead
     while the probe trains (the probe's two threads and the compiler slowed each other down on
-    two cores: 49 s instead of 15 s for the probe)."""
+    two cores: 49 s instead of 15 s for the probe). What works is the other way round: the
+    probe and the clusters in second processes at a lower priority, their OpenMP threads
+    sleeping while they wait, while this one compiles (:mod:`analytics.ahead`)."""
     folder = enable()
     if folder is None or compiled(folder):
         return None

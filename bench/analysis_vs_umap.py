@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                 if key not in ("NUMBA_CACHE_DIR", "CARTOGRAPHER_WORKSPACE")}
         cli = Path(sys.executable).with_name("cartographer")
         umap_cache = work / "umap-numba-cache"
+        shutil.rmtree(umap_cache, ignore_errors=True)  # cold means cold, also in a --work folder used before
 
         def umap_run(label: str) -> dict:
             umap_cache.mkdir(exist_ok=True)

@@ -209,6 +209,22 @@ def test_regions_follow_the_thresholds():
     assert moved.tolist() == ["easy-to-learn", "hard-to-learn", "ambiguous", "easy-to-learn"]
 
 
+def test_region_codes_are_the_regions_positions_in_one_byte():
+    from analytics.names import REGIONS
+    from analytics.scores.regions import region_codes
+
+    rng = np.random.default_rng(1)
+    confidence, variability = rng.random(5_000), rng.random(5_000) * 0.4
+    confidence[:3], variability[:3] = [0.5, 0.49, 0.9], [0.1, 0.1, 0.2]  # on the thresholds: >= counts
+    for thresholds in (RegionThresholds(), RegionThresholds(confidence=0.3, variability=0.1)):
+        codes = region_codes(confidence, variability, thresholds)
+        assert codes.dtype == np.int8
+        assert np.array(REGIONS, dtype=object)[codes].tolist() == \
+            assign_regions(confidence, variability, thresholds).tolist()
+    assert [REGIONS[c] for c in region_codes(confidence[:3], variability[:3])] == \
+        ["easy-to-learn", "hard-to-learn", "ambiguous"]
+
+
 def full_inputs(n=60, k=3, seed=0):
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, k, n)

@@ -14,7 +14,7 @@ import numpy as np
 
 from analytics.names import REGIONS
 
-__all__ = ["RegionThresholds", "REGIONS", "assign_regions"]
+__all__ = ["RegionThresholds", "REGIONS", "assign_regions", "region_codes"]
 
 
 @dataclass(frozen=True)
@@ -23,9 +23,17 @@ class RegionThresholds:
     variability: float = 0.2
 
 
+def region_codes(confidence: np.ndarray, variability: np.ndarray,
+                 thresholds: RegionThresholds = RegionThresholds()) -> np.ndarray:
+    """ndarray of shape (n,), int8: each example's region as its position in ``REGIONS``
+    (1 MB at a million examples, where the names take an object each)."""
+    ambiguous = np.asarray(variability) >= thresholds.variability
+    easy = ~ambiguous & (np.asarray(confidence) >= thresholds.confidence)
+    return np.where(ambiguous, REGIONS.index("ambiguous"),
+                    np.where(easy, REGIONS.index("easy-to-learn"), REGIONS.index("hard-to-learn"))).astype(np.int8)
+
+
 def assign_regions(confidence: np.ndarray, variability: np.ndarray,
                    thresholds: RegionThresholds = RegionThresholds()) -> np.ndarray:
     """ndarray of shape (n,), dtype object: the region of each example."""
-    ambiguous = variability >= thresholds.variability
-    easy = ~ambiguous & (confidence >= thresholds.confidence)
-    return np.where(ambiguous, REGIONS[1], np.where(easy, REGIONS[0], REGIONS[2])).astype(object)
+    return np.asarray(REGIONS, dtype=object)[region_codes(confidence, variability, thresholds)]

@@ -116,7 +116,7 @@ def main() -> int:
     _leave_with(int(request["parent"]))
     try:
         os.nice(NICENESS)
-    except OSError:
+    except (OSError, AttributeError):  # not allowed, or no nice on this system: at the same priority
         pass
     return _clusters(request) if task == "clusters" else _dynamics(request)
 

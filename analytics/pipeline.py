@@ -475,6 +475,8 @@ def _dynamics_stage(run: _RunInputs, vectors: np.ndarray, report: Progress,
     cached = _cached_dynamics(run)
     if cached is not None:
         return cached
+    if training is not None:
+        report(0.0, "The second process did not train the probe: training it here")
     trained = _train_dynamics(run, vectors, report)
     _save_dynamics(run, trained)
     return trained
@@ -720,6 +722,8 @@ def _clusters_stage(run: _RunInputs, vectors: np.ndarray, coords: np.ndarray, re
     entry = run.workspace.load_entry(run.fingerprint, "clusters", params, {"clusters": "npy"})
     if entry is not None:
         return Clustering.from_parts(entry.files["clusters"], entry.info)
+    if computing is not None:
+        report(0.0, "The second process did not compute the clusters: computing them here")
     return ahead.store_clusters(run.workspace, run.fingerprint, params, vectors, run.config.clusters,
                                 run.config.embedding.metric, coords, report)
 

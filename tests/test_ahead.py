@@ -154,8 +154,12 @@ def test_when_the_second_processes_fail_the_stages_compute_their_results_themsel
     monkeypatch.setattr(pipeline, "_compiles_ahead", lambda run, n: True)
     monkeypatch.setattr(ahead, "start", lambda *a, **k: Prewarm(
         subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"])))
-    again = run_analysis(dataset, config, out_dir=tmp_path / "again", workspace=Workspace(tmp_path / "ws2"))
+    messages = []
+    again = run_analysis(dataset, config, out_dir=tmp_path / "again", workspace=Workspace(tmp_path / "ws2"),
+                         progress=lambda stage, fraction, message: messages.append(message))
     same_runs(again, expected)
+    assert "The second process did not train the probe: training it here" in messages
+    assert "The second process did not compute the clusters: computing them here" in messages
 
 
 def test_the_probe_trains_ahead_only_on_the_cpu_here_and_up_to_its_size(dataset, tmp_path, monkeypatch):

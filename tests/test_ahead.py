@@ -95,7 +95,8 @@ def test_the_second_process_leaves_when_the_analysis_has_gone(vectors, tmp_path)
     workspace.save("fp", "embeddings", EMBEDDING, np.tile(vectors, (300, 1)), fmt="npy")
     script = ("from analytics import ahead; from analytics.clusters import ClusterConfig\n"
               "from analytics.workspace import Workspace\n"
-              f"process = ahead.start('clusters', {{'workspace': Workspace({str(workspace.root)!r}), 'fingerprint': 'fp', "
+              f"process = ahead.start('clusters', {{'workspace': Workspace({str(workspace.root)!r}), "
+              "'fingerprint': 'fp', "
               f"'embedding_params': {EMBEDDING!r}, 'params': {PARAMS!r}, 'metric': 'cosine', "
               "'config': ClusterConfig(sample_max=200_000, silhouette_sample=50_000)})\n"
               "print(process.process.pid, flush=True)\n")
@@ -186,7 +187,8 @@ def test_the_probe_trains_ahead_only_on_the_cpu_here_and_up_to_its_size(dataset,
 
 def test_the_clusters_are_computed_ahead_only_while_numba_compiles(monkeypatch):
     """A cold numba cache and a kNN graph by NN-descent for the UMAP map: nothing else."""
-    umap_run, pca_run = SimpleNamespace(config=AnalysisConfig()), SimpleNamespace(config=AnalysisConfig(projection="pca"))
+    umap_run = SimpleNamespace(config=AnalysisConfig())
+    pca_run = SimpleNamespace(config=AnalysisConfig(projection="pca"))
     big = umap_run.config.exact_knn_max + 1
     monkeypatch.setattr(pipeline, "numba_compiled", lambda: False)
     assert pipeline._compiles_ahead(umap_run, big)

@@ -434,12 +434,15 @@ def _prewarm(run: _RunInputs, n: int) -> Prewarm | None:
                    init=run.keys.umap_init or "spectral")
 
 
-def _wait_for(compiling: Prewarm | None, report: Progress) -> None:
-    if compiling is None:
+def _wait_for(process: Prewarm | None, report: Progress,
+              waiting: str = "Waiting for the compiled code (numba, compiling in a second process)") -> None:
+    """Until the second ``process`` has finished (at once when there is none or it has), saying
+    ``waiting`` meanwhile."""
+    if process is None:
         return
-    if compiling.running():
-        report(0.0, "Waiting for the compiled code (numba, compiling in a second process)")
-    compiling.wait()
+    if process.running():
+        report(0.0, waiting)
+    process.wait()
 
 
 def _umap_stage(run: _RunInputs, vectors: np.ndarray, graph: KnnGraph, pca: np.ndarray,
@@ -468,10 +471,7 @@ def _dynamics_stage(run: _RunInputs, vectors: np.ndarray, report: Progress,
                     training: Prewarm | None = None) -> TrainedDynamics:
     """The training dynamics: from the cache, from the second process ``training`` the probe
     once it has finished, or from the configured source."""
-    if training is not None:
-        if training.running():
-            report(0.0, "Waiting for the probe (it trains in a second process)")
-        training.wait()
+    _wait_for(training, report, "Waiting for the probe (it trains in a second process)")
     cached = _cached_dynamics(run)
     if cached is not None:
         return cached
@@ -715,10 +715,7 @@ def _clusters_stage(run: _RunInputs, vectors: np.ndarray, coords: np.ndarray, re
     """Clusters at two levels, on the embeddings (or on the map, for HDBSCAN): from the cache,
     from the second process ``computing`` them once it has finished, or computed here."""
     params = run.keys.clusters
-    if computing is not None:
-        if computing.running():
-            report(0.0, "Waiting for the clusters (computed in a second process)")
-        computing.wait()
+    _wait_for(computing, report, "Waiting for the clusters (computed in a second process)")
     entry = run.workspace.load_entry(run.fingerprint, "clusters", params, {"clusters": "npy"})
     if entry is not None:
         return Clustering.from_parts(entry.files["clusters"], entry.info)
